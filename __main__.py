@@ -1,0 +1,64 @@
+"""MLflow trace collection on Kubernetes.
+
+    OTLP clients -> Collector (filter noise, route by service.name)
+                 -> MLflow /v1/traces (one experiment per route) -> PostgreSQL
+    pulumi up    -> MLflow REST (experiments) -> IDs -> Collector config
+"""
+
+import pulumi
+
+from components import mlflow
+from components.collector import TraceCollector
+from components.config import load_stack_config
+from components.experiments import MlflowExperiments
+from components.exposure import MlflowExposure
+from components.mlflow import MlflowServer
+from components.namespace import StackNamespace
+from components.postgres import PostgresDatabase
+
+config = load_stack_config()
+
+namespace = StackNamespace(
+    "namespace", namespace=config.namespace, create=config.create_namespace, platform=config.platform
+).ref
+
+database = PostgresDatabase("postgres", config=config.postgres, namespace=namespace, platform=config.platform)
+
+server = MlflowServer(
+    "mlflow",
+    config=config.mlflow,
+    connection=database.connection,
+    namespace=namespace,
+    platform=config.platform,
+    external_host=config.exposure.host,
+    database_ready=database.ready,
+)
+
+exposure = MlflowExposure(
+    "exposure", config=config.exposure, namespace=namespace, service=mlflow.SERVICE_NAME, port=mlflow.PORT
+)
+
+experiments = MlflowExperiments(
+    "experiments",
+    experiments=config.experiments,
+    tracking_url=config.mlflow_api_url,
+    server_ready=[server, exposure],
+)
+
+traces = TraceCollector(
+    "collector",
+    config=config.collector,
+    experiments=config.experiments,
+    experiment_ids=experiments.ids,
+    mlflow_endpoint=server.internal_url,
+    namespace=namespace,
+    platform=config.platform,
+)
+
+pulumi.export("namespace", config.namespace)
+pulumi.export("mlflowUrl", exposure.url or server.internal_url)
+pulumi.export("mlflowInternalUrl", server.internal_url)
+pulumi.export("otlpGrpcEndpoint", traces.grpc_endpoint)
+pulumi.export("otlpHttpEndpoint", traces.http_endpoint)
+pulumi.export("experimentIds", experiments.ids)
+pulumi.export("postgresHost", database.connection.host)

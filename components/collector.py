@@ -1,0 +1,288 @@
+"""The OpenTelemetry Collector: OTLP in, probe noise out, one MLflow experiment
+per route.
+
+`collector_config` is a pure function of the experiments (with their resolved
+IDs), the noise rules and the collector version; the component only renders
+it into a ConfigMap and rolls the Deployment through a checksum annotation
+whenever it changes (e.g. a new experiment ID).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import yaml
+
+from components.config import Collector, Experiment, NoiseRule, experiment_slug, quantity_bytes
+from components.kube import (
+    CHECKSUM_ANNOTATION,
+    NamespaceRef,
+    container_security_context,
+    content_checksum,
+    labels_for,
+    pod_security_context,
+    selector_for,
+    service_host,
+)
+
+SERVICE_NAME = "otel-collector"
+GRPC_PORT = 4317
+HTTP_PORT = 4318
+HEALTH_PORT = 13133
+METRICS_PORT = 8888
+COLLECTOR_UID = 10001  # the user of the contrib image
+CONFIG_DIR = "/conf"
+CONFIG_FILE = "collector.yaml"
+QUEUE_DIR = "/var/lib/otelcol/queue"
+EXPERIMENT_HEADER = "x-mlflow-experiment-id"
+# Go runtime soft limit, as a share of the container limit: GC works harder
+# before the kernel's OOM killer steps in.
+GOMEMLIMIT_SHARE = 0.8
+
+
+@dataclass(frozen=True)
+class RoutedExperiment:
+    """An experiment as the collector needs it: its MLflow ID and its services."""
+
+    name: str
+    experiment_id: str
+    services: tuple[str, ...]
+    default: bool
+
+    @property
+    def slug(self) -> str:
+        return experiment_slug(self.name)
+
+
+def routed_experiments(experiments: tuple[Experiment, ...], ids: dict[str, str]) -> list[RoutedExperiment]:
+    return [RoutedExperiment(e.name, str(ids[e.name]), e.services, e.default) for e in experiments]
+
+
+def _parse_version(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split(".")[:3])
+
+
+def otlp_http_exporter_type(version: str) -> str:
+    """`otlp_http` from 0.144 on (`otlphttp` is then a deprecated alias); before, only `otlphttp`."""
+    return "otlp_http" if _parse_version(version) >= (0, 144) else "otlphttp"
+
+
+def ottl_string(value: str) -> str:
+    """An OTTL string literal."""
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def noise_conditions(rules: tuple[NoiseRule, ...]) -> list[str]:
+    """Filter conditions (`traces.span`) that drop each noise request's spans.
+
+    The filter judges each span alone, so the root span's ASGI children
+    (`"<root> http send"` / `"http receive"`, which carry no URL attributes)
+    must be matched by name too, or they are stored as orphans. Old
+    (`http.target`, `http.method`) and new (`url.path`,
+    `http.request.method`) HTTP conventions are both covered, and kubelet
+    probes are recognised by their user agent."""
+    conditions = []
+    for rule in rules:
+        route = rule.route.replace(".", "\\.")
+        conditions += [
+            f"IsMatch(name, {ottl_string(f'^{rule.method} {route}( http (send|receive))?$')})",
+            f"attributes[\"http.method\"] == {ottl_string(rule.method)} and "
+            f"IsMatch(attributes[\"http.target\"], {ottl_string(f'^{route}([?].*)?$')})",
+            f"attributes[\"http.request.method\"] == {ottl_string(rule.method)} and "
+            f"attributes[\"url.path\"] == {ottl_string(rule.route)}",
+        ]
+    conditions += [
+        'IsMatch(attributes["user_agent.original"], "^kube-probe/")',
+        'IsMatch(attributes["http.user_agent"], "^kube-probe/")',
+    ]
+    return conditions
+
+
+def _service_condition(services: tuple[str, ...]) -> str:
+    return " or ".join(f'attributes["service.name"] == {ottl_string(s)}' for s in services)
+
+
+def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseRule, ...], version: str,
+                     mlflow_endpoint: str, persistent_queue: bool) -> dict:
+    """The collector's whole configuration.
+
+    intake: otlp -> memory_limiter (first) -> filter/noise -> routing
+    one pipeline per experiment: routing -> batch (last) -> its exporter,
+    whose `x-mlflow-experiment-id` header names the experiment. Traffic of
+    unlisted services goes to the default experiment."""
+    exporter_type = otlp_http_exporter_type(version)
+    queue: dict = {"enabled": True, "num_consumers": 4, "queue_size": 5000}
+    if persistent_queue:
+        queue["storage"] = "file_storage"
+
+    exporters, pipelines = {}, {}
+    for experiment in experiments:
+        exporter = f"{exporter_type}/{experiment.slug}"
+        exporters[exporter] = {
+            "endpoint": mlflow_endpoint,
+            "headers": {EXPERIMENT_HEADER: experiment.experiment_id},
+            "compression": "gzip",
+            "encoding": "proto",
+            "timeout": "30s",
+            "retry_on_failure": {
+                "enabled": True, "initial_interval": "1s", "max_interval": "30s", "max_elapsed_time": "10m",
+            },
+            "sending_queue": queue,
+        }
+        pipelines[f"traces/{experiment.slug}"] = {
+            "receivers": ["routing"], "processors": ["batch"], "exporters": [exporter],
+        }
+
+    default = next(e for e in experiments if e.default)
+    routes = [
+        {"context": "resource", "condition": _service_condition(e.services), "pipelines": [f"traces/{e.slug}"]}
+        for e in experiments if e.services
+    ]
+    connectors = {
+        "routing": {
+            "default_pipelines": [f"traces/{default.slug}"],
+            "error_mode": "ignore",
+            # The connector refuses an empty table: route the default's own services
+            # (or none) explicitly, so the table always has a row.
+            "table": routes or [{
+                "context": "resource",
+                "condition": 'attributes["service.name"] == ""',
+                "pipelines": [f"traces/{default.slug}"],
+            }],
+        },
+    }
+    extensions = {"health_check": {"endpoint": f"0.0.0.0:{HEALTH_PORT}"}}
+    if persistent_queue:
+        extensions["file_storage"] = {"directory": QUEUE_DIR, "create_directory": True}
+
+    return {
+        "receivers": {
+            "otlp": {
+                "protocols": {
+                    # Since 0.110 the default is localhost: bind all interfaces explicitly.
+                    "grpc": {"endpoint": f"0.0.0.0:{GRPC_PORT}"},
+                    "http": {"endpoint": f"0.0.0.0:{HTTP_PORT}"},
+                },
+            },
+        },
+        "processors": {
+            "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
+            "filter/noise": {"error_mode": "ignore", "traces": {"span": noise_conditions(noise)}},
+            "batch": {"send_batch_size": 512, "send_batch_max_size": 1024, "timeout": "2s"},
+        },
+        "connectors": connectors,
+        "exporters": exporters,
+        "extensions": extensions,
+        "service": {
+            "extensions": list(extensions),
+            "telemetry": {
+                "metrics": {
+                    "readers": [{"pull": {"exporter": {"prometheus": {"host": "0.0.0.0", "port": METRICS_PORT}}}}],
+                },
+            },
+            "pipelines": {
+                "traces/intake": {
+                    "receivers": ["otlp"], "processors": ["memory_limiter", "filter/noise"], "exporters": ["routing"],
+                },
+                **pipelines,
+            },
+        },
+    }
+
+
+def render_config(config: dict) -> str:
+    return yaml.safe_dump(config, sort_keys=False, width=1000)
+
+
+def gomemlimit(memory_limit: str) -> str:
+    return f"{int(quantity_bytes(memory_limit) * GOMEMLIMIT_SHARE / 2**20)}MiB"
+
+
+def deployment_spec(cfg: Collector, platform: str, config_map: pulumi.Input[str],
+                    checksum: pulumi.Input[str]) -> dict:
+    volumes = [{"name": "config", "configMap": {"name": config_map}}]
+    mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    if cfg.persistent_queue:
+        # Survives container restarts (crash, OOM) inside the pod.
+        volumes.append({"name": "queue", "emptyDir": {}})
+        mounts.append({"name": "queue", "mountPath": QUEUE_DIR})
+    health = {"httpGet": {"path": "/", "port": "health"}}
+    return {
+        "replicas": cfg.replicas,
+        "selector": {"matchLabels": selector_for("otel-collector")},
+        "template": {
+            "metadata": {
+                "labels": labels_for("otel-collector"),
+                "annotations": {CHECKSUM_ANNOTATION: checksum},
+            },
+            "spec": {
+                "securityContext": pod_security_context(platform, COLLECTOR_UID),
+                "containers": [{
+                    "name": "otel-collector",
+                    "image": cfg.image,
+                    "args": [f"--config={CONFIG_DIR}/{CONFIG_FILE}"],
+                    "env": [{"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])}],
+                    "ports": [
+                        {"name": "otlp-grpc", "containerPort": GRPC_PORT},
+                        {"name": "otlp-http", "containerPort": HTTP_PORT},
+                        {"name": "health", "containerPort": HEALTH_PORT},
+                        {"name": "metrics", "containerPort": METRICS_PORT},
+                    ],
+                    "resources": cfg.resources.as_k8s(),
+                    "securityContext": container_security_context(read_only_root=True),
+                    "readinessProbe": {**health, "periodSeconds": 10},
+                    "livenessProbe": {**health, "periodSeconds": 20, "failureThreshold": 5},
+                    "volumeMounts": mounts,
+                }],
+                "volumes": volumes,
+            },
+        },
+    }
+
+
+class TraceCollector(pulumi.ComponentResource):
+    """Collector Deployment + Service; its config follows the experiment IDs."""
+
+    grpc_endpoint: str
+    http_endpoint: str
+
+    def __init__(self, name: str, *, config: Collector, experiments: tuple[Experiment, ...],
+                 experiment_ids: pulumi.Output[dict[str, str]], mlflow_endpoint: str, namespace: NamespaceRef,
+                 platform: str, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-tracing:index:TraceCollector", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        labels = labels_for("otel-collector")
+        config_text = experiment_ids.apply(lambda ids: render_config(collector_config(
+            experiments=routed_experiments(experiments, ids), noise=config.noise, version=config.version,
+            mlflow_endpoint=mlflow_endpoint, persistent_queue=config.persistent_queue,
+        )))
+        config_map = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata={"namespace": namespace.ref, "labels": labels},
+            data={CONFIG_FILE: config_text},
+            opts=child,
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels},
+            spec=deployment_spec(config, platform, config_map.metadata.name, config_text.apply(content_checksum)),
+            opts=child,
+        )
+        k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels},
+            spec={
+                "selector": selector_for("otel-collector"),
+                "ports": [
+                    {"name": "otlp-grpc", "port": GRPC_PORT, "targetPort": "otlp-grpc", "appProtocol": "grpc"},
+                    {"name": "otlp-http", "port": HTTP_PORT, "targetPort": "otlp-http", "appProtocol": "http"},
+                ],
+            },
+            opts=child,
+        )
+        host = service_host(SERVICE_NAME, namespace.name)
+        self.grpc_endpoint = f"http://{host}:{GRPC_PORT}"
+        self.http_endpoint = f"http://{host}:{HTTP_PORT}"
+        self.register_outputs({"grpcEndpoint": self.grpc_endpoint, "httpEndpoint": self.http_endpoint})

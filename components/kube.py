@@ -1,0 +1,73 @@
+"""Plain builders for what every workload of the stack shares: labels, security
+contexts and the config checksum that rolls pods when their config changes."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from components.config import PROJECT
+
+CHECKSUM_ANNOTATION = "checksum/config"
+
+
+def labels_for(component: str, instance: str = PROJECT) -> dict[str, str]:
+    """The recommended `app.kubernetes.io/*` labels of one component."""
+    return {
+        "app.kubernetes.io/name": component,
+        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/part-of": PROJECT,
+        "app.kubernetes.io/managed-by": "pulumi",
+    }
+
+
+def selector_for(component: str, instance: str = PROJECT) -> dict[str, str]:
+    """The stable subset of `labels_for` that selectors match on."""
+    labels = labels_for(component, instance)
+    return {key: labels[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+
+
+def pod_security_context(platform: str, uid: int) -> dict:
+    """Non-root pod settings. OpenShift's restricted-v2 assigns UIDs and fsGroup
+    from the namespace range and rejects fixed ones, so they are only set on
+    plain Kubernetes."""
+    context: dict = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    if platform == "kubernetes":
+        context.update(runAsUser=uid, runAsGroup=uid, fsGroup=uid)
+    return context
+
+
+def container_security_context(read_only_root: bool = False) -> dict:
+    """What Pod Security `restricted` and OpenShift `restricted-v2` both accept."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": read_only_root,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def content_checksum(*contents: str) -> str:
+    """sha256 over config contents, for a pod-template annotation."""
+    digest = hashlib.sha256()
+    for content in contents:
+        digest.update(content.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def service_host(service: str, namespace: str) -> str:
+    """The cluster-wide DNS name of a Service."""
+    return f"{service}.{namespace}.svc.cluster.local"
+
+
+@dataclass(frozen=True)
+class NamespaceRef:
+    """A namespace as components need it: its name for DNS names, and a
+    reference for `metadata.namespace` that carries the dependency on the
+    Namespace resource when the stack creates it."""
+
+    name: str
+    ref: Any

@@ -1,0 +1,236 @@
+"""The MLflow tracking server: a migration Job, then a Deployment and Service.
+
+The traps of FIELD-NOTES are handled here by construction: the Host check list
+covers every name clients send, probes use paths that stay open, the backend
+URI names its driver and holds no credentials, migrations run once before any
+replica, and the worker count and job runner fit the memory limit (validated
+in the config layer).
+"""
+
+from __future__ import annotations
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components.config import Artifacts, Mlflow
+from components.kube import (
+    NamespaceRef,
+    container_security_context,
+    labels_for,
+    pod_security_context,
+    selector_for,
+    service_host,
+)
+from components.postgres import PostgresConnection, libpq_env
+
+SERVICE_NAME = "mlflow"
+PORT = 5000
+MLFLOW_UID = 1000  # the image has no USER; any non-root UID works with HOME=/tmp
+ARTIFACTS_DIR = "/mlflow/artifacts"
+HEALTH_PATH = "/health"  # exempt from the Host check and from basic auth
+MIGRATION_ANNOTATION = "mlflow-tracing/migration-job"
+# Everything a port-forward or an in-pod client sends, whatever the local port.
+LOOPBACK_HOSTS = ("localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*")
+
+
+def allowed_hosts_for(*, service: str, namespace: str, port: int, external_host: str | None,
+                      extra: tuple[str, ...] = ()) -> list[str]:
+    """Every Host header value clients send, for `--allowed-hosts`.
+
+    MLflow compares the raw header, port included, and a pattern without `*`
+    must match exactly, so each name is listed bare and with its port."""
+    names = [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", service_host(service, namespace)]
+    hosts = [form for name in names for form in (name, f"{name}:{port}")]
+    if external_host:
+        hosts += [external_host, f"{external_host}:80", f"{external_host}:443"]
+    hosts += [*LOOPBACK_HOSTS, *extra]
+    return list(dict.fromkeys(hosts))
+
+
+def backend_store_uri(connection: PostgresConnection) -> str:
+    """SQLAlchemy URI with an explicit driver and no credentials (libpq env has them)."""
+    return f"postgresql+psycopg2://{connection.host}:{connection.port}/{connection.database}"
+
+
+def artifacts_destination(artifacts: Artifacts) -> str:
+    return artifacts.uri if artifacts.kind == "s3" else ARTIFACTS_DIR
+
+
+def server_args(cfg: Mlflow, allowed_hosts: list[str]) -> list[str]:
+    """`mlflow server` arguments: uvicorn (OTLP ingest lives only there), no secrets."""
+    return [
+        "mlflow", "server",
+        "--host", "0.0.0.0",
+        "--port", str(PORT),
+        "--workers", str(cfg.workers),
+        "--backend-store-uri", "$(MLFLOW_BACKEND_STORE_URI)",
+        "--artifacts-destination", artifacts_destination(cfg.artifacts),
+        "--serve-artifacts",
+        "--allowed-hosts", ",".join(allowed_hosts),
+    ]
+
+
+def migration_args() -> list[str]:
+    return ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
+
+
+def server_env(cfg: Mlflow, connection: PostgresConnection) -> list[dict]:
+    uri = backend_store_uri(connection)
+    env = [
+        {"name": "MLFLOW_BACKEND_STORE_URI", "value": uri},
+        # Gateway/FastAPI routes resolve the store from this variable.
+        {"name": "MLFLOW_TRACKING_URI", "value": uri},
+        *libpq_env(connection),
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "value": str(cfg.job_execution).lower()},
+    ]
+    artifacts = cfg.artifacts
+    if artifacts.kind == "s3":
+        env += [
+            {"name": key, "valueFrom": {"secretKeyRef": {"name": artifacts.secret_name, "key": key}}}
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        ]
+        if artifacts.endpoint_url:
+            env += [
+                {"name": "MLFLOW_S3_ENDPOINT_URL", "value": artifacts.endpoint_url},
+                {"name": "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE", "value": "path"},
+            ]
+    return env
+
+
+def server_probes() -> dict:
+    """The port opens only after the DB connection and migrations (the CLI
+    retries the DB for ~100 s): a TCP startup probe with a 5-minute budget,
+    then `/health`, which no Host check or auth ever blocks."""
+    health = {"httpGet": {"path": HEALTH_PATH, "port": "http"}, "timeoutSeconds": 5}
+    return {
+        "startupProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 5, "failureThreshold": 60},
+        "readinessProbe": {**health, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {**health, "periodSeconds": 20, "failureThreshold": 5},
+    }
+
+
+def _volumes(cfg: Mlflow, artifacts_claim: pulumi.Input[str] | None) -> tuple[list[dict], list[dict]]:
+    volumes = [{"name": "tmp", "emptyDir": {}}]
+    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    if cfg.artifacts.kind == "pvc":
+        volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": artifacts_claim}})
+        mounts.append({"name": "artifacts", "mountPath": ARTIFACTS_DIR})
+    return volumes, mounts
+
+
+def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: str) -> dict:
+    volumes, mounts = [{"name": "tmp", "emptyDir": {}}], [{"name": "tmp", "mountPath": "/tmp"}]
+    return {
+        "backoffLimit": 6,
+        "template": {
+            "metadata": {"labels": labels_for("mlflow-migrate")},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "securityContext": pod_security_context(platform, MLFLOW_UID),
+                "containers": [{
+                    "name": "migrate",
+                    "image": cfg.image,
+                    "command": migration_args(),
+                    "env": server_env(cfg, connection),
+                    "resources": cfg.resources.as_k8s(),
+                    "securityContext": container_security_context(),
+                    "volumeMounts": mounts,
+                }],
+                "volumes": volumes,
+            },
+        },
+    }
+
+
+def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: list[str], platform: str,
+                    migration_job: pulumi.Input[str], artifacts_claim: pulumi.Input[str] | None) -> dict:
+    volumes, mounts = _volumes(cfg, artifacts_claim)
+    single_writer = cfg.artifacts.kind == "pvc" and cfg.artifacts.access_mode != "ReadWriteMany"
+    return {
+        "replicas": cfg.replicas,
+        "selector": {"matchLabels": selector_for("mlflow")},
+        # A ReadWriteOnce volume cannot be mounted by the old and the new pod at once.
+        "strategy": {"type": "Recreate"} if single_writer else {"type": "RollingUpdate"},
+        "template": {
+            "metadata": {
+                "labels": labels_for("mlflow"),
+                # The migration Job's name changes when it is re-run: the pods follow it.
+                "annotations": {MIGRATION_ANNOTATION: migration_job},
+            },
+            "spec": {
+                "securityContext": pod_security_context(platform, MLFLOW_UID),
+                "containers": [{
+                    "name": "mlflow",
+                    "image": cfg.image,
+                    "command": server_args(cfg, allowed_hosts),
+                    "env": server_env(cfg, connection),
+                    "ports": [{"name": "http", "containerPort": PORT}],
+                    "resources": cfg.resources.as_k8s(),
+                    "securityContext": container_security_context(),
+                    "volumeMounts": mounts,
+                    **server_probes(),
+                }],
+                "volumes": volumes,
+            },
+        },
+    }
+
+
+class MlflowServer(pulumi.ComponentResource):
+    """MLflow tracking server wired to PostgreSQL, with artifacts on a PVC or S3."""
+
+    internal_url: str
+    deployment: k8s.apps.v1.Deployment
+
+    def __init__(self, name: str, *, config: Mlflow, connection: PostgresConnection, namespace: NamespaceRef,
+                 platform: str, external_host: str | None, database_ready: list[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-tracing:index:MlflowServer", name, None, opts)
+        meta = {"namespace": namespace.ref, "labels": labels_for("mlflow")}
+
+        artifacts_claim = None
+        if config.artifacts.kind == "pvc":
+            claim_spec = {
+                "accessModes": [config.artifacts.access_mode],
+                "resources": {"requests": {"storage": config.artifacts.size}},
+            }
+            if config.artifacts.storage_class:
+                claim_spec["storageClassName"] = config.artifacts.storage_class
+            claim = k8s.core.v1.PersistentVolumeClaim(
+                f"{name}-artifacts",
+                metadata={**meta, "name": f"{SERVICE_NAME}-artifacts"},
+                spec=claim_spec,
+                # Artifacts are user data: a `pulumi destroy` or a replacement keeps them.
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+            )
+            artifacts_claim = claim.metadata.name
+
+        migration = k8s.batch.v1.Job(
+            f"{name}-migrate",
+            metadata={**meta, "labels": labels_for("mlflow-migrate")},
+            spec=migration_job_spec(config, connection, platform),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=database_ready),
+        )
+        allowed_hosts = allowed_hosts_for(
+            service=SERVICE_NAME, namespace=namespace.name, port=PORT,
+            external_host=external_host, extra=config.extra_allowed_hosts,
+        )
+        self.deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment",
+            metadata={**meta, "name": SERVICE_NAME},
+            spec=deployment_spec(config, connection, allowed_hosts, platform, migration.metadata.name,
+                                 artifacts_claim),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[migration]),
+        )
+        self.service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={**meta, "name": SERVICE_NAME},
+            spec={
+                "selector": selector_for("mlflow"),
+                "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
+            },
+            opts=pulumi.ResourceOptions(parent=self),
+        )
+        self.internal_url = f"http://{service_host(SERVICE_NAME, namespace.name)}:{PORT}"
+        self.register_outputs({"internalUrl": self.internal_url})

@@ -1,0 +1,238 @@
+"""PostgreSQL: a bundled StatefulSet, or the coordinates of an existing server.
+
+Either way the result is a `PostgresConnection`: where the server is and which
+Secret keys hold the user name and password (MLflow gets them as libpq env,
+never inside a URI or a command line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.config import Postgres
+from components.kube import (
+    CHECKSUM_ANNOTATION,
+    container_security_context,
+    content_checksum,
+    labels_for,
+    pod_security_context,
+    selector_for,
+    NamespaceRef,
+    service_host,
+)
+
+SERVICE_NAME = "postgres"
+PORT = 5432
+MLFLOW_DATABASE = "mlflow"
+USERNAME = "mlflow"
+USERNAME_KEY = "username"
+PASSWORD_KEY = "password"
+POSTGRES_UID = 999  # the postgres user of the official Debian-based image
+DATA_DIR = "/var/lib/postgresql/data"
+INIT_DIR = "/init"
+INIT_SCRIPT = "create-databases.sql"
+# Bounded wait for the server inside the init Job: 60 tries, 2 s apart.
+WAIT_TRIES = 60
+
+
+@dataclass(frozen=True)
+class PostgresConnection:
+    host: str
+    port: int
+    database: str
+    secret_name: pulumi.Input[str]
+    username_key: str
+    password_key: str
+
+
+def database_init_sql(databases: list[str] | tuple[str, ...]) -> str:
+    """psql script creating each database only if it is missing.
+
+    `CREATE DATABASE` cannot run inside a DO block or a function, so psql's
+    `\\gexec` runs the statement that the SELECT yields only when the
+    database is absent: safe on a fresh cluster and on an existing one."""
+    lines = ["\\set ON_ERROR_STOP on"]
+    for name in databases:
+        lines.append(
+            f"SELECT 'CREATE DATABASE \"{name}\"' "
+            f"WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}')\\gexec"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def libpq_env(connection: PostgresConnection) -> list[dict]:
+    """libpq's PGUSER/PGPASSWORD from the credentials Secret."""
+    return [
+        {
+            "name": "PGUSER",
+            "valueFrom": {"secretKeyRef": {"name": connection.secret_name, "key": connection.username_key}},
+        },
+        {
+            "name": "PGPASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": connection.secret_name, "key": connection.password_key}},
+        },
+    ]
+
+
+def init_container(image: str, connection: PostgresConnection, resources: dict) -> dict:
+    """A container that waits (bounded) for the server, then runs the init script."""
+    script = (
+        f"for i in $(seq {WAIT_TRIES}); do "
+        f"pg_isready -q -h \"$PGHOST\" -p \"$PGPORT\" && break; sleep 2; done; "
+        f"exec psql -v ON_ERROR_STOP=1 -d postgres -f {INIT_DIR}/{INIT_SCRIPT}"
+    )
+    return {
+        "name": "create-databases",
+        "image": image,
+        "command": ["sh", "-c", script],
+        "env": [
+            {"name": "PGHOST", "value": connection.host},
+            {"name": "PGPORT", "value": str(connection.port)},
+            *libpq_env(connection),
+        ],
+        "volumeMounts": [{"name": "init", "mountPath": INIT_DIR, "readOnly": True}],
+        "resources": resources,
+        "securityContext": container_security_context(),
+    }
+
+
+def postgres_container(cfg: Postgres) -> dict:
+    ready = ["sh", "-c", f'pg_isready -q -h 127.0.0.1 -p {PORT} -U "$POSTGRES_USER" -d {MLFLOW_DATABASE}']
+    return {
+        "name": "postgres",
+        "image": cfg.image,
+        "ports": [{"name": "postgres", "containerPort": PORT}],
+        "env": [
+            {"name": "POSTGRES_USER", "value": USERNAME},
+            {"name": "POSTGRES_DB", "value": MLFLOW_DATABASE},
+            # A sub-directory, because a fresh volume's root may hold lost+found.
+            {"name": "PGDATA", "value": f"{DATA_DIR}/pgdata"},
+        ],
+        "resources": cfg.resources.as_k8s(),
+        "securityContext": container_security_context(),
+        "startupProbe": {"exec": {"command": ready}, "periodSeconds": 5, "failureThreshold": 60},
+        "readinessProbe": {"exec": {"command": ready}, "periodSeconds": 10, "failureThreshold": 3},
+        "livenessProbe": {"exec": {"command": ready}, "periodSeconds": 20, "failureThreshold": 6},
+        "volumeMounts": [
+            {"name": "data", "mountPath": DATA_DIR},
+            {"name": "run", "mountPath": "/var/run/postgresql"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def statefulset_spec(cfg: Postgres, platform: str, secret_name: pulumi.Input[str]) -> dict:
+    container = postgres_container(cfg)
+    container["env"].append(
+        {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": PASSWORD_KEY}}}
+    )
+    claim_spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": cfg.storage_size}}}
+    if cfg.storage_class:
+        claim_spec["storageClassName"] = cfg.storage_class
+    return {
+        "serviceName": SERVICE_NAME,
+        "replicas": 1,
+        "selector": {"matchLabels": selector_for("postgres")},
+        # The data volume outlives the StatefulSet: deleting or scaling it keeps the PVC.
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        "template": {
+            "metadata": {"labels": labels_for("postgres")},
+            "spec": {
+                "securityContext": pod_security_context(platform, POSTGRES_UID),
+                "containers": [container],
+                "volumes": [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+            },
+        },
+        "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": labels_for("postgres")}, "spec": claim_spec}],
+    }
+
+
+def init_job_spec(image: str, connection: PostgresConnection, config_map: pulumi.Input[str],
+                  checksum: str, platform: str, resources: dict) -> dict:
+    return {
+        "backoffLimit": 6,
+        "template": {
+            "metadata": {"labels": labels_for("postgres-init"), "annotations": {CHECKSUM_ANNOTATION: checksum}},
+            "spec": {
+                "restartPolicy": "OnFailure",
+                "securityContext": pod_security_context(platform, POSTGRES_UID),
+                "containers": [init_container(image, connection, resources)],
+                "volumes": [{"name": "init", "configMap": {"name": config_map}}],
+            },
+        },
+    }
+
+
+class PostgresDatabase(pulumi.ComponentResource):
+    """Bundled PostgreSQL with the mlflow database (and extra ones) created
+    idempotently; or, in external mode, only the connection to an existing one.
+
+    `ready` lists the resources a client must wait for."""
+
+    connection: PostgresConnection
+    ready: list[pulumi.Resource]
+
+    def __init__(self, name: str, *, config: Postgres, namespace: NamespaceRef, platform: str,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-tracing:index:PostgresDatabase", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+
+        if config.mode == "external":
+            ext = config.external
+            self.connection = PostgresConnection(
+                host=ext.host, port=ext.port, database=ext.database, secret_name=ext.secret_name,
+                username_key=ext.username_key, password_key=ext.password_key,
+            )
+            self.ready = []
+            self.register_outputs({"host": ext.host})
+            return
+
+        password = random.RandomPassword(
+            f"{name}-password", length=32, special=True, override_special="-_.~", opts=child
+        )
+        secret = k8s.core.v1.Secret(
+            f"{name}-credentials",
+            metadata={"namespace": namespace.ref, "labels": labels_for("postgres")},
+            string_data={USERNAME_KEY: USERNAME, PASSWORD_KEY: password.result},
+            opts=child,
+        )
+        self.connection = PostgresConnection(
+            host=service_host(SERVICE_NAME, namespace.name),
+            port=PORT, database=MLFLOW_DATABASE, secret_name=secret.metadata.name,
+            username_key=USERNAME_KEY, password_key=PASSWORD_KEY,
+        )
+        statefulset = k8s.apps.v1.StatefulSet(
+            f"{name}-statefulset",
+            metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels_for("postgres")},
+            spec=statefulset_spec(config, platform, secret.metadata.name),
+            opts=child,
+        )
+        service = k8s.core.v1.Service(
+            f"{name}-service",
+            metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels_for("postgres")},
+            spec={
+                "selector": selector_for("postgres"),
+                "ports": [{"name": "postgres", "port": PORT, "targetPort": "postgres"}],
+            },
+            opts=child,
+        )
+        init_sql = database_init_sql((MLFLOW_DATABASE, *config.databases))
+        init_script = k8s.core.v1.ConfigMap(
+            f"{name}-init",
+            metadata={"namespace": namespace.ref, "labels": labels_for("postgres-init")},
+            data={INIT_SCRIPT: init_sql},
+            opts=child,
+        )
+        init_job = k8s.batch.v1.Job(
+            f"{name}-init",
+            metadata={"namespace": namespace.ref, "labels": labels_for("postgres-init")},
+            spec=init_job_spec(config.image, self.connection, init_script.metadata.name,
+                               content_checksum(init_sql), platform, config.resources.as_k8s()),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[statefulset, service]),
+        )
+        self.ready = [init_job]
+        self.register_outputs({"host": self.connection.host, "secretName": secret.metadata.name})

@@ -1,0 +1,19 @@
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.program import STACKS, ProgramRun, run_program  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def stack_runs() -> dict[str, ProgramRun]:
+    """One mock run of the program per Pulumi.<stack>.yaml."""
+    return {stack: run_program(stack) for stack in STACKS}
+
+
+@pytest.fixture(scope="session")
+def dev(stack_runs) -> ProgramRun:
+    return stack_runs["dev"]

@@ -1,0 +1,161 @@
+"""Runs the Pulumi program under mocks and records what it registers.
+
+The Pulumi CLI applies the defaults declared in Pulumi.yaml to the keys a
+stack file does not set, then hands every value to the program as a string
+(objects and lists as JSON). Mocks do neither, so `run_program` does both,
+exactly that way, before running `__main__.py`.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import runpy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import pulumi
+import yaml
+from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.sync_await import _sync_await
+
+from components.config import PROJECT, project_defaults
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
+MOCK_PASSWORD = "mock-generated-Password-4f1c2e"
+DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
+
+
+@dataclass
+class Registered:
+    typ: str
+    name: str
+    inputs: dict
+    outputs: dict
+    urn: str = ""
+    parent: str = ""
+    dependencies: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.outputs.get("kind", "")
+
+    @property
+    def k8s_name(self) -> str:
+        return (self.outputs.get("metadata") or {}).get("name", "")
+
+    @property
+    def manifest(self) -> dict:
+        """The object as the Kubernetes API would receive it."""
+        return {k: v for k, v in self.outputs.items() if k in ("apiVersion", "kind", "metadata", "spec", "data",
+                                                                 "stringData", "type")}
+
+
+@dataclass
+class ProgramRun:
+    resources: list[Registered]
+    outputs: dict[str, Any]
+    secret_outputs: set[str]
+
+    def kinds(self, kind: str) -> list[Registered]:
+        return [r for r in self.resources if r.kind == kind]
+
+    def get(self, kind: str, name: str) -> Registered:
+        matches = [r for r in self.kinds(kind) if r.k8s_name == name]
+        assert len(matches) == 1, f"expected one {kind} {name!r}, found {[r.k8s_name for r in self.kinds(kind)]}"
+        return matches[0]
+
+    def of_type(self, typ: str) -> list[Registered]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def by_urn(self, urn: str) -> Registered:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def containers(self) -> list[tuple[Registered, dict]]:
+        """Every container and init container of every workload."""
+        found = []
+        for resource in self.resources:
+            pod = ((resource.outputs.get("spec") or {}).get("template") or {}).get("spec") or {}
+            for container in pod.get("initContainers", []) + pod.get("containers", []):
+                found.append((resource, container))
+        return found
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def __init__(self) -> None:
+        self.registered: list[Registered] = []
+        self.ids = itertools.count(1)
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        outputs = copy.deepcopy(args.inputs)
+        if args.typ.startswith("kubernetes:"):
+            metadata = outputs.setdefault("metadata", {})
+            # The engine auto-names resources; mocks must do it themselves.
+            metadata.setdefault("name", f"{args.name}-mock")
+        elif args.typ == "random:index/randomPassword:RandomPassword":
+            outputs["result"] = MOCK_PASSWORD
+        elif args.typ == DYNAMIC_TYPE:
+            outputs.update(experiment_id=str(100 + next(self.ids)), lifecycle_stage="active")
+        self.registered.append(Registered(args.typ, args.name, args.inputs, outputs))
+        return f"{args.name}-id", outputs
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        return {}
+
+
+class RecordingMonitor(MockMonitor):
+    """The mock monitor, also noting each resource's URN, parent and dependencies."""
+
+    def __init__(self, mocks: RecordingMocks):
+        super().__init__(mocks)
+        self.links: dict[tuple[str, str], tuple[str, str, list[str]]] = {}
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        self.links[(request.type, request.name)] = (response.urn, request.parent, list(request.dependencies))
+        return response
+
+
+def stack_values(stack: str) -> dict[str, Any]:
+    """A stack file's values, keyed without the project prefix."""
+    document = yaml.safe_load((PROJECT_DIR / f"Pulumi.{stack}.yaml").read_text()) or {}
+    prefix = f"{PROJECT}:"
+    return {key[len(prefix):]: value for key, value in (document.get("config") or {}).items()}
+
+
+def cli_config(values: dict[str, Any]) -> dict[str, str]:
+    """What the CLI passes: declared defaults for unset keys, every value as a string."""
+    merged = {key: default for key, default in project_defaults().items() if default is not None}
+    merged.update(values)
+    return {
+        f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in merged.items()
+    }
+
+
+def run_program(stack: str = "dev", **overrides: Any) -> ProgramRun:
+    """Run `__main__.py` for a stack, with top-level keys replaced by `overrides`."""
+    mocks = RecordingMocks()
+    monitor = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
+    pulumi.runtime.set_all_config(cli_config({**stack_values(stack), **overrides}), [])
+    exports: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program():
+        with mock.patch.object(pulumi, "export", side_effect=exports.__setitem__):
+            runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__")
+        return pulumi.Output.all(**{k: pulumi.Output.from_input(v) for k, v in exports.items()})
+
+    program()
+    values = {k: _sync_await(pulumi.Output.from_input(v).future()) for k, v in exports.items()}
+    secrets = {k for k, v in exports.items() if _sync_await(pulumi.Output.from_input(v).is_secret())}
+    for resource in mocks.registered:
+        resource.urn, resource.parent, resource.dependencies = monitor.links.get(
+            (resource.typ, resource.name), ("", "", [])
+        )
+    return ProgramRun(mocks.registered, values, secrets)
