@@ -338,31 +338,35 @@ def _dns_name(problems: _Problems, key: str, value: str | None) -> None:
         problems.add(key, f"{value!r} is not a DNS name (lower-case letters, digits, '-' and '.')")
 
 
+def _valid_quantity(value: Any) -> str | None:
+    try:
+        quantity_bytes(str(value))
+    except ValueError:
+        return None
+    return str(value)
+
+
 def _resources(reader: _Reader) -> Resources:
-    sections = {}
+    """requests and limits, each with a valid cpu and memory (only valid ones are kept)."""
+    sections: dict[str, dict[str, str]] = {}
     for section in ("requests", "limits"):
         values = reader.child(section)
         values.only("cpu", "memory")
+        sections[section] = {}
         for resource in ("cpu", "memory"):
-            quantity = values.value.get(resource)
-            try:
-                quantity_bytes(str(quantity)) if quantity is not None else None
-            except ValueError:
-                quantity = None
+            quantity = _valid_quantity(values.value.get(resource))
             if quantity is None:
                 reader.problems.add(
                     values.at(resource),
                     "must be a Kubernetes quantity such as 500m or 512Mi (every container needs requests and limits)",
                 )
-        sections[section] = {k: str(v) for k, v in values.value.items() if k in ("cpu", "memory")}
-    resources = Resources(requests=sections["requests"], limits=sections["limits"])
-    for resource in ("cpu", "memory"):
-        try:
-            if quantity_bytes(resources.requests[resource]) > quantity_bytes(resources.limits[resource]):
-                reader.problems.add(reader.at(f"requests.{resource}"), "must not exceed the limit")
-        except (KeyError, ValueError):
-            pass  # already reported
-    return resources
+            else:
+                sections[section][resource] = quantity
+    requests, limits = sections["requests"], sections["limits"]
+    for resource in set(requests) & set(limits):
+        if quantity_bytes(requests[resource]) > quantity_bytes(limits[resource]):
+            reader.problems.add(reader.at(f"requests.{resource}"), "must not exceed the limit")
+    return Resources(requests=requests, limits=limits)
 
 
 def _image_version(reader: _Reader, image: str | None, explicit: str | None, what: str) -> str:

@@ -19,6 +19,7 @@ from unittest import mock
 
 import pulumi
 import yaml
+from pulumi.runtime import rpc
 from pulumi.runtime.mocks import MockMonitor
 from pulumi.runtime.sync_await import _sync_await
 
@@ -85,6 +86,17 @@ class ProgramRun:
         return found
 
 
+def unwrap_secrets(value: Any) -> Any:
+    """The plain value inside Pulumi's wire form of secrets."""
+    if isinstance(value, dict):
+        if value.get(rpc._special_sig_key) == rpc._special_secret_sig:
+            return unwrap_secrets(value["value"])
+        return {k: unwrap_secrets(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap_secrets(v) for v in value]
+    return value
+
+
 class RecordingMocks(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.registered: list[Registered] = []
@@ -100,7 +112,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["result"] = MOCK_PASSWORD
         elif args.typ == DYNAMIC_TYPE:
             outputs.update(experiment_id=str(100 + next(self.ids)), lifecycle_stage="active")
-        self.registered.append(Registered(args.typ, args.name, args.inputs, outputs))
+        self.registered.append(Registered(args.typ, args.name, unwrap_secrets(args.inputs), unwrap_secrets(outputs)))
         return f"{args.name}-id", outputs
 
     def call(self, args: pulumi.runtime.MockCallArgs):
@@ -137,9 +149,11 @@ def cli_config(values: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def run_program(stack: str = "dev", **overrides: Any) -> ProgramRun:
-    """Run `__main__.py` for a stack, with top-level keys replaced by `overrides`."""
-    mocks = RecordingMocks()
+def run_program(stack: str = "dev", mocks: RecordingMocks | None = None, **overrides: Any) -> ProgramRun:
+    """Run `__main__.py` for a stack, with top-level keys replaced by `overrides`.
+
+    Pass `mocks` to inspect what was registered when the program fails."""
+    mocks = mocks or RecordingMocks()
     monitor = RecordingMonitor(mocks)
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=stack, preview=False, monitor=monitor)
     pulumi.runtime.set_all_config(cli_config({**stack_values(stack), **overrides}), [])

@@ -1,0 +1,151 @@
+"""The typed config layer: Pulumi.yaml as the one source of defaults, and a
+clear error (key + fix) for each bad input, before any resource exists."""
+
+import pytest
+import yaml
+
+from components.config import (
+    ConfigError,
+    mlflow_footprint_mib,
+    parse_stack_config,
+    project_defaults,
+    quantity_bytes,
+    version_from_image,
+)
+from tests.program import PROJECT_DIR, RecordingMocks, run_program
+
+DOMAIN = {"domain": "example.com"}
+
+
+def problems_of(values: dict) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config({**DOMAIN, **values})
+    return caught.value.problems
+
+
+def test_every_key_is_declared_with_type_default_and_description():
+    declared = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"]
+    assert set(declared) == {
+        "namespace", "createNamespace", "platform", "domain", "exposure", "postgres", "mlflow", "collector",
+        "experiments",
+    }
+    for key, spec in declared.items():
+        assert {"type", "default", "description"} <= set(spec), key
+        expected = {str: "string", bool: "boolean", dict: "object", list: "array"}[type(spec["default"])]
+        assert spec["type"] == expected, key
+
+
+def test_declared_defaults_give_the_documented_stack():
+    config = parse_stack_config(DOMAIN)
+    assert config.namespace == "mlflow" and config.create_namespace and config.platform == "kubernetes"
+    assert config.exposure.host == "mlflow.example.com" and config.exposure.url == "http://mlflow.example.com"
+    assert config.mlflow.image == "ghcr.io/mlflow/mlflow:v3.17.2-full" and config.mlflow.version == "3.17.2"
+    assert config.collector.image == "otel/opentelemetry-collector-contrib:0.159.0"
+    assert config.collector.version == "0.159.0"
+    assert [(e.name, e.default, dict(e.tags)) for e in config.experiments] == [
+        ("llamastack-traces", True, {"mlflow.experimentKind": "genai_development"})
+    ]
+    assert {(r.method, r.route) for r in config.collector.noise} == {
+        ("GET", "/v1/models"), ("GET", "/health"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/livez"),
+        ("GET", "/metrics"),
+    }
+
+
+def test_a_stack_object_is_merged_over_the_default_key_by_key():
+    config = parse_stack_config({**DOMAIN, "postgres": {"storageSize": "2Gi"}, "mlflow": {"artifacts": {"size": "1Gi"}}})
+    assert config.postgres.storage_size == "2Gi"
+    assert config.postgres.image == project_defaults()["postgres"]["image"]
+    assert config.mlflow.artifacts.size == "1Gi" and config.mlflow.artifacts.kind == "pvc"
+    assert config.mlflow.workers == 2
+
+
+def test_default_mlflow_size_leaves_headroom_over_its_footprint():
+    config = parse_stack_config(DOMAIN)
+    footprint = mlflow_footprint_mib(config.mlflow.workers, config.mlflow.job_execution) * 2**20
+    assert footprint <= 0.75 * config.mlflow.resources.memory_limit_bytes
+    assert footprint <= quantity_bytes(config.mlflow.resources.requests["memory"])
+
+
+@pytest.mark.parametrize(
+    "values, key, fix",
+    [
+        ({"bogus": 1}, "bogus", "remove it"),
+        ({"exposure": {"tls": {"enable": True}}}, "exposure.tls.enable", "remove it"),
+        ({"platform": "eks"}, "platform", "kubernetes, openshift"),
+        ({"exposure": {"kind": "loadbalancer"}}, "exposure.kind", "ingress, route, httproute, none"),
+        ({"postgres": {"mode": "managed"}}, "postgres.mode", "bundled, external"),
+        ({"mlflow": {"artifacts": {"kind": "gcs"}}}, "mlflow.artifacts.kind", "pvc, s3"),
+        ({"namespace": "ML_flow"}, "namespace", "DNS-1123"),
+        ({"domain": "Example..com"}, "domain", "DNS name"),
+        ({"exposure": {"host": "-bad-.example.com"}}, "exposure.host", "DNS name"),
+        ({"experiments": [{"name": "a", "default": True}, {"name": "a"}]}, "experiments", "listed twice"),
+        ({"experiments": [{"name": "a"}, {"name": "b"}]}, "experiments", "exactly one experiment"),
+        ({"experiments": [{"name": "a", "default": True}, {"name": "b", "default": True}]}, "experiments",
+         "exactly one experiment"),
+        ({"experiments": []}, "experiments", "at least one"),
+        ({"experiments": [{"name": "  ", "default": True}]}, "experiments[0].name", "non-empty"),
+        ({"experiments": [{"name": "a", "default": True, "services": ["s"]}, {"name": "b", "services": ["s"]}]},
+         "experiments", "keep it in one"),
+        ({"experiments": [{"name": "a", "default": True, "owner": "me"}]}, "experiments[0].owner", "remove it"),
+        ({"mlflow": {"replicas": 2}}, "mlflow.replicas", "ReadWriteMany"),
+        ({"mlflow": {"jobExecution": True, "resources": {"limits": {"memory": "8Gi"}}, "replicas": 2,
+                     "artifacts": {"kind": "s3", "uri": "s3://b", "secretName": "s"}}},
+         "mlflow.jobExecution", "replicas 1"),
+        ({"mlflow": {"workers": 6}}, "mlflow.resources.limits.memory", "at least 2334Mi"),
+        ({"mlflow": {"jobExecution": True}}, "mlflow.resources.limits.memory", "raise it"),
+        ({"mlflow": {"resources": {"limits": {"memory": "lots"}}}}, "mlflow.resources.limits.memory", "quantity"),
+        ({"mlflow": {"resources": {"requests": {"memory": "3Gi"}}}}, "mlflow.resources.requests.memory",
+         "exceed the limit"),
+        ({"mlflow": {"extraAllowedHosts": ["*"]}}, "mlflow.extraAllowedHosts", "disable"),
+        ({"mlflow": {"artifacts": {"kind": "s3"}}}, "mlflow.artifacts.uri", "s3://"),
+        ({"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://bucket"}}}, "mlflow.artifacts.secretName",
+         "AWS_ACCESS_KEY_ID"),
+        ({"mlflow": {"apiUrl": "mlflow:5000"}}, "mlflow.apiUrl", "http"),
+        ({"exposure": {"kind": "none"}}, "mlflow.apiUrl", "port-forward"),
+        ({"exposure": {"kind": "route"}}, "exposure.kind", "openshift"),
+        ({"exposure": {"kind": "httproute"}}, "exposure.gateway.name", "Gateway"),
+        ({"exposure": {"tls": {"clusterIssuer": "letsencrypt"}}}, "exposure.tls.enabled", "set it true"),
+        ({"postgres": {"mode": "external"}}, "postgres.external.host", "required"),
+        ({"postgres": {"mode": "external", "external": {"host": "db"}}}, "postgres.external.secretName", "required"),
+        ({"postgres": {"databases": ["Bad-Name"]}}, "postgres.databases", "PostgreSQL name"),
+        ({"collector": {"noise": [{"method": "GET", "route": "health"}]}}, "collector.noise[0].route", "'/'"),
+        ({"collector": {"noise": [{"method": "FETCH", "route": "/x"}]}}, "collector.noise[0].method", "GET"),
+        ({"collector": {"image": "registry.local/otelcol:latest"}}, "collector.version", "set collector.version"),
+        ({"createNamespace": "yes"}, "createNamespace", "true or false"),
+    ],
+)
+def test_each_bad_input_names_its_key_and_the_fix(values, key, fix):
+    problems = problems_of(values)
+    assert any(p.startswith(f"{key}:") and fix in p for p in problems), problems
+
+
+def test_exposure_needs_a_domain_or_a_host():
+    with pytest.raises(ConfigError) as caught:
+        parse_stack_config({})
+    assert any(p.startswith("exposure.host:") and "set `domain`" in p for p in caught.value.problems)
+
+
+def test_all_problems_are_reported_together():
+    problems = problems_of({"platform": "x", "namespace": "X", "mlflow": {"workers": 0}})
+    assert {p.split(":")[0] for p in problems} >= {"platform", "namespace", "mlflow.workers"}
+
+
+def test_a_custom_collector_image_can_name_its_version():
+    config = parse_stack_config({**DOMAIN, "collector": {"image": "registry.local/otelcol:latest", "version": "0.150.1"}})
+    assert config.collector.version == "0.150.1"
+
+
+def test_bad_config_fails_the_program_before_any_resource_is_registered():
+    mocks = RecordingMocks()
+    with pytest.raises(Exception, match=r"experiments: exactly one experiment must have default: true"):
+        run_program("dev", mocks=mocks, experiments=[{"name": "a"}])
+    assert mocks.registered == []
+
+
+def test_quantities_and_image_versions():
+    assert quantity_bytes("512Mi") == 512 * 2**20 and quantity_bytes("2G") == 2e9 and quantity_bytes("250m") == 0.25
+    with pytest.raises(ValueError):
+        quantity_bytes("lots")
+    assert version_from_image("ghcr.io/mlflow/mlflow:v3.17.2-full") == "3.17.2"
+    assert version_from_image("otel/opentelemetry-collector-contrib:0.159.0") == "0.159.0"
+    assert version_from_image("registry:5000/otelcol") is None

@@ -1,0 +1,120 @@
+"""The MLflow Deployment: the Host check list, probes, backend URI and env,
+migrations first, artifacts on a PVC or S3, sizes that fit."""
+
+import fnmatch
+
+import pytest
+
+from components.config import mlflow_footprint_mib, parse_stack_config, quantity_bytes
+from components.mlflow import allowed_hosts_for
+from tests.k8s import arg_after, container, env_of, pod_spec
+from tests.program import run_program
+
+S3 = {"artifacts": {"kind": "s3", "uri": "s3://traces/mlflow", "endpointUrl": "http://minio.minio:9000",
+                    "secretName": "s3-creds"}}
+
+
+def host_accepted(allowed: list[str], host: str) -> bool:
+    """MLflow's rule: exact match, or fnmatch for a pattern with `*`."""
+    return any(fnmatch.fnmatch(host, p) if "*" in p else host == p for p in allowed)
+
+
+@pytest.fixture(scope="module")
+def server(dev):
+    return container(dev.get("Deployment", "mlflow"), "mlflow")
+
+
+def test_allowed_hosts_cover_every_form_clients_send():
+    allowed = allowed_hosts_for(service="mlflow", namespace="obs", port=5000, external_host="mlflow.example.com",
+                                extra=("mlflow.corp.net",))
+    for name in ("mlflow", "mlflow.obs", "mlflow.obs.svc", "mlflow.obs.svc.cluster.local"):
+        assert host_accepted(allowed, name) and host_accepted(allowed, f"{name}:5000"), name
+    for host in ("mlflow.example.com", "mlflow.example.com:443", "localhost", "localhost:8080", "127.0.0.1:5000",
+                 "mlflow.corp.net"):
+        assert host_accepted(allowed, host), host
+    for host in ("evil.com", "mlflow.example.com.evil.com", "mlflow:5001", "mlflow.other.svc.cluster.local"):
+        assert not host_accepted(allowed, host), host
+    assert "*" not in allowed and len(allowed) == len(set(allowed))
+
+
+def test_server_runs_uvicorn_on_all_interfaces_with_the_generated_host_list(dev, server):
+    args = server["command"]
+    assert args[:2] == ["mlflow", "server"] and not any("gunicorn" in a for a in args)
+    assert arg_after(args, "--host") == "0.0.0.0" and arg_after(args, "--port") == "5000"
+    assert arg_after(args, "--workers") == "2"
+    allowed = arg_after(args, "--allowed-hosts").split(",")
+    assert allowed == allowed_hosts_for(service="mlflow", namespace="mlflow", port=5000,
+                                        external_host="mlflow.localtest.me")
+    assert dev.get("Service", "mlflow").outputs["spec"]["ports"][0]["port"] == 5000
+
+
+def test_backend_uri_names_its_driver_and_holds_no_credentials(server):
+    env = env_of(server)
+    uri = env["MLFLOW_BACKEND_STORE_URI"]["value"]
+    assert uri == "postgresql+psycopg2://postgres.mlflow.svc.cluster.local:5432/mlflow"
+    assert arg_after(server["command"], "--backend-store-uri") == "$(MLFLOW_BACKEND_STORE_URI)"
+    assert env["MLFLOW_TRACKING_URI"]["value"] == uri
+    assert "secretKeyRef" in env["PGUSER"]["valueFrom"] and "secretKeyRef" in env["PGPASSWORD"]["valueFrom"]
+    assert env["HOME"]["value"] == "/tmp"
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == "false"
+
+
+def test_probes_use_tcp_for_startup_and_health_after(server):
+    assert server["startupProbe"]["tcpSocket"]["port"] == "http"
+    # The CLI retries the database for ~100 s before the port opens.
+    assert server["startupProbe"]["periodSeconds"] * server["startupProbe"]["failureThreshold"] >= 180
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert server[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert {"name": "http", "containerPort": 5000} in server["ports"]
+
+
+def test_migrations_run_once_in_a_job_before_the_deployment(dev, server):
+    (job,) = [j for j in dev.kinds("Job") if j.name == "mlflow-migrate"]
+    deployment = dev.get("Deployment", "mlflow")
+    assert job.urn in deployment.dependencies
+    template = deployment.outputs["spec"]["template"]["metadata"]["annotations"]
+    assert template["mlflow-tracing/migration-job"] == job.k8s_name
+    migrate = container(job, "migrate")
+    assert migrate["command"] == ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
+    assert env_of(migrate) == env_of(server)
+
+
+def test_pvc_artifacts_use_recreate_and_a_retained_claim(dev, server):
+    deployment = dev.get("Deployment", "mlflow")
+    assert deployment.outputs["spec"]["strategy"] == {"type": "Recreate"}
+    claim = dev.get("PersistentVolumeClaim", "mlflow-artifacts")
+    assert claim.outputs["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim.outputs["spec"]["resources"]["requests"]["storage"] == "5Gi"  # Pulumi.dev.yaml
+    volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == "artifacts")
+    assert volume["persistentVolumeClaim"]["claimName"] == claim.k8s_name
+    mount = next(m for m in server["volumeMounts"] if m["name"] == "artifacts")
+    assert arg_after(server["command"], "--artifacts-destination") == mount["mountPath"]
+
+
+def test_s3_artifacts_use_the_bucket_and_the_credentials_secret():
+    run = run_program("dev", mlflow={**S3, "replicas": 2})
+    deployment = run.get("Deployment", "mlflow")
+    server = container(deployment, "mlflow")
+    assert arg_after(server["command"], "--artifacts-destination") == "s3://traces/mlflow"
+    env = env_of(server)
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "s3-creds", "key": key}
+    assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio.minio:9000"
+    assert env["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"]["value"] == "path"
+    assert not run.kinds("PersistentVolumeClaim")
+    assert deployment.outputs["spec"]["strategy"] == {"type": "RollingUpdate"}
+    assert deployment.outputs["spec"]["replicas"] == 2
+
+
+@pytest.mark.parametrize("workers, job_execution", [(2, False), (4, True)])
+def test_memory_limit_follows_workers_and_job_execution(workers, job_execution):
+    # Scale the default limit to what the config layer requires, then check the Deployment carries it.
+    limit = f"{int(mlflow_footprint_mib(workers, job_execution) / 0.75) + 1}Mi"
+    values = {"domain": "x.io", "mlflow": {"workers": workers, "jobExecution": job_execution,
+                                           "resources": {"requests": {"memory": "512Mi"}, "limits": {"memory": limit}}}}
+    config = parse_stack_config(values)
+    run = run_program("dev", mlflow=values["mlflow"])
+    server = container(run.get("Deployment", "mlflow"), "mlflow")
+    assert arg_after(server["command"], "--workers") == str(workers)
+    assert env_of(server)["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"]["value"] == str(job_execution).lower()
+    assert quantity_bytes(server["resources"]["limits"]["memory"]) == config.mlflow.resources.memory_limit_bytes

@@ -1,0 +1,91 @@
+"""PostgreSQL: bundled StatefulSet with idempotent database creation, or an
+external server reached through the user's Secret."""
+
+import pytest
+
+from components.postgres import database_init_sql
+from tests.k8s import container, env_of, pod_spec
+from tests.program import run_program
+
+EXTERNAL = {
+    "mode": "external",
+    "external": {"host": "db.internal", "port": 6432, "database": "tracking", "secretName": "pg-creds",
+                 "usernameKey": "user", "passwordKey": "pass"},
+}
+
+
+def test_init_sql_creates_each_database_only_when_missing():
+    sql = database_init_sql(["mlflow", "langfuse"])
+    for name in ("mlflow", "langfuse"):
+        assert (f"SELECT 'CREATE DATABASE \"{name}\"' WHERE NOT EXISTS "
+                f"(SELECT FROM pg_database WHERE datname = '{name}')\\gexec") in sql
+    assert sql.startswith("\\set ON_ERROR_STOP on")
+
+
+def test_statefulset_keeps_its_volume_and_probes_with_pg_isready(dev):
+    statefulset = dev.get("StatefulSet", "postgres")
+    spec = statefulset.outputs["spec"]
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "2Gi"  # Pulumi.dev.yaml
+    postgres = container(statefulset, "postgres")
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert "pg_isready" in " ".join(postgres[probe]["exec"]["command"])
+    assert {m["mountPath"] for m in postgres["volumeMounts"]} >= {"/var/lib/postgresql/data"}
+    assert env_of(postgres)["PGDATA"]["value"].startswith("/var/lib/postgresql/data/")
+    assert dev.get("Service", "postgres").outputs["spec"]["ports"][0]["port"] == 5432
+
+
+def test_storage_class_is_passed_when_set():
+    run = run_program("dev", postgres={"storageClass": "fast"})
+    (claim,) = run.get("StatefulSet", "postgres").outputs["spec"]["volumeClaimTemplates"]
+    assert claim["spec"]["storageClassName"] == "fast"
+
+
+def test_password_is_generated_url_safe_and_only_referenced(dev):
+    (password,) = dev.of_type("random:index/randomPassword:RandomPassword")
+    assert password.inputs["overrideSpecial"] == "-_.~" and password.inputs["length"] >= 32
+    (secret,) = dev.kinds("Secret")
+    postgres = container(dev.get("StatefulSet", "postgres"), "postgres")
+    ref = env_of(postgres)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == secret.k8s_name and ref["key"] in secret.outputs["stringData"]
+
+
+def test_init_job_runs_the_sql_after_the_server_and_reruns_when_databases_change(dev):
+    (job,) = [j for j in dev.kinds("Job") if j.name == "postgres-init"]
+    (config_map,) = [c for c in dev.kinds("ConfigMap") if c.name == "postgres-init"]
+    statefulset = dev.get("StatefulSet", "postgres")
+    assert statefulset.urn in job.dependencies
+    init = container(job, "create-databases")
+    assert pod_spec(job)["volumes"][0]["configMap"]["name"] == config_map.k8s_name
+    assert init["command"][-1].endswith("psql -v ON_ERROR_STOP=1 -d postgres -f /init/create-databases.sql")
+    assert config_map.outputs["data"]["create-databases.sql"] == database_init_sql(["mlflow"])
+
+    changed = run_program("dev", postgres={"databases": ["langfuse"]})
+    (changed_job,) = [j for j in changed.kinds("Job") if j.name == "postgres-init"]
+    annotation = "checksum/config"
+    assert (changed_job.outputs["spec"]["template"]["metadata"]["annotations"][annotation]
+            != job.outputs["spec"]["template"]["metadata"]["annotations"][annotation])
+
+
+def test_migration_waits_for_the_databases(dev):
+    (init_job,) = [j for j in dev.kinds("Job") if j.name == "postgres-init"]
+    (migrate,) = [j for j in dev.kinds("Job") if j.name == "mlflow-migrate"]
+    assert init_job.urn in migrate.dependencies
+
+
+@pytest.fixture(scope="module")
+def external():
+    return run_program("dev", postgres=EXTERNAL)
+
+
+def test_external_mode_creates_no_postgres_and_uses_the_given_secret(external):
+    assert not external.kinds("StatefulSet") and not external.kinds("Secret")
+    assert not external.of_type("random:index/randomPassword:RandomPassword")
+    assert [j.name for j in external.kinds("Job")] == ["mlflow-migrate"]
+    mlflow = container(external.get("Deployment", "mlflow"), "mlflow")
+    env = env_of(mlflow)
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": "pg-creds", "key": "user"}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pg-creds", "key": "pass"}
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == "postgresql+psycopg2://db.internal:6432/tracking"
+    assert external.outputs["postgresHost"] == "db.internal"
