@@ -1,0 +1,188 @@
+"""The generated collector config (a pure function) and its Deployment, whose
+pod template rolls when the config changes."""
+
+import hashlib
+import re
+
+import pytest
+import yaml
+
+from components.collector import (
+    RoutedExperiment,
+    collector_config,
+    noise_conditions,
+    otlp_http_exporter_type,
+)
+from components.config import NoiseRule
+from tests.k8s import container, env_of, pod_spec
+from tests.program import run_program
+
+ENDPOINT = "http://mlflow.obs.svc.cluster.local:5000"
+MODELS = NoiseRule("GET", "/v1/models")
+
+
+def config_for(experiments, noise=(MODELS,), version="0.159.0", persistent_queue=False):
+    return collector_config(experiments=experiments, noise=noise, version=version, mlflow_endpoint=ENDPOINT,
+                            persistent_queue=persistent_queue)
+
+
+THREE = [
+    RoutedExperiment("chat", "11", ("chat-api", "chat-worker"), False),
+    RoutedExperiment("Agents Prod", "12", ("agent",), False),
+    RoutedExperiment("llamastack-traces", "10", (), True),
+]
+
+
+def ottl_regexes(conditions: list[str], attribute: str) -> list[re.Pattern]:
+    """The regex literals of `IsMatch(<attribute>, "...")` conditions, unescaped."""
+    found = []
+    for condition in conditions:
+        match = re.match(rf'^IsMatch\({re.escape(attribute)}, "(.*)"\)$', condition)
+        if match:
+            found.append(re.compile(match.group(1).replace("\\\\", "\\")))
+    return found
+
+
+def test_noise_rules_drop_the_root_span_and_its_asgi_children_by_name():
+    patterns = ottl_regexes(noise_conditions((MODELS, NoiseRule("GET", "/health"))), "name")
+    dropped = ["GET /v1/models", "GET /v1/models http send", "GET /v1/models http receive", "GET /health",
+               "GET /health http send"]
+    kept = ["POST /v1/chat/completions", "GET /v1/models/llama", "POST /v1/models", "GET /v1/modelsX",
+            "GET /healthz", "chat.completions http send"]
+    for name in dropped:
+        assert any(p.search(name) for p in patterns), name
+    for name in kept:
+        assert not any(p.search(name) for p in patterns), name
+
+
+def test_noise_rules_cover_old_and_new_http_conventions_and_kube_probes():
+    conditions = noise_conditions((NoiseRule("GET", "/v1.0/models"),))
+    old = next(c for c in conditions if '"http.method"' in c)
+    assert old.startswith('attributes["http.method"] == "GET" and IsMatch(attributes["http.target"], ')
+    (target,) = ottl_regexes([old.split(" and ")[1]], 'attributes["http.target"]')
+    assert target.search("/v1.0/models") and target.search("/v1.0/models?limit=1")
+    assert not target.search("/v1x0/models") and not target.search("/v1.0/models/x")
+    assert 'attributes["http.request.method"] == "GET" and attributes["url.path"] == "/v1.0/models"' in conditions
+    (agent,) = ottl_regexes(conditions, 'attributes["user_agent.original"]')
+    (legacy_agent,) = ottl_regexes(conditions, 'attributes["http.user_agent"]')
+    assert agent.search("kube-probe/1.30") and legacy_agent.search("kube-probe/1.29")
+    assert not agent.search("python-requests/2.32")
+
+
+def test_pipeline_order_memory_limiter_first_batch_last():
+    config = config_for(THREE)
+    pipelines = config["service"]["pipelines"]
+    intake = pipelines["traces/intake"]
+    assert intake["receivers"] == ["otlp"] and intake["exporters"] == ["routing"]
+    assert intake["processors"] == ["memory_limiter", "filter/noise"]
+    assert config["processors"]["filter/noise"]["error_mode"] == "ignore"
+    for name, pipeline in pipelines.items():
+        if name != "traces/intake":
+            assert pipeline["receivers"] == ["routing"] and pipeline["processors"][-1] == "batch"
+
+
+def test_receivers_bind_all_interfaces_and_health_check_is_on():
+    config = config_for(THREE)
+    protocols = config["receivers"]["otlp"]["protocols"]
+    assert protocols == {"grpc": {"endpoint": "0.0.0.0:4317"}, "http": {"endpoint": "0.0.0.0:4318"}}
+    assert config["extensions"]["health_check"] == {"endpoint": "0.0.0.0:13133"}
+    assert "health_check" in config["service"]["extensions"]
+
+
+def test_each_experiment_gets_an_exporter_with_its_id_and_services_are_routed_to_it():
+    config = config_for(THREE)
+    routing = config["connectors"]["routing"]
+    assert routing["default_pipelines"] == ["traces/llamastack-traces"]
+    table = {tuple(row["pipelines"]): row["condition"] for row in routing["table"]}
+    assert table == {
+        ("traces/chat",): 'attributes["service.name"] == "chat-api" or attributes["service.name"] == "chat-worker"',
+        ("traces/agents-prod",): 'attributes["service.name"] == "agent"',
+    }
+    assert all(row["context"] == "resource" for row in routing["table"])
+    pipelines = config["service"]["pipelines"]
+    for experiment in THREE:
+        (exporter,) = pipelines[f"traces/{experiment.slug}"]["exporters"]
+        settings = config["exporters"][exporter]
+        assert exporter.startswith("otlp_http/")
+        assert settings["headers"] == {"x-mlflow-experiment-id": experiment.experiment_id}
+        assert settings["endpoint"] == ENDPOINT
+        assert settings["encoding"] == "proto" and settings["compression"] == "gzip"
+        assert settings["retry_on_failure"]["enabled"] and settings["sending_queue"]["enabled"]
+
+
+def test_a_single_default_experiment_still_gets_a_valid_routing_table():
+    config = config_for([RoutedExperiment("only", "7", (), True)])
+    routing = config["connectors"]["routing"]
+    assert routing["default_pipelines"] == ["traces/only"] and len(routing["table"]) == 1
+
+
+@pytest.mark.parametrize("version, expected", [("0.143.0", "otlphttp"), ("0.144.0", "otlp_http"),
+                                               ("0.159.0", "otlp_http"), ("1.2.0", "otlp_http")])
+def test_exporter_type_follows_the_collector_version(version, expected):
+    assert otlp_http_exporter_type(version) == expected
+    config = config_for(THREE, version=version)
+    assert all(name.split("/")[0] == expected for name in config["exporters"])
+
+
+def test_persistent_queue_uses_file_storage():
+    plain, persistent = config_for(THREE), config_for(THREE, persistent_queue=True)
+    assert "file_storage" not in plain["extensions"]
+    assert persistent["extensions"]["file_storage"]["directory"] == "/var/lib/otelcol/queue"
+    assert "file_storage" in persistent["service"]["extensions"]
+    assert all(e["sending_queue"]["storage"] == "file_storage" for e in persistent["exporters"].values())
+
+
+def deployed_config(run):
+    (config_map,) = [c for c in run.kinds("ConfigMap") if c.name == "collector-config"]
+    return config_map, yaml.safe_load(config_map.outputs["data"]["collector.yaml"])
+
+
+def checksum(run):
+    deployment = run.get("Deployment", "otel-collector")
+    return deployment.outputs["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+
+
+def test_configmap_holds_exactly_the_ids_the_experiment_resources_output(dev):
+    config_map, config = deployed_config(dev)
+    (experiment,) = dev.of_type("pulumi-python:dynamic:Resource")
+    headers = [e["headers"]["x-mlflow-experiment-id"] for e in config["exporters"].values()]
+    assert headers == [experiment.outputs["experiment_id"]] == list(dev.outputs["experimentIds"].values())
+    text = config_map.outputs["data"]["collector.yaml"]
+    assert checksum(dev) == hashlib.sha256(text.encode() + b"\0").hexdigest()
+
+
+def test_remapping_a_service_changes_the_config_and_rolls_the_pods(dev):
+    experiments = [{"name": "llamastack-traces", "default": True}, {"name": "chat", "services": ["chat-api"]}]
+    remapped = run_program("dev", experiments=experiments)
+    _, config = deployed_config(remapped)
+    assert config["connectors"]["routing"]["table"][0]["condition"] == 'attributes["service.name"] == "chat-api"'
+    assert checksum(remapped) != checksum(dev)
+    moved = run_program("dev", experiments=[{"name": "llamastack-traces", "default": True, "services": ["chat-api"]},
+                                            {"name": "chat"}])
+    assert checksum(moved) != checksum(remapped)
+
+
+def test_deployment_mounts_the_config_and_probes_the_health_check(dev):
+    deployment = dev.get("Deployment", "otel-collector")
+    (config_map, _) = deployed_config(dev)
+    collector = container(deployment, "otel-collector")
+    assert collector["args"] == ["--config=/conf/collector.yaml"]
+    volume = next(v for v in pod_spec(deployment)["volumes"] if v["name"] == "config")
+    assert volume["configMap"]["name"] == config_map.k8s_name
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert collector[probe]["httpGet"]["port"] == "health"
+    assert {"name": "health", "containerPort": 13133} in collector["ports"]
+    assert env_of(collector)["GOMEMLIMIT"]["value"] == "409MiB"  # 80% of 512Mi
+    ports = {p["name"]: p["port"] for p in dev.get("Service", "otel-collector").outputs["spec"]["ports"]}
+    assert ports == {"otlp-grpc": 4317, "otlp-http": 4318}
+    assert dev.outputs["otlpGrpcEndpoint"] == "http://otel-collector.mlflow.svc.cluster.local:4317"
+    assert dev.outputs["otlpHttpEndpoint"] == "http://otel-collector.mlflow.svc.cluster.local:4318"
+
+
+def test_exporters_reach_mlflow_by_a_host_it_allows(dev):
+    _, config = deployed_config(dev)
+    server = container(dev.get("Deployment", "mlflow"), "mlflow")
+    allowed = server["command"][server["command"].index("--allowed-hosts") + 1].split(",")
+    for exporter in config["exporters"].values():
+        host = exporter["endpoint"].split("//", 1)[1]
+        assert host in allowed
