@@ -1,0 +1,121 @@
+"""Whole-program properties, for every Pulumi.<stack>.yaml: schema-valid
+manifests, Kubernetes hygiene, outputs, and no secret where it can leak."""
+
+import json
+
+import kubernetes_validate
+import pytest
+
+from tests.program import MOCK_PASSWORD, STACKS, run_program
+
+K8S_VERSION = "1.30"
+CUSTOM_KINDS = {"Route", "HTTPRoute"}  # CRDs: not in the Kubernetes OpenAPI schema
+OUTPUTS = {"namespace", "mlflowUrl", "mlflowInternalUrl", "otlpGrpcEndpoint", "otlpHttpEndpoint", "experimentIds",
+           "postgresHost"}
+VARIANTS = {
+    "s3": {"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://traces/p", "secretName": "s3"}}},
+    "external-postgres": {"postgres": {"mode": "external", "external": {"host": "db", "secretName": "pg"}}},
+    "httproute-tls": {"exposure": {"kind": "httproute", "tls": {"enabled": True},
+                                   "gateway": {"name": "gw", "sectionName": "https"}}},
+    "ingress-tls": {"exposure": {"kind": "ingress", "tls": {"enabled": True, "clusterIssuer": "le"}}},
+    "persistent-queue": {"collector": {"persistentQueue": True}},
+}
+
+
+def integral(value):
+    """Mocks deliver numbers as floats; the API server would get integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value
+
+
+@pytest.fixture(scope="module", params=[*STACKS, *VARIANTS])
+def run(request, stack_runs):
+    if request.param in stack_runs:
+        return stack_runs[request.param]
+    return run_program("dev", **VARIANTS[request.param])
+
+
+def k8s_resources(run):
+    return [r for r in run.resources if r.typ.startswith("kubernetes:")]
+
+
+def test_every_manifest_is_valid_against_the_kubernetes_schema(run):
+    checked = 0
+    for resource in k8s_resources(run):
+        if resource.kind in CUSTOM_KINDS:
+            continue
+        kubernetes_validate.validate(integral(resource.manifest), K8S_VERSION, strict=True)
+        checked += 1
+    assert checked >= 8
+
+
+def test_every_container_has_requests_and_limits(run):
+    containers = run.containers()
+    assert len(containers) >= 3
+    for resource, container in containers:
+        for section in ("requests", "limits"):
+            assert {"cpu", "memory"} <= set(container["resources"][section]), (resource.name, container["name"])
+
+
+def test_every_object_carries_the_recommended_labels(run):
+    for resource in k8s_resources(run):
+        labels = resource.outputs["metadata"]["labels"]
+        assert labels["app.kubernetes.io/part-of"] == "mlflow-tracing", resource.name
+        assert labels["app.kubernetes.io/managed-by"] == "pulumi"
+        template = (resource.outputs.get("spec") or {}).get("template")
+        if template:
+            assert template["metadata"]["labels"]["app.kubernetes.io/name"], resource.name
+
+
+def test_pods_run_non_root_with_fixed_uids_only_outside_openshift(run):
+    platform = "openshift" if run.kinds("Route") else "kubernetes"
+    for resource in k8s_resources(run):
+        template = (resource.outputs.get("spec") or {}).get("template")
+        if not template:
+            continue
+        pod = template["spec"]["securityContext"]
+        assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
+        if platform == "openshift":
+            assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod), resource.name
+        else:
+            assert pod["runAsUser"] > 0 and pod["fsGroup"] > 0, resource.name
+    for resource, container in run.containers():
+        context = container["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
+        if platform == "openshift":
+            assert "runAsUser" not in context
+
+
+def test_namespace_enforces_pod_security_restricted_on_kubernetes(stack_runs):
+    (namespace,) = stack_runs["dev"].kinds("Namespace")
+    assert namespace.outputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert not stack_runs["openshift"].kinds("Namespace")  # createNamespace: false
+
+
+def test_all_outputs_are_exported(run):
+    assert set(run.outputs) == OUTPUTS
+    assert run.outputs["mlflowInternalUrl"] == "http://mlflow.mlflow.svc.cluster.local:5000"
+
+
+def test_the_generated_password_appears_in_no_command_configmap_or_plain_output(run):
+    for resource, container in run.containers():
+        visible = container.get("command", []) + container.get("args", [])
+        visible += [e["value"] for e in container.get("env", []) if "value" in e]
+        assert not any(MOCK_PASSWORD in str(v) for v in visible), (resource.name, container["name"])
+    for config_map in run.kinds("ConfigMap"):
+        assert MOCK_PASSWORD not in json.dumps(config_map.outputs["data"])
+    plain = {k: v for k, v in run.outputs.items() if k not in run.secret_outputs}
+    assert MOCK_PASSWORD not in json.dumps(plain)
+    for resource in k8s_resources(run):
+        annotations = json.dumps((resource.outputs.get("metadata") or {}).get("annotations") or {})
+        assert MOCK_PASSWORD not in annotations
+
+
+def test_the_password_is_only_in_the_credentials_secret(stack_runs):
+    holders = [r.name for r in stack_runs["dev"].resources if MOCK_PASSWORD in json.dumps(r.outputs)]
+    assert holders == ["postgres-password", "postgres-credentials"]
