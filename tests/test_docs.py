@@ -1,0 +1,42 @@
+"""The README must match the code: every config key documented, and the test
+command CI runs is the one the README gives."""
+
+import re
+
+from components.config import project_defaults
+from tests.program import PROJECT_DIR
+
+README = (PROJECT_DIR / "README.md").read_text()
+# Objects documented as a whole rather than key by key.
+DOCUMENTED_WHOLE = {"resources", "annotations", "experiments", "noise", "databases", "extraAllowedHosts"}
+
+
+def leaf_keys(value, prefix=""):
+    if isinstance(value, dict) and value and prefix.rsplit(".", 1)[-1] not in DOCUMENTED_WHOLE:
+        for key, item in value.items():
+            yield from leaf_keys(item, f"{prefix}.{key}" if prefix else key)
+    else:
+        yield prefix
+
+
+def table_keys(section: str) -> set[str]:
+    """First-column keys of the tables under a `## <section>` heading."""
+    text = README.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return set(re.findall(r"^\| `([A-Za-z.]+)` \|", text, re.M))
+
+
+def test_every_config_key_is_in_the_readme_reference():
+    documented = table_keys("Configuration")
+    declared = {key for name, default in project_defaults().items() for key in leaf_keys(default, name)}
+    assert declared - documented == set()
+    assert documented - declared == set()
+
+
+def test_every_stack_output_is_in_the_readme(dev):
+    assert table_keys("Outputs") == set(dev.outputs)
+
+
+def test_ci_runs_the_readme_test_command():
+    (command,) = re.findall(r"^python -m pip install -r requirements-dev.txt && (python -m pytest[^\n]*)$", README, re.M)
+    ci = (PROJECT_DIR / ".ci" / "run").read_text()
+    assert re.search(rf"^{re.escape(command)}$", ci, re.M)
