@@ -1,0 +1,110 @@
+"""Runs containers declared by the program on this machine, the way a kubelet
+would: env from literal values and Secret/ConfigMap references, `$(VAR)`
+expansion in command and args, ConfigMap volumes written as files, other
+volumes as temp dirs, and cluster DNS names mapped to loopback addresses.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.program import ProgramRun, Registered
+
+_VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+
+
+def postgres_bin_dir() -> Path:
+    """Debian's PostgreSQL server binaries (pg_ctl, postgres, initdb)."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/postgres"))
+    if not found:
+        raise RuntimeError(
+            "PostgreSQL server binaries not found under /usr/lib/postgresql; install Debian's "
+            "`postgresql` package (.ci/run does this)"
+        )
+    return found[-1].parent
+
+
+class Kubelet:
+    def __init__(self, run: ProgramRun, workdir: Path, rewrites: dict[str, str], ports: dict[int, int]):
+        """`rewrites`: cluster addresses (`host:port`, `host`) -> loopback ones;
+        `ports`: Service or container port -> loopback port, for values that are
+        a bare port (PGPORT) and for `--port`."""
+        self.run = run
+        self.workdir = workdir
+        self.ports = {str(k): str(v) for k, v in ports.items()}
+        # Longest first, so `svc.cluster.local:5432` wins over `svc.cluster.local`.
+        self.rewrites = dict(sorted(rewrites.items(), key=lambda item: -len(item[0])))
+
+    def _object(self, kind: str, name: str) -> Registered:
+        return next(r for r in self.run.kinds(kind) if r.k8s_name == name)
+
+    def _secret_value(self, name: str, key: str) -> str:
+        secret = self._object("Secret", name).outputs
+        return (secret.get("stringData") or {}).get(key) or secret["data"][key]
+
+    def _rewrite(self, text: str, mounts: dict[str, Path]) -> str:
+        for cluster, local in self.rewrites.items():
+            text = text.replace(cluster, local)
+        for mount_path, local_path in sorted(mounts.items(), key=lambda item: -len(item[0])):
+            text = text.replace(mount_path, str(local_path))
+        return text
+
+    def mounts(self, pod_owner: Registered, container: dict) -> dict[str, Path]:
+        """mountPath -> local directory; ConfigMap volumes hold their files."""
+        volumes = {v["name"]: v for v in pod_owner.outputs["spec"]["template"]["spec"].get("volumes", [])}
+        local = {}
+        for mount in container.get("volumeMounts", []):
+            directory = self.workdir / f"{pod_owner.name}-{mount['name']}"
+            directory.mkdir(parents=True, exist_ok=True)
+            volume = volumes[mount["name"]]
+            if "configMap" in volume:
+                data = self._object("ConfigMap", volume["configMap"]["name"]).outputs["data"]
+                for file_name, content in data.items():
+                    (directory / file_name).write_text(content)
+            local[mount["mountPath"]] = directory
+        return local
+
+    def env(self, container: dict, mounts: dict[str, Path]) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for entry in container.get("env", []):
+            if "value" in entry:
+                value = _VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), entry["value"])
+                env[entry["name"]] = self.ports.get(value) or self._rewrite(value, mounts)
+            else:
+                ref = entry["valueFrom"]["secretKeyRef"]
+                env[entry["name"]] = self._secret_value(ref["name"], ref["key"])
+        return env
+
+    def command(self, container: dict, env: dict[str, str], mounts: dict[str, Path]) -> list[str]:
+        argv = [self._rewrite(_VAR_REF.sub(lambda m: env.get(m.group(1), m.group(0)), arg), mounts)
+                for arg in container.get("command", []) + container.get("args", [])]
+        if "--port" in argv:
+            at = argv.index("--port") + 1
+            argv[at] = self.ports.get(argv[at], argv[at])
+        return argv
+
+    def prepare(self, pod_owner: Registered, container_name: str) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment the container's process would get."""
+        spec = pod_owner.outputs["spec"]["template"]["spec"]
+        container = next(c for c in spec.get("initContainers", []) + spec["containers"]
+                         if c["name"] == container_name)
+        mounts = self.mounts(pod_owner, container)
+        env = self.env(container, mounts)
+        argv = self.command(container, env, mounts)
+        # The image's PATH: this venv's mlflow, then Debian's PostgreSQL client tools.
+        path = os.pathsep.join([str(Path(sys.executable).parent), str(postgres_bin_dir()), os.environ["PATH"]])
+        return argv, {"PATH": path, "LANG": "C.UTF-8", **env}
+
+    def start(self, pod_owner: Registered, container_name: str, log: Path) -> subprocess.Popen:
+        argv, env = self.prepare(pod_owner, container_name)
+        return subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                cwd=self.workdir, start_new_session=True)
+
+    def run_to_completion(self, pod_owner: Registered, container_name: str, timeout: float
+                          ) -> subprocess.CompletedProcess:
+        argv, env = self.prepare(pod_owner, container_name)
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=self.workdir)
