@@ -205,6 +205,16 @@ class MlflowExperimentProvider(ResourceProvider):
         if experiment.get("lifecycle_stage") == "deleted":
             client.call("POST", "restore", action, json={"experiment_id": experiment_id})
         if experiment["name"] != props["name"]:
+            # MLflow answers a clash with a raw database error: name the holder instead.
+            holder = client.get_by_name(props["name"], action)
+            if holder is not None:
+                deleted = holder.get("lifecycle_stage") == "deleted"
+                raise MlflowApiError(
+                    action, 409, "RESOURCE_ALREADY_EXISTS",
+                    f"experiment {holder['experiment_id']} already holds the name {props['name']!r}"
+                    + (" (soft-deleted: restore it and drop this one, or purge it with `mlflow gc`)" if deleted
+                       else "; choose another name"),
+                )
             client.call("POST", "update", action, json={"experiment_id": experiment_id, "new_name": props["name"]})
         tags = props.get("tags") or {}
         live = _tags_of(experiment)
