@@ -13,9 +13,9 @@ from components.collector import (
     noise_conditions,
     otlp_http_exporter_type,
 )
-from components.config import NoiseRule
+from components.config import NoiseRule, parse_stack_config
 from tests.k8s import container, env_of, pod_spec
-from tests.program import run_program
+from tests.program import PROJECT_DIR, run_program
 
 ENDPOINT = "http://mlflow.obs.svc.cluster.local:5000"
 MODELS = NoiseRule("GET", "/v1/models")
@@ -186,3 +186,12 @@ def test_exporters_reach_mlflow_by_a_host_it_allows(dev):
     for exporter in config["exporters"].values():
         host = exporter["endpoint"].split("//", 1)[1]
         assert host in allowed
+
+
+def test_the_collector_build_manifest_is_the_deployed_collector_version():
+    manifest = yaml.safe_load((PROJECT_DIR / "collector" / "builder-config.yaml").read_text())
+    default = parse_stack_config({"domain": "x.io"}).collector
+    assert manifest["dist"]["version"] == default.version
+    assert manifest["dist"]["output_path"] == f".cache/otelcol/{default.version}"
+    contrib = [m["gomod"] for kind in ("processors", "connectors", "extensions") for m in manifest[kind]]
+    assert all(mod.endswith(f" v{default.version}") for mod in contrib if "opentelemetry-collector-contrib" in mod)

@@ -36,8 +36,7 @@ class Kubelet:
         self.run = run
         self.workdir = workdir
         self.ports = {str(k): str(v) for k, v in ports.items()}
-        # Longest first, so `svc.cluster.local:5432` wins over `svc.cluster.local`.
-        self.rewrites = dict(sorted(rewrites.items(), key=lambda item: -len(item[0])))
+        self.rewrites = dict(rewrites)
 
     def _object(self, kind: str, name: str) -> Registered:
         return next(r for r in self.run.kinds(kind) if r.k8s_name == name)
@@ -47,11 +46,12 @@ class Kubelet:
         return (secret.get("stringData") or {}).get(key) or secret["data"][key]
 
     def _rewrite(self, text: str, mounts: dict[str, Path]) -> str:
-        for cluster, local in self.rewrites.items():
-            text = text.replace(cluster, local)
-        for mount_path, local_path in sorted(mounts.items(), key=lambda item: -len(item[0])):
-            text = text.replace(mount_path, str(local_path))
-        return text
+        """One pass over cluster addresses and mount paths, longest first, so a
+        replacement is never rewritten again (`/tmp` inside a rewritten path)."""
+        table = {**self.rewrites, **{path: str(local) for path, local in mounts.items()}}
+        pattern = "|".join(re.escape(key) + ("(?![\\w.-])" if key.startswith("/") else "")
+                           for key in sorted(table, key=len, reverse=True))
+        return re.sub(pattern, lambda m: table[m.group(0)], text) if table else text
 
     def mounts(self, pod_owner: Registered, container: dict) -> dict[str, Path]:
         """mountPath -> local directory; ConfigMap volumes hold their files."""

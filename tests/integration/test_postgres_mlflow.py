@@ -26,3 +26,86 @@ def test_database_init_creates_the_databases_and_is_idempotent(declared, kubelet
 
 def test_server_answers_health_from_the_declared_spec(mlflow_server):
     assert requests.get(f"{mlflow_server.url}/health", timeout=10).status_code == 200
+
+
+import socket  # noqa: E402
+
+import pytest  # noqa: E402
+from mlflow import MlflowClient  # noqa: E402
+
+from tests.integration.otlp import one_span_request  # noqa: E402
+
+POD_HOST = "10.244.1.7:5000"  # what a kubelet sends as Host: <pod IP>:<port>; never contacted
+
+
+@pytest.fixture(scope="module")
+def server_container(declared):
+    return declared.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_each_declared_probe_passes_with_the_kubelets_host_header(mlflow_server, server_container):
+    ports = {p["name"]: p["containerPort"] for p in server_container["ports"]}
+    assert ports == {"http": 5000}  # every probe targets this named port, mapped to the test port
+    startup = server_container["startupProbe"]
+    assert startup["tcpSocket"]["port"] == "http"
+    with socket.create_connection(("127.0.0.1", mlflow_server.port), timeout=startup.get("timeoutSeconds", 1)):
+        pass
+    for name in ("readinessProbe", "livenessProbe"):
+        probe = server_container[name]
+        response = requests.get(f"{mlflow_server.url}{probe['httpGet']['path']}", headers={"Host": POD_HOST},
+                                timeout=probe["timeoutSeconds"])
+        assert response.status_code == 200, (name, response.status_code)
+
+
+def test_every_host_form_clients_use_is_accepted_and_a_foreign_one_refused(mlflow_server):
+    hosts = ["mlflow.localtest.me", "mlflow.localtest.me:443", "mlflow.localtest.me:80", "localhost",
+             "localhost:5000", "localhost:8080", "127.0.0.1:5000"]
+    for name in ("mlflow", "mlflow.mlflow", "mlflow.mlflow.svc", "mlflow.mlflow.svc.cluster.local"):
+        hosts += [name, f"{name}:5000"]
+    search = f"{mlflow_server.url}/api/2.0/mlflow/experiments/search?max_results=1"
+    for host in hosts:
+        assert requests.get(search, headers={"Host": host}, timeout=10).status_code == 200, host
+    refused = requests.get(search, headers={"Host": "evil.example.com"}, timeout=10)
+    assert refused.status_code == 403 and "Invalid Host header" in refused.text
+
+
+def test_tracking_uri_is_the_backend_uri_and_the_fastapi_app_answers(mlflow_server, server_container):
+    env = {e["name"]: e.get("value") for e in server_container["env"]}
+    assert env["MLFLOW_TRACKING_URI"] == env["MLFLOW_BACKEND_STORE_URI"]
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
+    # /v1/traces exists only in the uvicorn/FastAPI app: a missing header is its validation error.
+    body, _ = one_span_request("svc", "chat")
+    response = requests.post(f"{mlflow_server.url}/v1/traces", data=body, timeout=10,
+                             headers={"Content-Type": "application/x-protobuf"})
+    assert response.status_code == 422
+
+
+def test_a_span_posted_with_an_experiment_header_is_stored_there(mlflow_server):
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment_id = client.create_experiment(f"otlp-{id(client)}")
+    body, trace_id = one_span_request("chat-api", "chat.completions", {"gen_ai.usage.input_tokens": 12})
+    response = requests.post(f"{mlflow_server.url}/v1/traces", data=body, timeout=10, headers={
+        "Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": experiment_id})
+    assert response.status_code == 200, response.text
+    (trace,) = client.search_traces(locations=[experiment_id])
+    assert trace_id in trace.info.trace_id
+    other, _ = one_span_request("chat-api", "chat.completions")
+    unknown = requests.post(f"{mlflow_server.url}/v1/traces", data=other, timeout=10, headers={
+        "Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": "987654"})
+    assert unknown.status_code == 404
+
+
+def test_an_artifact_logged_through_the_server_lands_on_the_declared_volume(mlflow_server, kubelet, declared):
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment_id = client.create_experiment(f"artifacts-{id(client)}")
+    run = client.create_run(experiment_id)
+    source = kubelet.workdir / "note.txt"
+    source.write_text("kept on the PVC")
+    client.log_artifact(run.info.run_id, str(source))
+    deployment = declared.get("Deployment", "mlflow")
+    container = deployment.outputs["spec"]["template"]["spec"]["containers"][0]
+    volume_dir = kubelet.mounts(deployment, container)["/mlflow/artifacts"]
+    stored = list(volume_dir.rglob("note.txt"))
+    assert len(stored) == 1 and stored[0].read_text() == "kept on the PVC"
+    downloaded = client.download_artifacts(run.info.run_id, "note.txt", str(kubelet.workdir))
+    assert open(downloaded).read() == "kept on the PVC"

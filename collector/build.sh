@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Build the custom OpenTelemetry Collector (otelcol-mlflow) with the OpenTelemetry
+# Collector Builder (OCB), caching everything under <repo>/.cache/otelcol (git-ignored).
+#
+#   collector/build.sh            # build if needed; prints the binary path as the last line
+#
+# The collector version is read from collector/builder-config.yaml (dist.version) -- the single
+# source of truth. The builder is installed with
+#   GOBIN=<repo>/.cache/otelcol/bin go install go.opentelemetry.io/collector/cmd/builder@v<version>
+# and the collector is (re)built when <output_path>/<name> is missing, older than the manifest,
+# or was built from a different manifest (sha256 stamp next to the binary).
+#
+# Environment:
+#   OTELCOL_BUILD_JOBS  go build parallelism (-p); default: number of CPUs, capped at 4.
+#   OTELCOL_FORCE=1     rebuild even if the binary looks up to date.
+set -euo pipefail
+
+log() { printf '[otelcol-build] %s\n' "$*" >&2; }
+die() { printf '[otelcol-build] ERROR: %s\n' "$*" >&2; exit 1; }
+
+SCRIPT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)"
+REPO_ROOT="$(cd -- "${SCRIPT_DIR}/.." && pwd)"
+MANIFEST="${SCRIPT_DIR}/builder-config.yaml"
+BUILDER_MODULE="go.opentelemetry.io/collector/cmd/builder"
+
+[[ -f "${MANIFEST}" ]] || die "manifest not found: ${MANIFEST}"
+
+# Read a scalar key from the top-level `dist:` block of the manifest (no YAML library needed).
+dist_field() {
+  awk -v key="$1" '
+    /^[^[:space:]#]/ { in_dist = ($0 ~ /^dist:[[:space:]]*$/); next }
+    in_dist && $0 ~ "^[[:space:]]+" key ":" {
+      sub("^[[:space:]]+" key ":[[:space:]]*", "")
+      sub("[[:space:]]+#.*$", "")
+      gsub(/^["'\'']|["'\'']$/, "")
+      print
+      exit
+    }
+  ' "${MANIFEST}"
+}
+
+VERSION="$(dist_field version)"
+DIST_NAME="$(dist_field name)"
+OUTPUT_PATH="$(dist_field output_path)"
+[[ -n "${VERSION}" ]] || die "dist.version is not set in ${MANIFEST}"
+[[ "${VERSION}" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "dist.version '${VERSION}' is not X.Y.Z in ${MANIFEST}"
+[[ -n "${DIST_NAME}" ]] || die "dist.name is not set in ${MANIFEST}"
+[[ -n "${OUTPUT_PATH}" ]] || die "dist.output_path is not set in ${MANIFEST}"
+[[ "${OUTPUT_PATH}" == /* ]] || OUTPUT_PATH="${REPO_ROOT}/${OUTPUT_PATH#./}"
+
+EXPECTED_OUTPUT="${REPO_ROOT}/.cache/otelcol/${VERSION}"
+[[ "${OUTPUT_PATH%/}" == "${EXPECTED_OUTPUT}" ]] ||
+  die "dist.output_path must be .cache/otelcol/${VERSION} (got '$(dist_field output_path)'); keep it in sync with dist.version"
+
+BIN_DIR="${REPO_ROOT}/.cache/otelcol/bin"
+BUILDER="${BIN_DIR}/builder"
+BINARY="${OUTPUT_PATH}/${DIST_NAME}"
+STAMP="${BINARY}.manifest.sha256"
+
+sha256_of() {
+  if command -v sha256sum >/dev/null 2>&1; then
+    sha256sum "$1" | awk '{print $1}'
+  elif command -v shasum >/dev/null 2>&1; then
+    shasum -a 256 "$1" | awk '{print $1}'
+  else
+    echo "unavailable"
+  fi
+}
+
+builder_ok() {
+  [[ -x "${BUILDER}" ]] && "${BUILDER}" version 2>&1 | grep -q "v${VERSION}\$"
+}
+
+collector_up_to_date() {
+  [[ "${OTELCOL_FORCE:-0}" != "1" ]] || return 1
+  [[ -x "${BINARY}" ]] || return 1
+  [[ ! "${MANIFEST}" -nt "${BINARY}" ]] || return 1
+  [[ -f "${STAMP}" && "$(cat "${STAMP}")" == "$(sha256_of "${MANIFEST}")" ]] || return 1
+}
+
+if builder_ok && collector_up_to_date; then
+  log "up to date: ${BINARY} (collector ${VERSION})"
+  printf '%s\n' "${BINARY}"
+  exit 0
+fi
+
+# ---- preflight: Go toolchain and module proxy ------------------------------------------------
+command -v go >/dev/null 2>&1 ||
+  die "'go' not found on PATH. Install Go (>= the version required by the OCB ${VERSION} modules, see https://go.dev/dl/) and retry."
+log "using $(go version) ($(command -v go))"
+
+with_timeout() {
+  if command -v timeout >/dev/null 2>&1; then timeout 120 "$@"; else "$@"; fi
+}
+
+log "checking Go module proxy (GOPROXY=$(go env GOPROXY)) for ${BUILDER_MODULE}@v${VERSION}"
+# `-versions` always asks the proxy (no module-cache shortcut), so this really tests connectivity.
+if ! probe_out="$(with_timeout go list -m -versions "${BUILDER_MODULE}" 2>&1)"; then
+  die "cannot reach the Go module proxy (GOPROXY=$(go env GOPROXY)):
+${probe_out}"
+fi
+if ! probe_out="$(with_timeout go list -m "${BUILDER_MODULE}@v${VERSION}" 2>&1)"; then
+  die "${BUILDER_MODULE}@v${VERSION} is not available from the Go module proxy:
+${probe_out}"
+fi
+
+# Sane parallelism: one go package compile per CPU, capped at 4 (each can take ~1-2 GiB).
+if [[ -z "${OTELCOL_BUILD_JOBS:-}" ]]; then
+  cpus="$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 2)"
+  OTELCOL_BUILD_JOBS=$(( cpus > 4 ? 4 : cpus ))
+fi
+export GOFLAGS="${GOFLAGS:+${GOFLAGS} }-p=${OTELCOL_BUILD_JOBS}"
+
+# ---- builder ----------------------------------------------------------------------------------
+if ! builder_ok; then
+  log "installing ${BUILDER_MODULE}@v${VERSION} into ${BIN_DIR}"
+  mkdir -p "${BIN_DIR}"
+  GOBIN="${BIN_DIR}" go install "${BUILDER_MODULE}@v${VERSION}" ||
+    die "go install ${BUILDER_MODULE}@v${VERSION} failed"
+  builder_ok || die "installed builder does not report version v${VERSION}: $("${BUILDER}" version 2>&1 || true)"
+fi
+
+# ---- collector --------------------------------------------------------------------------------
+if ! collector_up_to_date; then
+  log "building ${DIST_NAME} ${VERSION} into ${OUTPUT_PATH} (go build -p ${OTELCOL_BUILD_JOBS}); this can take 10-20 minutes"
+  mkdir -p "${OUTPUT_PATH}"
+  rm -f "${BINARY}" "${STAMP}"
+  start=$(date +%s)
+  (cd "${REPO_ROOT}" && "${BUILDER}" --config "${MANIFEST}") ||
+    die "OCB build failed (see output above); manifest: ${MANIFEST}"
+  [[ -x "${BINARY}" ]] || die "builder finished but ${BINARY} was not produced"
+  sha256_of "${MANIFEST}" >"${STAMP}"
+  log "built ${BINARY} in $(( $(date +%s) - start ))s"
+fi
+
+"${BINARY}" --version >&2 || die "${BINARY} does not run"
+printf '%s\n' "${BINARY}"
