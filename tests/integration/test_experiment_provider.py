@@ -98,7 +98,7 @@ def test_delete_is_soft_and_a_later_create_restores_the_same_id(url, provider):
     again = provider.create(wanted)
     assert again.id == created.id
     traces = MlflowClient(tracking_uri=url).search_traces(locations=[created.id], include_spans=False)
-    assert [t.info.trace_id for t in traces] and trace in traces[0].info.trace_id
+    assert len(traces) == 1 and trace in traces[0].info.trace_id
 
 
 def test_drift_deleted_or_renamed_outside_pulumi_is_read_and_repaired(url, provider):

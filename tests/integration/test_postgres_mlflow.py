@@ -1,11 +1,15 @@
 """The declared PostgreSQL init, migration and MLflow containers, run as a
 kubelet would against real PostgreSQL and MLflow (issue: prove the specs)."""
 
+import socket
 from importlib.metadata import version
 
+import pytest
 import requests
+from mlflow import MlflowClient
 
 from components.config import version_from_image
+from tests.integration.otlp import one_span_request
 
 
 def test_mlflow_under_test_is_the_version_of_the_deployed_image(declared):
@@ -26,14 +30,6 @@ def test_database_init_creates_the_databases_and_is_idempotent(declared, kubelet
 
 def test_server_answers_health_from_the_declared_spec(mlflow_server):
     assert requests.get(f"{mlflow_server.url}/health", timeout=10).status_code == 200
-
-
-import socket  # noqa: E402
-
-import pytest  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-
-from tests.integration.otlp import one_span_request  # noqa: E402
 
 POD_HOST = "10.244.1.7:5000"  # what a kubelet sends as Host: <pod IP>:<port>; never contacted
 
