@@ -1,138 +1,17 @@
-"""Real processes for the integration suite: PostgreSQL from Debian's packages
-in a temp dir, and MLflow started from the containers the program declares.
-Everything binds to loopback and every wait is bounded."""
+"""Fixtures of the integration suite: one PostgreSQL cluster, the declared
+database init and migration, and one MLflow server, shared by the session."""
 
 from __future__ import annotations
 
-import os
-import pwd
 import shutil
-import signal
-import socket
-import subprocess
 import tempfile
-import time
 from pathlib import Path
-from typing import Callable
 
 import pytest
-import requests
 
 from tests.integration.kubelet import Kubelet, postgres_bin_dir
+from tests.integration.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for
 from tests.program import ProgramRun, run_program
-
-MLFLOW_START_SECONDS = 180
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen | None = None,
-               log: Path | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text()[-3000:] if log else ""
-            raise RuntimeError(f"{what}: process exited with {process.returncode}\n{tail}")
-        try:
-            if check():
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    tail = log.read_text()[-3000:] if log else ""
-    raise TimeoutError(f"{what}: not ready within {timeout:.0f}s\n{tail}")
-
-
-def stop(process: subprocess.Popen, timeout: float = 20) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout)
-
-
-class PostgresCluster:
-    """A fresh `initdb` cluster with password (scram) authentication on loopback.
-
-    The superuser is named like the bundled image's POSTGRES_USER, so the
-    declared containers connect with the declared Secret's credentials."""
-
-    def __init__(self, directory: Path, superuser: str, password: str):
-        self.directory, self.superuser, self.password = directory, superuser, password
-        self.port = free_port()
-        self.bin = postgres_bin_dir()
-        self.process: subprocess.Popen | None = None
-        # PostgreSQL refuses to run as root: use the package's postgres user then.
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def _own(self, path: Path) -> None:
-        if self.as_user:
-            entry = pwd.getpwnam("postgres")
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-
-    def start(self) -> "PostgresCluster":
-        self.directory.mkdir(parents=True, exist_ok=True)
-        self._own(self.directory)
-        data, pwfile = self.directory / "data", self.directory / "pwfile"
-        pwfile.write_text(self.password + "\n")
-        self._own(pwfile)
-        subprocess.run(
-            [*self.as_user, str(self.bin / "initdb"), "-D", str(data), "-U", self.superuser,
-             "--pwfile", str(pwfile), "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"],
-            check=True, capture_output=True, timeout=120,
-        )
-        log = self.directory / "postgres.log"
-        self.process = subprocess.Popen(
-            [*self.as_user, str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port),
-             "-c", "listen_addresses=127.0.0.1", "-c", f"unix_socket_directories={self.directory}"],
-            stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_until(self.ready, 60, "PostgreSQL", self.process, log)
-        return self
-
-    def ready(self) -> bool:
-        return subprocess.run([str(self.bin / "pg_isready"), "-q", "-h", "127.0.0.1", "-p", str(self.port)],
-                              timeout=10).returncode == 0
-
-    def psql(self, sql: str, database: str = "postgres") -> str:
-        done = subprocess.run(
-            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser, "-d", database, "-Atc", sql],
-            env={**os.environ, "PGPASSWORD": self.password}, capture_output=True, text=True, timeout=30, check=True,
-        )
-        return done.stdout.strip()
-
-    def stop(self) -> None:
-        if self.process:
-            stop(self.process)
-
-
-class MlflowProcess:
-    """The declared MLflow container, run by the kubelet emulation."""
-
-    def __init__(self, kubelet: Kubelet, run: ProgramRun, port: int, log: Path):
-        self.kubelet, self.run, self.port, self.log = kubelet, run, port, log
-        self.url = f"http://127.0.0.1:{port}"
-        self.process: subprocess.Popen | None = None
-
-    def migrate(self) -> subprocess.CompletedProcess:
-        (job,) = [j for j in self.run.kinds("Job") if j.name == "mlflow-migrate"]
-        return self.kubelet.run_to_completion(job, "migrate", timeout=300)
-
-    def start(self) -> "MlflowProcess":
-        self.process = self.kubelet.start(self.run.get("Deployment", "mlflow"), "mlflow", self.log)
-        wait_until(lambda: requests.get(f"{self.url}/health", timeout=5).status_code == 200,
-                   MLFLOW_START_SECONDS, "MLflow", self.process, self.log)
-        return self
-
-    def stop(self) -> None:
-        if self.process:
-            stop(self.process)
 
 
 @pytest.fixture(scope="session")
@@ -166,13 +45,7 @@ def mlflow_port() -> int:
 
 @pytest.fixture(scope="session")
 def kubelet(declared, workdir, postgres, mlflow_port) -> Kubelet:
-    return Kubelet(
-        declared, workdir,
-        rewrites={"postgres.mlflow.svc.cluster.local:5432": f"127.0.0.1:{postgres.port}",
-                  "postgres.mlflow.svc.cluster.local": "127.0.0.1",
-                  "0.0.0.0": "127.0.0.1"},
-        ports={5432: postgres.port, 5000: mlflow_port},
-    )
+    return kubelet_for(declared, workdir, postgres, mlflow_port)
 
 
 @pytest.fixture(scope="session")

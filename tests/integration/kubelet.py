@@ -29,19 +29,24 @@ def postgres_bin_dir() -> Path:
 
 
 class Kubelet:
-    def __init__(self, run: ProgramRun, workdir: Path, rewrites: dict[str, str], ports: dict[int, int]):
+    def __init__(self, run: ProgramRun, workdir: Path, rewrites: dict[str, str], ports: dict[int, int],
+                 user_secrets: dict[str, dict[str, str]] | None = None):
         """`rewrites`: cluster addresses (`host:port`, `host`) -> loopback ones;
         `ports`: Service or container port -> loopback port, for values that are
-        a bare port (PGPORT) and for `--port`."""
+        a bare port (PGPORT) and for `--port`; `user_secrets`: Secrets the
+        operator creates outside the stack (name -> key -> value)."""
         self.run = run
         self.workdir = workdir
         self.ports = {str(k): str(v) for k, v in ports.items()}
         self.rewrites = dict(rewrites)
+        self.user_secrets = user_secrets or {}
 
     def _object(self, kind: str, name: str) -> Registered:
         return next(r for r in self.run.kinds(kind) if r.k8s_name == name)
 
     def _secret_value(self, name: str, key: str) -> str:
+        if name in self.user_secrets:
+            return self.user_secrets[name][key]
         secret = self._object("Secret", name).outputs
         return (secret.get("stringData") or {}).get(key) or secret["data"][key]
 

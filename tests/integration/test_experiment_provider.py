@@ -16,8 +16,8 @@ from mlflow import MlflowClient
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
-from tests.integration.conftest import free_port
 from tests.integration.otlp import one_span_request
+from tests.integration.processes import free_port
 from tests.program import PROJECT_DIR
 
 API = "/api/2.0/mlflow/experiments"
