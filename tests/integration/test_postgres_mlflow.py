@@ -105,3 +105,22 @@ def test_an_artifact_logged_through_the_server_lands_on_the_declared_volume(mlfl
     assert len(stored) == 1 and stored[0].read_text() == "kept on the PVC"
     downloaded = client.download_artifacts(run.info.run_id, "note.txt", str(kubelet.workdir))
     assert open(downloaded).read() == "kept on the PVC"
+
+
+def test_restarting_the_migration_and_the_server_changes_nothing(mlflow_server, postgres):
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    kept = client.create_experiment(f"kept-across-restart-{id(client)}")
+    state = ("SELECT (SELECT version_num FROM alembic_version) || ' ' || "
+             "(SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public') || ' ' || "
+             "(SELECT count(*) FROM experiments)")
+    before = postgres.psql(state, database="mlflow")
+
+    migrated = mlflow_server.migrate()  # the Job run again, as a new `pulumi up` would
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    assert postgres.psql(state, database="mlflow") == before
+
+    mlflow_server.stop()  # the pod restarted: same spec, same database
+    mlflow_server.start()  # fails unless healthy within the declared startup probe budget
+    assert mlflow_server.started_in <= mlflow_server.startup_budget()
+    assert postgres.psql(state, database="mlflow") == before
+    assert client.get_experiment(kept).lifecycle_stage == "active"
