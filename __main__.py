@@ -3,6 +3,7 @@
     OTLP clients -> Collector (filter noise, route by service.name)
                  -> MLflow /v1/traces (one experiment per route) -> PostgreSQL
     pulumi up    -> MLflow REST (experiments) -> IDs -> Collector config
+    NetworkPolicies: each server accepts only the clients on these arrows
 """
 
 import pulumi
@@ -14,6 +15,7 @@ from components.experiments import MlflowExperiments
 from components.exposure import MlflowExposure
 from components.mlflow import MlflowServer
 from components.namespace import StackNamespace
+from components.network import StackNetworkPolicies
 from components.postgres import PostgresDatabase
 
 config = load_stack_config()
@@ -21,6 +23,14 @@ config = load_stack_config()
 namespace = StackNamespace(
     "namespace", namespace=config.namespace, create=config.create_namespace, platform=config.platform
 ).ref
+
+if config.network_policies.enabled:
+    StackNetworkPolicies(
+        "network-policies",
+        config=config.network_policies,
+        namespace=namespace,
+        bundled_postgres=config.postgres.mode == "bundled",
+    )
 
 database = PostgresDatabase("postgres", config=config.postgres, namespace=namespace, platform=config.platform)
 

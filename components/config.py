@@ -26,6 +26,16 @@ POSTGRES_MODES = ("bundled", "external")
 ARTIFACT_KINDS = ("pvc", "s3")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+# The API server sets this label on every namespace (Kubernetes 1.21+): a
+# namespace name becomes a selector on it.
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+# Where the pods that carry external traffic to MLflow run, when
+# networkPolicies.ingressNamespaces is not set: ingress-nginx's namespace, and
+# the label OpenShift's OVN-Kubernetes and SDN match for the router's traffic,
+# whether the router runs on the pod or on the host network.
+INGRESS_NGINX_NAMESPACE = "ingress-nginx"
+OPENSHIFT_ROUTER_SELECTOR = "policy-group.network.openshift.io/ingress="
+ANY_NAMESPACE = "*"
 
 # Idle footprint of `mlflow server` measured in FIELD-NOTES (process-tree PSS,
 # PostgreSQL backend): the CLI, one uvicorn process per worker, and the job
@@ -40,6 +50,7 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 _BINARY_UNITS = {None: 1, "k": 1e3, "Ki": 2**10, "M": 1e6, "Mi": 2**20, "G": 1e9, "Gi": 2**30,
                  "T": 1e12, "Ti": 2**40, "m": 1e-3}
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _VERSION_IN_TAG = re.compile(r":v?(\d+\.\d+\.\d+)(?:-[A-Za-z0-9.]+)?$")
 
 
@@ -165,6 +176,16 @@ class Collector:
 
 
 @dataclass(frozen=True)
+class NetworkPolicies:
+    """Who may open connections to the stack's servers. Each entry is a
+    namespace label selector; an empty one matches every namespace."""
+
+    enabled: bool
+    ingress_namespaces: tuple[Mapping[str, str], ...]  # resolved: the platform's default when unset
+    otlp_namespaces: tuple[Mapping[str, str], ...]
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     services: tuple[str, ...]
@@ -183,6 +204,7 @@ class StackConfig:
     postgres: Postgres
     mlflow: Mlflow
     collector: Collector
+    network_policies: NetworkPolicies
     experiments: tuple[Experiment, ...]
 
     @property
@@ -582,6 +604,64 @@ def _collector(reader: _Reader) -> Collector:
     )
 
 
+def namespace_selector(entry: str) -> dict[str, str] | None:
+    """The namespace label selector an entry of networkPolicies stands for:
+    `*` (every namespace), a namespace name, or `key=value`; None when it is
+    none of these."""
+    if entry == ANY_NAMESPACE:
+        return {}
+    if len(entry) <= 63 and _DNS_LABEL.match(entry):
+        return {NAMESPACE_NAME_LABEL: entry}
+    key, equals, value = entry.partition("=")
+    prefix, slash, name = key.rpartition("/")
+    valid_key = (
+        bool(_LABEL_NAME.match(name)) and len(name) <= 63
+        and (not slash or (len(prefix) <= 253 and bool(_DNS_SUBDOMAIN.match(prefix))))
+    )
+    valid_value = value == "" or (len(value) <= 63 and bool(_LABEL_NAME.match(value)))
+    return {key: value} if equals and valid_key and valid_value else None
+
+
+def _namespace_selectors(reader: _Reader, name: str, default: tuple[str, ...]) -> tuple[dict[str, str], ...]:
+    entries = default if reader.value.get(name) is None else reader.strings(name)
+    selectors = []
+    for entry in entries:
+        selector = namespace_selector(entry)
+        if selector is None:
+            reader.problems.add(
+                reader.at(name),
+                f"{entry!r} is neither a namespace name, a label selector key=value (e.g. team=ml, "
+                f"or {OPENSHIFT_ROUTER_SELECTOR} for an empty value) nor {ANY_NAMESPACE} (every namespace); fix it",
+            )
+        else:
+            selectors.append(selector)
+    return tuple(selectors)
+
+
+def _default_ingress_namespaces(platform: str, exposure: Exposure) -> tuple[str, ...]:
+    """Where the pods that forward external traffic to MLflow usually run
+    (MLflow's own namespace is always admitted)."""
+    if exposure.kind == "none":
+        return ()
+    if platform == "openshift":
+        return (OPENSHIFT_ROUTER_SELECTOR,)
+    if exposure.kind == "httproute":
+        # Istio and most implementations run a Gateway's proxy beside the
+        # Gateway, which defaults to the route's own namespace.
+        return (exposure.gateway.namespace,) if exposure.gateway.namespace else ()
+    return (INGRESS_NGINX_NAMESPACE,)
+
+
+def _network_policies(reader: _Reader, platform: str, exposure: Exposure) -> NetworkPolicies:
+    return NetworkPolicies(
+        enabled=reader.flag("enabled"),
+        ingress_namespaces=_namespace_selectors(
+            reader, "ingressNamespaces", _default_ingress_namespaces(platform, exposure)
+        ),
+        otlp_namespaces=_namespace_selectors(reader, "otlpNamespaces", ()),
+    )
+
+
 def experiment_name_problem(name: Any) -> str | None:
     """Why `name` cannot be an MLflow experiment name, or None when it can."""
     if not isinstance(name, str) or not name.strip():
@@ -677,6 +757,9 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
         postgres=_postgres(_Reader(merged["postgres"], "postgres", problems)),
         mlflow=mlflow,
         collector=_collector(_Reader(merged["collector"], "collector", problems)),
+        network_policies=_network_policies(
+            _Reader(merged["networkPolicies"], "networkPolicies", problems), platform, exposure
+        ),
         experiments=_experiments(root.objects("experiments"), "experiments", problems),
     )
     if problems.items:
