@@ -72,31 +72,6 @@ def test_every_object_carries_the_recommended_labels(run):
             assert template["metadata"]["labels"]["app.kubernetes.io/name"], resource.name
 
 
-def test_pods_run_non_root_with_fixed_uids_only_outside_openshift(run):
-    platform = "openshift" if run.kinds("Route") else "kubernetes"
-    for resource in k8s_resources(run):
-        template = (resource.outputs.get("spec") or {}).get("template")
-        if not template:
-            continue
-        pod = template["spec"]["securityContext"]
-        assert pod["runAsNonRoot"] is True and pod["seccompProfile"] == {"type": "RuntimeDefault"}
-        if platform == "openshift":
-            assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(pod), resource.name
-        else:
-            assert pod["runAsUser"] > 0 and pod["fsGroup"] > 0, resource.name
-    for resource, container in run.containers():
-        context = container["securityContext"]
-        assert context["allowPrivilegeEscalation"] is False and context["capabilities"] == {"drop": ["ALL"]}
-        if platform == "openshift":
-            assert "runAsUser" not in context
-
-
-def test_namespace_enforces_pod_security_restricted_on_kubernetes(stack_runs):
-    (namespace,) = stack_runs["dev"].kinds("Namespace")
-    assert namespace.outputs["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
-    assert not stack_runs["openshift"].kinds("Namespace")  # createNamespace: false
-
-
 def test_all_outputs_are_exported(run):
     assert set(run.outputs) == OUTPUTS
     assert run.outputs["mlflowInternalUrl"] == "http://mlflow.mlflow.svc.cluster.local:5000"
