@@ -32,7 +32,10 @@ if config.network_policies.enabled:
         bundled_postgres=config.postgres.mode == "bundled",
     )
 
-database = PostgresDatabase("postgres", config=config.postgres, namespace=namespace, platform=config.platform)
+database = PostgresDatabase(
+    "postgres", config=config.postgres, databases=config.databases_to_create, namespace=namespace,
+    platform=config.platform,
+)
 
 server = MlflowServer(
     "mlflow",
@@ -52,6 +55,7 @@ experiments = MlflowExperiments(
     "experiments",
     experiments=config.experiments,
     tracking_url=config.mlflow_api_url,
+    credentials=server.credentials,
     server_ready=[server, exposure],
 )
 
@@ -72,3 +76,4 @@ pulumi.export("otlpGrpcEndpoint", traces.grpc_endpoint)
 pulumi.export("otlpHttpEndpoint", traces.http_endpoint)
 pulumi.export("experimentIds", experiments.ids)
 pulumi.export("postgresHost", database.connection.host)
+pulumi.export("mlflowCredentials", server.credentials)

@@ -24,6 +24,7 @@ PLATFORMS = ("kubernetes", "openshift")
 EXPOSURE_KINDS = ("ingress", "route", "httproute", "none")
 POSTGRES_MODES = ("bundled", "external")
 ARTIFACT_KINDS = ("pvc", "s3")
+AUTH_KINDS = ("basic", "none")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # The API server sets this label on every namespace (Kubernetes 1.21+): a
@@ -45,6 +46,7 @@ MLFLOW_WORKER_MIB = 250
 MLFLOW_JOB_RUNNER_MIB = 8 * 240
 MEMORY_HEADROOM = 0.25
 
+_DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
@@ -147,6 +149,20 @@ class Artifacts:
 
 
 @dataclass(frozen=True)
+class Auth:
+    """MLflow's basic-auth app: an admin user whose password is generated, and
+    its user store in a database of its own."""
+
+    kind: str  # none | basic
+    admin_username: str
+    database: str
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind == "basic"
+
+
+@dataclass(frozen=True)
 class Mlflow:
     image: str
     version: str
@@ -157,6 +173,7 @@ class Mlflow:
     artifacts: Artifacts
     extra_allowed_hosts: tuple[str, ...]
     api_url: str | None
+    auth: Auth
 
 
 @dataclass(frozen=True)
@@ -206,6 +223,13 @@ class StackConfig:
     collector: Collector
     network_policies: NetworkPolicies
     experiments: tuple[Experiment, ...]
+
+    @property
+    def databases_to_create(self) -> tuple[str, ...]:
+        """What the bundled PostgreSQL creates beside `mlflow`: the configured
+        databases and MLflow's auth database."""
+        auth = (self.mlflow.auth.database,) if self.mlflow.auth.enabled else ()
+        return tuple(dict.fromkeys((*self.postgres.databases, *auth)))
 
     @property
     def mlflow_api_url(self) -> str:
@@ -396,7 +420,7 @@ def _image_version(reader: _Reader, image: str | None, explicit: str | None, wha
     if image and not version:
         reader.problems.add(
             reader.at("version"),
-            f"cannot read the {what} version from the image tag {image!r}; set {reader.key}.version (e.g. 0.159.0)",
+            f"cannot read the {what} version from the image tag {image!r}; set {reader.key}.version (e.g. 0.152.0)",
         )
     return version or "0.0.0"
 
@@ -439,6 +463,19 @@ def _exposure(reader: _Reader, domain: str, platform: str) -> Exposure:
         reader.problems.add(tls_reader.at("clusterIssuer"), "cert-manager issuers apply to ingress only; remove it")
     if tls.cluster_issuer and not tls.enabled:
         reader.problems.add(tls_reader.at("enabled"), "a clusterIssuer is set but TLS is off; set it true")
+    if tls.secret_name and kind == "ingress" and not tls.enabled:
+        reader.problems.add(tls_reader.at("enabled"), "a secretName is set but TLS is off; set it true")
+    if tls.secret_name and kind == "httproute":
+        reader.problems.add(
+            tls_reader.at("secretName"),
+            "an HTTPRoute cannot carry a certificate: put it in the certificateRefs of the Gateway's HTTPS "
+            "listener (exposure.gateway.sectionName) and remove it here",
+        )
+    if tls.secret_name and kind == "route":
+        reader.problems.add(
+            tls_reader.at("secretName"),
+            "the Route is served with the router's certificate (edge TLS); remove it",
+        )
     if kind == "httproute" and tls.enabled and not gateway.section_name:
         reader.problems.add(
             gateway_reader.at("sectionName"),
@@ -458,7 +495,7 @@ def _postgres(reader: _Reader) -> Postgres:
     mode = reader.choice("mode", POSTGRES_MODES)
     databases = reader.strings("databases")
     for name in databases:
-        if not re.match(r"^[a-z_][a-z0-9_]{0,62}$", name):
+        if not _DATABASE_NAME.match(name):
             reader.problems.add(
                 reader.at("databases"),
                 f"{name!r} is not a plain PostgreSQL name (lower-case letters, digits, '_', not starting with a digit)",
@@ -522,7 +559,26 @@ def _artifacts(reader: _Reader) -> Artifacts:
     return artifacts
 
 
-def _mlflow(reader: _Reader, exposure: Exposure) -> Mlflow:
+def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
+    auth = Auth(
+        kind=reader.choice("kind", AUTH_KINDS),
+        admin_username=reader.text("adminUsername"),
+        database=reader.text("database"),
+    )
+    if auth.admin_username is not None and not re.match(r"^[A-Za-z0-9._@-]+$", auth.admin_username):
+        reader.problems.add(reader.at("adminUsername"), "use letters, digits and . _ @ - only")
+    if auth.database is not None:
+        if not _DATABASE_NAME.match(auth.database):
+            reader.problems.add(reader.at("database"), f"{auth.database!r} must be a lower-case identifier such as mlflow_auth")
+        elif auth.database == postgres_database:
+            reader.problems.add(
+                reader.at("database"),
+                "must differ from MLflow's own database (its tables would clash); keep the default mlflow_auth",
+            )
+    return auth
+
+
+def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) -> Mlflow:
     image = reader.text("image")
     replicas = reader.integer("replicas", 1)
     workers = reader.integer("workers", 1)
@@ -579,6 +635,7 @@ def _mlflow(reader: _Reader, exposure: Exposure) -> Mlflow:
         artifacts=artifacts,
         extra_allowed_hosts=extra_hosts,
         api_url=api_url.rstrip("/") if api_url else None,
+        auth=_auth(reader.child("auth"), postgres_database),
     )
 
 
@@ -747,14 +804,16 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     domain = root.text("domain", optional=True) or ""
     _dns_name(problems, "domain", domain or None)
     exposure = _exposure(_Reader(merged["exposure"], "exposure", problems), domain, platform)
-    mlflow = _mlflow(_Reader(merged["mlflow"], "mlflow", problems), exposure)
+    postgres = _postgres(_Reader(merged["postgres"], "postgres", problems))
+    postgres_database = postgres.external.database if postgres.external else "mlflow"
+    mlflow = _mlflow(_Reader(merged["mlflow"], "mlflow", problems), exposure, postgres_database)
     config = StackConfig(
         namespace=namespace,
         create_namespace=root.flag("createNamespace"),
         platform=platform,
         domain=domain,
         exposure=exposure,
-        postgres=_postgres(_Reader(merged["postgres"], "postgres", problems)),
+        postgres=postgres,
         mlflow=mlflow,
         collector=_collector(_Reader(merged["collector"], "collector", problems)),
         network_policies=_network_policies(

@@ -12,6 +12,8 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
+from components import auth
+from components.auth import AuthRefs, MlflowAuth
 from components.config import Artifacts, Mlflow
 from components.kube import (
     NamespaceRef,
@@ -47,9 +49,10 @@ def allowed_hosts_for(*, service: str, namespace: str, port: int, external_host:
     return list(dict.fromkeys(hosts))
 
 
-def backend_store_uri(connection: PostgresConnection) -> str:
-    """SQLAlchemy URI with an explicit driver and no credentials (libpq env has them)."""
-    return f"postgresql+psycopg2://{connection.host}:{connection.port}/{connection.database}"
+def backend_store_uri(connection: PostgresConnection, database: str | None = None) -> str:
+    """SQLAlchemy URI with an explicit driver and no credentials (libpq env has them);
+    of MLflow's own database unless another one is named."""
+    return f"postgresql+psycopg2://{connection.host}:{connection.port}/{database or connection.database}"
 
 
 def artifacts_destination(artifacts: Artifacts) -> str:
@@ -58,8 +61,9 @@ def artifacts_destination(artifacts: Artifacts) -> str:
 
 def server_args(cfg: Mlflow, allowed_hosts: list[str]) -> list[str]:
     """`mlflow server` arguments: uvicorn (OTLP ingest lives only there), no secrets."""
+    app = ["--app-name", "basic-auth"] if cfg.auth.enabled else []
     return [
-        "mlflow", "server",
+        "mlflow", "server", *app,
         "--host", "0.0.0.0",
         "--port", str(PORT),
         "--workers", str(cfg.workers),
@@ -74,7 +78,13 @@ def migration_args() -> list[str]:
     return ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
 
 
-def server_env(cfg: Mlflow, connection: PostgresConnection) -> list[dict]:
+def auth_migration_args(cfg: Mlflow, connection: PostgresConnection) -> list[str]:
+    """The auth store's migrations, run once here rather than racing in every replica."""
+    return ["python", "-m", "mlflow.server.auth", "db", "upgrade",
+            "--url", backend_store_uri(connection, cfg.auth.database)]
+
+
+def server_env(cfg: Mlflow, connection: PostgresConnection, auth_refs: AuthRefs | None) -> list[dict]:
     uri = backend_store_uri(connection)
     env = [
         {"name": "MLFLOW_BACKEND_STORE_URI", "value": uri},
@@ -95,6 +105,12 @@ def server_env(cfg: Mlflow, connection: PostgresConnection) -> list[dict]:
                 {"name": "MLFLOW_S3_ENDPOINT_URL", "value": artifacts.endpoint_url},
                 {"name": "MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE", "value": "path"},
             ]
+    if auth_refs is not None:
+        env += [
+            {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": f"{auth.CONFIG_DIR}/{auth.CONFIG_FILE}"},
+            *auth.secret_env(auth_refs, {"MLFLOW_AUTH_ADMIN_PASSWORD": auth.PASSWORD_KEY,
+                                         "MLFLOW_FLASK_SERVER_SECRET_KEY": auth.SECRET_KEY_KEY}),
+        ]
     return env
 
 
@@ -110,9 +126,13 @@ def server_probes() -> dict:
     }
 
 
-def _volumes(cfg: Mlflow, artifacts_claim: pulumi.Input[str] | None) -> tuple[list[dict], list[dict]]:
+def _volumes(cfg: Mlflow, artifacts_claim: pulumi.Input[str] | None,
+             auth_refs: AuthRefs | None) -> tuple[list[dict], list[dict]]:
     volumes = [{"name": "tmp", "emptyDir": {}}]
     mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    if auth_refs is not None:
+        volumes.append({"name": "auth-config", "configMap": {"name": auth_refs.config_map_name}})
+        mounts.append({"name": "auth-config", "mountPath": auth.CONFIG_DIR, "readOnly": True})
     if cfg.artifacts.kind == "pvc":
         volumes.append({"name": "artifacts", "persistentVolumeClaim": {"claimName": artifacts_claim}})
         mounts.append({"name": "artifacts", "mountPath": ARTIFACTS_DIR})
@@ -120,7 +140,21 @@ def _volumes(cfg: Mlflow, artifacts_claim: pulumi.Input[str] | None) -> tuple[li
 
 
 def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: str) -> dict:
+    """`mlflow db upgrade`, and before it the auth store's upgrade when auth is on."""
     volumes, mounts = [{"name": "tmp", "emptyDir": {}}], [{"name": "tmp", "mountPath": "/tmp"}]
+
+    def step(name: str, command: list[str]) -> dict:
+        return {
+            "name": name,
+            "image": cfg.image,
+            "command": command,
+            "env": server_env(cfg, connection, auth_refs=None),
+            "resources": cfg.resources.as_k8s(),
+            "securityContext": container_security_context(),
+            "volumeMounts": mounts,
+        }
+
+    auth_steps = [step("migrate-auth", auth_migration_args(cfg, connection))] if cfg.auth.enabled else []
     return {
         "backoffLimit": 6,
         "template": {
@@ -128,15 +162,8 @@ def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: st
             "spec": {
                 "restartPolicy": "OnFailure",
                 "securityContext": pod_security_context(platform, MLFLOW_UID),
-                "containers": [{
-                    "name": "migrate",
-                    "image": cfg.image,
-                    "command": migration_args(),
-                    "env": server_env(cfg, connection),
-                    "resources": cfg.resources.as_k8s(),
-                    "securityContext": container_security_context(),
-                    "volumeMounts": mounts,
-                }],
+                "initContainers": auth_steps,
+                "containers": [step("migrate", migration_args())],
                 "volumes": volumes,
             },
         },
@@ -144,8 +171,9 @@ def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: st
 
 
 def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: list[str], platform: str,
-                    migration_job: pulumi.Input[str], artifacts_claim: pulumi.Input[str] | None) -> dict:
-    volumes, mounts = _volumes(cfg, artifacts_claim)
+                    migration_job: pulumi.Input[str], artifacts_claim: pulumi.Input[str] | None,
+                    auth_refs: AuthRefs | None = None) -> dict:
+    volumes, mounts = _volumes(cfg, artifacts_claim, auth_refs)
     single_writer = cfg.artifacts.kind == "pvc" and cfg.artifacts.access_mode != "ReadWriteMany"
     return {
         "replicas": cfg.replicas,
@@ -164,7 +192,7 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
                     "name": "mlflow",
                     "image": cfg.image,
                     "command": server_args(cfg, allowed_hosts),
-                    "env": server_env(cfg, connection),
+                    "env": server_env(cfg, connection, auth_refs),
                     "ports": [{"name": "http", "containerPort": PORT}],
                     "resources": cfg.resources.as_k8s(),
                     "securityContext": container_security_context(),
@@ -178,16 +206,29 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
 
 
 class MlflowServer(pulumi.ComponentResource):
-    """MLflow tracking server wired to PostgreSQL, with artifacts on a PVC or S3."""
+    """MLflow tracking server wired to PostgreSQL, with artifacts on a PVC or S3.
+
+    With basic auth, `auth_refs` locate the admin credentials for in-cluster
+    clients and `credentials` (a Pulumi secret) holds them for `pulumi up`."""
 
     internal_url: str
     deployment: k8s.apps.v1.Deployment
+    auth_refs: AuthRefs | None
+    credentials: pulumi.Output[dict] | None
 
     def __init__(self, name: str, *, config: Mlflow, connection: PostgresConnection, namespace: NamespaceRef,
                  platform: str, external_host: str | None, database_ready: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:MlflowServer", name, None, opts)
         meta = {"namespace": namespace.ref, "labels": labels_for("mlflow")}
+
+        self.auth_refs, self.credentials = None, None
+        if config.auth.enabled:
+            auth = MlflowAuth(
+                f"{name}-auth", config=config.auth, database_uri=backend_store_uri(connection, config.auth.database),
+                namespace=namespace, opts=pulumi.ResourceOptions(parent=self),
+            )
+            self.auth_refs, self.credentials = auth.refs, auth.credentials
 
         artifacts_claim = None
         if config.artifacts.kind == "pvc":
@@ -220,7 +261,7 @@ class MlflowServer(pulumi.ComponentResource):
             f"{name}-deployment",
             metadata={**meta, "name": SERVICE_NAME},
             spec=deployment_spec(config, connection, allowed_hosts, platform, migration.metadata.name,
-                                 artifacts_claim),
+                                 artifacts_claim, self.auth_refs),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[migration]),
         )
         self.service = k8s.core.v1.Service(

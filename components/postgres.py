@@ -176,8 +176,8 @@ class PostgresDatabase(pulumi.ComponentResource):
     connection: PostgresConnection
     ready: list[pulumi.Resource]
 
-    def __init__(self, name: str, *, config: Postgres, namespace: NamespaceRef, platform: str,
-                 opts: pulumi.ResourceOptions | None = None):
+    def __init__(self, name: str, *, config: Postgres, databases: tuple[str, ...], namespace: NamespaceRef,
+                 platform: str, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:PostgresDatabase", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
 
@@ -220,7 +220,7 @@ class PostgresDatabase(pulumi.ComponentResource):
             },
             opts=child,
         )
-        init_sql = database_init_sql((MLFLOW_DATABASE, *config.databases))
+        init_sql = database_init_sql((MLFLOW_DATABASE, *databases))
         init_script = k8s.core.v1.ConfigMap(
             f"{name}-init",
             metadata={"namespace": namespace.ref, "labels": labels_for("postgres-init")},

@@ -110,7 +110,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
             # The engine auto-names resources; mocks must do it themselves.
             metadata.setdefault("name", f"{args.name}-mock")
         elif args.typ == "random:index/randomPassword:RandomPassword":
-            outputs["result"] = MOCK_PASSWORD
+            # One value per generated secret, all carrying MOCK_PASSWORD for leak scans.
+            outputs["result"] = f"{MOCK_PASSWORD}-{args.name}"
         elif args.typ == DYNAMIC_TYPE:
             outputs.update(experiment_id=str(100 + next(self.ids)), lifecycle_stage="active")
         self.registered.append(Registered(args.typ, args.name, unwrap_secrets(args.inputs), unwrap_secrets(outputs)))

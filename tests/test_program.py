@@ -11,7 +11,7 @@ from tests.program import MOCK_PASSWORD, STACKS, run_program
 K8S_VERSION = "1.30"
 CUSTOM_KINDS = {"Route", "HTTPRoute"}  # CRDs: not in the Kubernetes OpenAPI schema
 OUTPUTS = {"namespace", "mlflowUrl", "mlflowInternalUrl", "otlpGrpcEndpoint", "otlpHttpEndpoint", "experimentIds",
-           "postgresHost"}
+           "postgresHost", "mlflowCredentials"}
 VARIANTS = {
     "s3": {"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://traces/p", "secretName": "s3"}}},
     "external-postgres": {"postgres": {"mode": "external", "external": {"host": "db", "secretName": "pg"}}},

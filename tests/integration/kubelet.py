@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.program import ProgramRun, Registered
 
+POD_HOST = "10.244.1.7:5000"  # what a kubelet's HTTP probe sends as Host: <pod IP>:<port>; never contacted
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
 
@@ -59,18 +60,19 @@ class Kubelet:
         return re.sub(pattern, lambda m: table[m.group(0)], text) if table else text
 
     def mounts(self, pod_owner: Registered, container: dict) -> dict[str, Path]:
-        """mountPath -> local directory; ConfigMap volumes hold their files."""
+        """mountPath -> local directory. ConfigMap volumes hold their files, with
+        cluster addresses and mount paths mapped like the env (DNS does that in a cluster)."""
         volumes = {v["name"]: v for v in pod_owner.outputs["spec"]["template"]["spec"].get("volumes", [])}
-        local = {}
+        local = {m["mountPath"]: self.workdir / f"{pod_owner.name}-{m['name']}"
+                 for m in container.get("volumeMounts", [])}
         for mount in container.get("volumeMounts", []):
-            directory = self.workdir / f"{pod_owner.name}-{mount['name']}"
+            directory = local[mount["mountPath"]]
             directory.mkdir(parents=True, exist_ok=True)
             volume = volumes[mount["name"]]
             if "configMap" in volume:
                 data = self._object("ConfigMap", volume["configMap"]["name"]).outputs["data"]
                 for file_name, content in data.items():
-                    (directory / file_name).write_text(content)
-            local[mount["mountPath"]] = directory
+                    (directory / file_name).write_text(self._rewrite(content, local))
         return local
 
     def env(self, container: dict, mounts: dict[str, Path]) -> dict[str, str]:
@@ -113,3 +115,12 @@ class Kubelet:
                           ) -> subprocess.CompletedProcess:
         argv, env = self.prepare(pod_owner, container_name)
         return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, cwd=self.workdir)
+
+    def run_pod_to_completion(self, pod_owner: Registered, timeout: float) -> subprocess.CompletedProcess:
+        """A Job's pod: its init containers in order, then its container; stops at the first failure."""
+        spec = pod_owner.outputs["spec"]["template"]["spec"]
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            done = self.run_to_completion(pod_owner, container["name"], timeout)
+            if done.returncode != 0:
+                break
+        return done

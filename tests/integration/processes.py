@@ -117,7 +117,7 @@ class MlflowProcess:
 
     def migrate(self) -> subprocess.CompletedProcess:
         (job,) = [j for j in self.run.kinds("Job") if j.name == "mlflow-migrate"]
-        return self.kubelet.run_to_completion(job, "migrate", timeout=300)
+        return self.kubelet.run_pod_to_completion(job, timeout=300)
 
     def startup_budget(self) -> float:
         """Seconds the declared startup probe allows before the kubelet restarts the pod."""

@@ -9,6 +9,7 @@ import requests
 from mlflow import MlflowClient
 
 from components.config import version_from_image
+from tests.integration.kubelet import POD_HOST
 from tests.integration.otlp import one_span_request
 
 
@@ -30,9 +31,6 @@ def test_database_init_creates_the_databases_and_is_idempotent(declared, kubelet
 
 def test_server_answers_health_from_the_declared_spec(mlflow_server):
     assert requests.get(f"{mlflow_server.url}/health", timeout=10).status_code == 200
-
-POD_HOST = "10.244.1.7:5000"  # what a kubelet sends as Host: <pod IP>:<port>; never contacted
-
 
 @pytest.fixture(scope="module")
 def server_container(declared):

@@ -1,0 +1,88 @@
+"""MLflow's basic-auth app: a generated admin password and Flask secret key in a
+Secret, and the auth config file (no secrets in it) in a ConfigMap.
+
+The experiment provider and the collector sign in as the admin user, so
+anonymous clients get 401 on the REST API and on `/v1/traces` alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_kubernetes as k8s
+import pulumi_random as random
+
+from components.config import Auth
+from components.kube import NamespaceRef, labels_for
+
+CONFIG_DIR = "/etc/mlflow-auth"
+CONFIG_FILE = "basic_auth.ini"
+USERNAME_KEY = "username"
+PASSWORD_KEY = "password"
+SECRET_KEY_KEY = "flask-secret-key"
+# Users other than the admin see nothing until an admin grants it.
+DEFAULT_PERMISSION = "NO_PERMISSIONS"
+
+
+def auth_config_ini(*, database_uri: str, admin_username: str) -> str:
+    """MLflow's auth config. The admin password comes from
+    MLFLOW_AUTH_ADMIN_PASSWORD and the database credentials from libpq's
+    environment, so this file holds nothing secret."""
+    return "\n".join([
+        "[mlflow]",
+        f"default_permission = {DEFAULT_PERMISSION}",
+        f"database_uri = {database_uri}",
+        f"admin_username = {admin_username}",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        "",
+    ])
+
+
+@dataclass(frozen=True)
+class AuthRefs:
+    """Where a pod finds the auth settings."""
+
+    secret_name: pulumi.Input[str]
+    config_map_name: pulumi.Input[str]
+
+
+def secret_env(refs: AuthRefs, names: dict[str, str]) -> list[dict]:
+    """Env vars (name -> Secret key) read from the auth Secret."""
+    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": refs.secret_name, "key": key}}}
+            for name, key in names.items()]
+
+
+class MlflowAuth(pulumi.ComponentResource):
+    """The admin credentials and auth config of MLflow's basic-auth app.
+
+    `credentials` (a Pulumi secret) is what the experiment provider sends."""
+
+    refs: AuthRefs
+    credentials: pulumi.Output[dict]
+
+    def __init__(self, name: str, *, config: Auth, database_uri: str, namespace: NamespaceRef,
+                 opts: pulumi.ResourceOptions | None = None):
+        super().__init__("mlflow-tracing:index:MlflowAuth", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        meta = {"namespace": namespace.ref, "labels": labels_for("mlflow")}
+        # MLflow wants >= 12 characters; URL- and header-safe specials only.
+        password = random.RandomPassword(f"{name}-admin-password", length=32, special=True,
+                                         override_special="-_.~", opts=child)
+        secret_key = random.RandomPassword(f"{name}-flask-secret-key", length=64, special=False, opts=child)
+        secret = k8s.core.v1.Secret(
+            f"{name}-secret",
+            metadata=meta,
+            string_data={USERNAME_KEY: config.admin_username, PASSWORD_KEY: password.result,
+                         SECRET_KEY_KEY: secret_key.result},
+            opts=child,
+        )
+        config_map = k8s.core.v1.ConfigMap(
+            f"{name}-config",
+            metadata=meta,
+            data={CONFIG_FILE: auth_config_ini(database_uri=database_uri, admin_username=config.admin_username)},
+            opts=child,
+        )
+        self.refs = AuthRefs(secret_name=secret.metadata.name, config_map_name=config_map.metadata.name)
+        self.credentials = pulumi.Output.secret({"username": config.admin_username, "password": password.result})
+        self.register_outputs({"secretName": secret.metadata.name})

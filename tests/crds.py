@@ -1,0 +1,35 @@
+"""Custom resources (OpenShift Route, Gateway API HTTPRoute) validated against
+their CRDs' published schemas (tests/schemas), as strictly as
+kubernetes-validate checks built-in kinds: an unknown field is an error.
+The API server would also run the CRDs' CEL rules (`x-kubernetes-validations`);
+these are not evaluated here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+
+def _strict(schema):
+    """The schema with unknown fields refused wherever it lists the known ones."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    # A null keyword (the Route CRD has `anyOf: null`) means absent to the API server.
+    strict = {key: _strict(value) for key, value in schema.items() if value is not None}
+    if ("properties" in schema and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        strict["additionalProperties"] = False
+    return strict
+
+
+def validate_custom_resource(manifest: dict) -> None:
+    """Raise jsonschema.ValidationError unless the manifest fits its CRD's schema."""
+    group_version, kind = manifest["apiVersion"], manifest["kind"]
+    schema = json.loads((SCHEMAS / f"{group_version.replace('/', '-')}-{kind}.json").read_text())
+    jsonschema.validate(manifest, _strict(schema))

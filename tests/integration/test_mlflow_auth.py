@@ -1,0 +1,100 @@
+"""Basic auth with real processes: the MLflow container of an `auth.kind: basic`
+stack, its auth database created and migrated by the declared steps, and the
+experiment provider signing in with the generated credentials."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
+from tests.integration.kubelet import POD_HOST
+from tests.integration.otlp import one_span_request
+from tests.integration.processes import MlflowProcess, free_port, kubelet_for
+from tests.program import run_program
+
+SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+
+
+@pytest.fixture(scope="module")
+def auth_run():
+    return run_program("dev", mlflow={"auth": {"kind": "basic"}})
+
+
+@pytest.fixture(scope="module")
+def admin(auth_run) -> tuple[str, str]:
+    (secret,) = [s for s in auth_run.kinds("Secret") if "flask-secret-key" in s.outputs["stringData"]]
+    return secret.outputs["stringData"]["username"], secret.outputs["stringData"]["password"]
+
+
+@pytest.fixture(scope="module")
+def auth_server(auth_run, postgres, workdir):
+    port = free_port()
+    kubelet = kubelet_for(auth_run, workdir / "auth", postgres, port)
+    kubelet.workdir.mkdir(exist_ok=True)
+    (init,) = [j for j in auth_run.kinds("Job") if j.name == "postgres-init"]
+    created = kubelet.run_pod_to_completion(init, timeout=180)
+    assert created.returncode == 0, created.stderr
+    server = MlflowProcess(kubelet, auth_run, port, workdir / "mlflow-auth.log")
+    migrated = server.migrate()
+    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    yield server.start()
+    server.stop()
+
+
+def provider_props(server, credentials) -> dict:
+    return {"name": f"auth-{uuid.uuid4().hex[:8]}", "tracking_url": server.url, "tags": {}, "artifact_location": None,
+            "credentials": credentials, "timeout_seconds": 20}
+
+
+def test_the_declared_steps_create_and_migrate_the_auth_database(auth_server, postgres):
+    assert postgres.psql("SELECT count(*) FROM pg_database WHERE datname = 'mlflow_auth'") == "1"
+    assert postgres.psql("SELECT count(*) FROM alembic_version_auth", database="mlflow_auth") == "1"
+    assert postgres.psql("SELECT username || ' ' || is_admin FROM users", database="mlflow_auth") == "admin true"
+
+
+def test_anonymous_clients_get_401_on_the_rest_api_and_on_otlp(auth_server):
+    assert requests.get(f"{auth_server.url}{SEARCH}", timeout=10).status_code == 401
+    body, _ = one_span_request("svc", "chat")
+    response = requests.post(f"{auth_server.url}/v1/traces", data=body, timeout=10, headers={
+        "Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": "0"})
+    assert response.status_code == 401
+
+
+def test_probes_still_pass_without_credentials(auth_server, auth_run):
+    container = auth_run.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]
+    for name in ("readinessProbe", "livenessProbe"):
+        probe = container[name]
+        response = requests.get(f"{auth_server.url}{probe['httpGet']['path']}", headers={"Host": POD_HOST},
+                                timeout=probe["timeoutSeconds"])
+        assert response.status_code == 200, name
+
+
+def test_the_generated_admin_signs_in_and_a_wrong_password_does_not(auth_server, admin):
+    assert requests.get(f"{auth_server.url}{SEARCH}", auth=admin, timeout=10).status_code == 200
+    assert requests.get(f"{auth_server.url}{SEARCH}", auth=(admin[0], "wrong-password-123"),
+                        timeout=10).status_code == 401
+
+
+def test_the_provider_signs_in_with_the_generated_credentials_on_every_call(auth_server, admin):
+    provider = MlflowExperimentProvider()
+    credentials = {"username": admin[0], "password": admin[1]}
+    wanted = provider_props(auth_server, credentials)
+    created = provider.create(wanted)
+    read = provider.read(created.id, created.outs)
+    assert read.outs["name"] == wanted["name"] and read.outs["lifecycle_stage"] == "active"
+    renamed = {**wanted, "name": wanted["name"] + "-renamed", "tags": {"team": "obs"}}
+    updated = provider.update(created.id, read.outs, renamed)
+    assert updated.outs["name"] == renamed["name"]
+    provider.delete(created.id, updated.outs)
+    state = requests.get(f"{auth_server.url}/api/2.0/mlflow/experiments/get", params={"experiment_id": created.id},
+                         auth=admin, timeout=10).json()["experiment"]
+    assert state["lifecycle_stage"] == "deleted"
+
+
+def test_the_provider_without_credentials_fails_fast_with_the_code(auth_server):
+    with pytest.raises(MlflowApiError) as error:
+        MlflowExperimentProvider().create(provider_props(auth_server, None))
+    assert "401" in str(error.value)

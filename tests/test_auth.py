@@ -1,0 +1,110 @@
+"""MLflow basic auth under mocks: generated credentials in a Secret, wired into
+the server, the migration step, the auth database and the experiment provider."""
+
+import configparser
+import json
+
+import pytest
+
+from components.auth import auth_config_ini
+from components.config import ConfigError
+from tests.program import MOCK_PASSWORD, run_program
+
+AUTH = {"auth": {"kind": "basic"}}
+
+
+@pytest.fixture(scope="module")
+def run():
+    return run_program("dev", mlflow=AUTH)
+
+
+def env_of(container: dict) -> dict:
+    return {e["name"]: e for e in container["env"]}
+
+
+def server_container(run) -> dict:
+    return run.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]
+
+
+def auth_secret(run):
+    (secret,) = [s for s in run.kinds("Secret") if "flask-secret-key" in s.outputs["stringData"]]
+    return secret
+
+
+def test_the_auth_config_holds_the_database_and_admin_but_no_secret():
+    ini = configparser.ConfigParser()
+    ini.read_string(auth_config_ini(database_uri="postgresql+psycopg2://db:5432/mlflow_auth", admin_username="root"))
+    assert dict(ini["mlflow"]) == {
+        "default_permission": "NO_PERMISSIONS",
+        "database_uri": "postgresql+psycopg2://db:5432/mlflow_auth",
+        "admin_username": "root",
+        "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+    }
+
+
+def test_the_server_runs_the_basic_auth_app_with_generated_secrets_from_the_secret(run):
+    container = server_container(run)
+    assert container["command"][:4] == ["mlflow", "server", "--app-name", "basic-auth"]
+    env, secret = env_of(container), auth_secret(run)
+    for name, key in (("MLFLOW_AUTH_ADMIN_PASSWORD", "password"), ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key")):
+        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": key}
+        assert secret.outputs["stringData"][key].startswith(MOCK_PASSWORD)
+    assert secret.outputs["stringData"]["password"] != secret.outputs["stringData"]["flask-secret-key"]
+
+
+def test_the_auth_config_file_is_mounted_where_mlflow_reads_it(run):
+    deployment = run.get("Deployment", "mlflow")
+    container = server_container(run)
+    path = env_of(container)["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    directory, file_name = path.rsplit("/", 1)
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    (volume,) = [v for v in deployment.outputs["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
+    (config_map,) = [c for c in run.kinds("ConfigMap") if c.k8s_name == volume["configMap"]["name"]]
+    ini = configparser.ConfigParser()
+    ini.read_string(config_map.outputs["data"][file_name])
+    assert ini["mlflow"]["database_uri"] == "postgresql+psycopg2://postgres.mlflow.svc.cluster.local:5432/mlflow_auth"
+    assert ini["mlflow"]["admin_username"] == auth_secret(run).outputs["stringData"]["username"] == "admin"
+
+
+def test_the_auth_database_is_created_and_migrated_before_the_server(run):
+    (sql,) = [c.outputs["data"] for c in run.kinds("ConfigMap") if any(k.endswith(".sql") for k in c.outputs["data"])]
+    assert "'mlflow_auth'" in next(iter(sql.values()))
+    (job,) = [j for j in run.kinds("Job") if j.name == "mlflow-migrate"]
+    pod = job.outputs["spec"]["template"]["spec"]
+    (step,) = pod["initContainers"]
+    assert step["command"] == ["python", "-m", "mlflow.server.auth", "db", "upgrade", "--url",
+                               "postgresql+psycopg2://postgres.mlflow.svc.cluster.local:5432/mlflow_auth"]
+    assert {"PGUSER", "PGPASSWORD"} <= set(env_of(step))
+    assert [c["name"] for c in pod["containers"]] == ["migrate"]
+
+
+def test_the_experiment_provider_gets_the_admin_credentials_as_a_secret(run):
+    secret = auth_secret(run).outputs["stringData"]
+    for experiment in run.of_type("pulumi-python:dynamic:Resource"):
+        assert experiment.inputs["credentials"] == {"username": "admin", "password": secret["password"]}
+    assert "mlflowCredentials" in run.secret_outputs
+    assert run.outputs["mlflowCredentials"] == {"username": "admin", "password": secret["password"]}
+
+
+def test_the_admin_password_is_only_in_its_secret_and_the_secret_inputs(run):
+    password = auth_secret(run).outputs["stringData"]["password"]
+    holders = {r.typ.rsplit(":", 1)[-1] for r in run.resources if password in json.dumps(r.outputs)}
+    assert holders == {"RandomPassword", "Secret", "Resource"}  # Resource: the experiments' secret input
+
+
+def test_without_auth_nothing_of_it_is_declared(dev):
+    assert "--app-name" not in server_container(dev)["command"]
+    assert not any("flask-secret-key" in (s.outputs.get("stringData") or {}) for s in dev.kinds("Secret"))
+    assert dev.outputs["mlflowCredentials"] is None
+
+
+@pytest.mark.parametrize("auth, key", [
+    ({"kind": "ldap"}, "mlflow.auth.kind"),
+    ({"database": "mlflow"}, "mlflow.auth.database"),
+    ({"database": "Auth-DB"}, "mlflow.auth.database"),
+    ({"adminUsername": "a b"}, "mlflow.auth.adminUsername"),
+])
+def test_bad_auth_settings_name_the_key(auth, key):
+    with pytest.raises(ConfigError) as error:
+        run_program("dev", mlflow={"auth": auth})
+    assert any(line.startswith(f"{key}:") for line in error.value.problems), error.value.problems
