@@ -1,0 +1,149 @@
+"""Memory of the declared MLflow server: the whole process tree's PSS beside the
+declared memory limit.
+
+Starts real PostgreSQL (Debian's packages) and the MLflow container exactly as
+the stack declares it (workers, job execution, env), idle and after a burst of
+OTLP traffic, and prints medians of repeated samples. Exits non-zero when the
+headroom under the limit is below 25%.
+
+    .venv/bin/python -m benchmarks.mlflow_memory                   # the dev stack's defaults
+    .venv/bin/python -m benchmarks.mlflow_memory --workers 4 --job-execution --memory-limit 4Gi
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+from mlflow import MlflowClient
+
+from components.config import merge_over, quantity_bytes
+from tests.integration.otlp import one_span_request
+from tests.integration.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for
+from tests.program import run_program, stack_values
+
+REQUIRED_HEADROOM = 0.25
+MIB = 1024 * 1024
+
+
+def process_tree(root: int) -> list[int]:
+    """`root` and every descendant, from /proc."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += parents.get(pid, [])
+    return tree
+
+
+def pss_bytes(pids: list[int]) -> int:
+    """Proportional set size summed over `pids`: shared pages counted once overall."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return total
+
+
+def sample(root: int, count: int, interval: float) -> tuple[float, float, int]:
+    """Median and max PSS in MiB over `count` samples, and the process count."""
+    figures, processes = [], 0
+    for _ in range(count):
+        tree = process_tree(root)
+        processes = max(processes, len(tree))
+        figures.append(pss_bytes(tree) / MIB)
+        time.sleep(interval)
+    return statistics.median(figures), max(figures), processes
+
+
+def send_traffic(url: str, traces: int) -> None:
+    """OTLP traces into one experiment, then the search the UI makes."""
+    client = MlflowClient(tracking_uri=url)
+    experiment_id = client.create_experiment(f"bench-{time.time_ns()}")
+    for number in range(traces):
+        body, _ = one_span_request("bench", f"chat-{number}", {"gen_ai.usage.input_tokens": 12})
+        requests.post(f"{url}/v1/traces", data=body, timeout=30, headers={
+            "Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": experiment_id}).raise_for_status()
+    client.search_traces(locations=[experiment_id], max_results=100)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--stack", default="dev")
+    parser.add_argument("--workers", type=int, help="override mlflow.workers")
+    parser.add_argument("--job-execution", action="store_true", help="set mlflow.jobExecution true")
+    parser.add_argument("--memory-limit", help="override mlflow.resources.limits.memory, e.g. 4Gi")
+    parser.add_argument("--samples", type=int, default=15)
+    parser.add_argument("--traces", type=int, default=300)
+    args = parser.parse_args()
+
+    changes: dict = {}
+    if args.workers:
+        changes["workers"] = args.workers
+    if args.job_execution:
+        changes["jobExecution"] = True
+    if args.memory_limit:
+        changes["resources"] = {"limits": {"memory": args.memory_limit}}
+    declared = run_program(args.stack, mlflow=merge_over(stack_values(args.stack).get("mlflow", {}), changes))
+    container = declared.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]
+    limit_mib = quantity_bytes(container["resources"]["limits"]["memory"]) / MIB
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    workers = container["command"][container["command"].index("--workers") + 1]
+
+    workdir = Path(tempfile.mkdtemp(prefix="mlflow-memory-"))
+    workdir.chmod(0o755)
+    (secret,) = declared.kinds("Secret")
+    credentials = secret.outputs["stringData"]
+    postgres = PostgresCluster(workdir / "pg", credentials["username"], credentials["password"]).start()
+    server = None
+    try:
+        port = free_port()
+        kubelet = kubelet_for(declared, workdir, postgres, port)
+        (init,) = [j for j in declared.kinds("Job") if j.name == "postgres-init"]
+        for step in (kubelet.run_to_completion(init, "create-databases", timeout=180),
+                     MlflowProcess(kubelet, declared, port, workdir / "mlflow.log").migrate()):
+            if step.returncode != 0:
+                print(step.stderr[-3000:], file=sys.stderr)
+                return 2
+        server = MlflowProcess(kubelet, declared, port, workdir / "mlflow.log").start()
+        time.sleep(10)  # workers finish importing before the idle figure
+        idle = sample(server.process.pid, args.samples, 1.0)
+        send_traffic(server.url, args.traces)
+        loaded = sample(server.process.pid, args.samples, 1.0)
+    finally:
+        if server:
+            server.stop()
+        postgres.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    print(f"stack {args.stack}: --workers {workers}, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="
+          f"{env['MLFLOW_SERVER_ENABLE_JOB_EXECUTION']}, started in {server.started_in:.1f}s")
+    for label, (median, peak, processes) in (("idle", idle), (f"after {args.traces} traces", loaded)):
+        print(f"  PSS {label:>18}: median {median:7.0f} MiB, max {peak:7.0f} MiB over {args.samples} samples "
+              f"({processes} processes)")
+    peak = max(idle[1], loaded[1])
+    headroom = 1 - peak / limit_mib
+    print(f"  declared limit: {limit_mib:.0f} MiB; headroom at the max: {headroom:.0%} "
+          f"(required >= {REQUIRED_HEADROOM:.0%})")
+    return 0 if headroom >= REQUIRED_HEADROOM else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
