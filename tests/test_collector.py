@@ -21,7 +21,7 @@ ENDPOINT = "http://mlflow.obs.svc.cluster.local:5000"
 MODELS = NoiseRule("GET", "/v1/models")
 
 
-def config_for(experiments, noise=(MODELS,), version="0.159.0", persistent_queue=False):
+def config_for(experiments, noise=(MODELS,), version="0.152.0", persistent_queue=False):
     return collector_config(experiments=experiments, noise=noise, version=version, mlflow_endpoint=ENDPOINT,
                             persistent_queue=persistent_queue)
 
@@ -117,7 +117,7 @@ def test_a_single_default_experiment_still_gets_a_valid_routing_table():
 
 
 @pytest.mark.parametrize("version, expected", [("0.143.0", "otlphttp"), ("0.144.0", "otlp_http"),
-                                               ("0.159.0", "otlp_http"), ("1.2.0", "otlp_http")])
+                                               ("0.152.0", "otlp_http"), ("1.2.0", "otlp_http")])
 def test_exporter_type_follows_the_collector_version(version, expected):
     assert otlp_http_exporter_type(version) == expected
     config = config_for(THREE, version=version)

@@ -40,8 +40,8 @@ def test_declared_defaults_give_the_documented_stack():
     assert config.namespace == "mlflow" and config.create_namespace and config.platform == "kubernetes"
     assert config.exposure.host == "mlflow.example.com" and config.exposure.url == "http://mlflow.example.com"
     assert config.mlflow.image == "ghcr.io/mlflow/mlflow:v3.17.2-full" and config.mlflow.version == "3.17.2"
-    assert config.collector.image == "otel/opentelemetry-collector-contrib:0.159.0"
-    assert config.collector.version == "0.159.0"
+    assert config.collector.image == "otel/opentelemetry-collector-contrib:0.152.0"
+    assert config.collector.version == "0.152.0"
     assert [(e.name, e.default, dict(e.tags)) for e in config.experiments] == [
         ("llamastack-traces", True, {"mlflow.experimentKind": "genai_development"})
     ]
@@ -147,5 +147,5 @@ def test_quantities_and_image_versions():
     with pytest.raises(ValueError):
         quantity_bytes("lots")
     assert version_from_image("ghcr.io/mlflow/mlflow:v3.17.2-full") == "3.17.2"
-    assert version_from_image("otel/opentelemetry-collector-contrib:0.159.0") == "0.159.0"
+    assert version_from_image("otel/opentelemetry-collector-contrib:0.152.0") == "0.152.0"
     assert version_from_image("registry:5000/otelcol") is None
