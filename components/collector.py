@@ -37,6 +37,10 @@ CONFIG_DIR = "/conf"
 CONFIG_FILE = "collector.yaml"
 QUEUE_DIR = "/var/lib/otelcol/queue"
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
+BASIC_AUTH_EXTENSION = "basicauth/mlflow"
+# The env vars MLflow's own client reads; the collector's Deployment gets them from the admin Secret.
+USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # Go runtime soft limit, as a share of the container limit: GC works harder
 # before the kernel's OOM killer steps in.
 GOMEMLIMIT_SHARE = 0.8
@@ -69,13 +73,20 @@ def otlp_http_exporter_type(version: str) -> str:
     return "otlp_http" if _parse_version(version) >= (0, 144) else "otlphttp"
 
 
+def uses_trace_conditions(version: str) -> bool:
+    """The filter processor has `trace_conditions` from 0.146 on, and there documents
+    `traces.span` as deprecated (to be removed); before, only `traces.span` exists."""
+    return _parse_version(version) >= (0, 146)
+
+
 def ottl_string(value: str) -> str:
     """An OTTL string literal."""
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def noise_conditions(rules: tuple[NoiseRule, ...]) -> list[str]:
-    """Filter conditions (`traces.span`) that drop each noise request's spans.
+def noise_conditions(rules: tuple[NoiseRule, ...], span_path: str = "") -> list[str]:
+    """Span conditions that drop each noise request's spans; `span_path` is the
+    prefix of span paths (`span.` in `trace_conditions`, none in `traces.span`).
 
     The filter judges each span alone, so the root span's ASGI children
     (`"<root> http send"` / `"http receive"`, which carry no URL attributes)
@@ -83,21 +94,30 @@ def noise_conditions(rules: tuple[NoiseRule, ...]) -> list[str]:
     (`http.target`, `http.method`) and new (`url.path`,
     `http.request.method`) HTTP conventions are both covered, and kubelet
     probes are recognised by their user agent."""
+    name, attributes = f"{span_path}name", f"{span_path}attributes"
     conditions = []
     for rule in rules:
         route = rule.route.replace(".", "\\.")
         conditions += [
-            f"IsMatch(name, {ottl_string(f'^{rule.method} {route}( http (send|receive))?$')})",
-            f"attributes[\"http.method\"] == {ottl_string(rule.method)} and "
-            f"IsMatch(attributes[\"http.target\"], {ottl_string(f'^{route}([?].*)?$')})",
-            f"attributes[\"http.request.method\"] == {ottl_string(rule.method)} and "
-            f"attributes[\"url.path\"] == {ottl_string(rule.route)}",
+            f"IsMatch({name}, {ottl_string(f'^{rule.method} {route}( http (send|receive))?$')})",
+            f"{attributes}[\"http.method\"] == {ottl_string(rule.method)} and "
+            f"IsMatch({attributes}[\"http.target\"], {ottl_string(f'^{route}([?].*)?$')})",
+            f"{attributes}[\"http.request.method\"] == {ottl_string(rule.method)} and "
+            f"{attributes}[\"url.path\"] == {ottl_string(rule.route)}",
         ]
     conditions += [
-        'IsMatch(attributes["user_agent.original"], "^kube-probe/")',
-        'IsMatch(attributes["http.user_agent"], "^kube-probe/")',
+        f'IsMatch({attributes}["user_agent.original"], "^kube-probe/")',
+        f'IsMatch({attributes}["http.user_agent"], "^kube-probe/")',
     ]
     return conditions
+
+
+def noise_filter(rules: tuple[NoiseRule, ...], version: str) -> dict:
+    """The filter processor's settings, in the form the collector version reads.
+    `error_mode: ignore`: a condition that fails on a span keeps the span."""
+    if uses_trace_conditions(version):
+        return {"error_mode": "ignore", "trace_conditions": noise_conditions(rules, span_path="span.")}
+    return {"error_mode": "ignore", "traces": {"span": noise_conditions(rules)}}
 
 
 def _service_condition(services: tuple[str, ...]) -> str:
@@ -105,13 +125,15 @@ def _service_condition(services: tuple[str, ...]) -> str:
 
 
 def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseRule, ...], version: str,
-                     mlflow_endpoint: str, persistent_queue: bool) -> dict:
+                     mlflow_endpoint: str, persistent_queue: bool, basic_auth: bool = False) -> dict:
     """The collector's whole configuration.
 
     intake: otlp -> memory_limiter (first) -> filter/noise -> routing
     one pipeline per experiment: routing -> batch (last) -> its exporter,
     whose `x-mlflow-experiment-id` header names the experiment. Traffic of
-    unlisted services goes to the default experiment."""
+    unlisted services goes to the default experiment. With `basic_auth`, every
+    exporter signs in to MLflow with the credentials in $MLFLOW_TRACKING_USERNAME
+    and $MLFLOW_TRACKING_PASSWORD (resolved by the collector at start-up)."""
     exporter_type = otlp_http_exporter_type(version)
     queue: dict = {"enabled": True, "num_consumers": 4, "queue_size": 5000}
     if persistent_queue:
@@ -131,6 +153,8 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
             },
             "sending_queue": queue,
         }
+        if basic_auth:
+            exporters[exporter]["auth"] = {"authenticator": BASIC_AUTH_EXTENSION}
         pipelines[f"traces/{experiment.slug}"] = {
             "receivers": ["routing"], "processors": ["batch"], "exporters": [exporter],
         }
@@ -156,6 +180,10 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
     extensions = {"health_check": {"endpoint": f"0.0.0.0:{HEALTH_PORT}"}}
     if persistent_queue:
         extensions["file_storage"] = {"directory": QUEUE_DIR, "create_directory": True}
+    if basic_auth:
+        extensions[BASIC_AUTH_EXTENSION] = {
+            "client_auth": {"username": f"${{env:{USERNAME_ENV}}}", "password": f"${{env:{PASSWORD_ENV}}}"},
+        }
 
     return {
         "receivers": {
@@ -169,7 +197,7 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
         },
         "processors": {
             "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
-            "filter/noise": {"error_mode": "ignore", "traces": {"span": noise_conditions(noise)}},
+            "filter/noise": noise_filter(noise, version),
             "batch": {"send_batch_size": 512, "send_batch_max_size": 1024, "timeout": "2s"},
         },
         "connectors": connectors,

@@ -21,9 +21,9 @@ ENDPOINT = "http://mlflow.obs.svc.cluster.local:5000"
 MODELS = NoiseRule("GET", "/v1/models")
 
 
-def config_for(experiments, noise=(MODELS,), version="0.152.0", persistent_queue=False):
+def config_for(experiments, noise=(MODELS,), version="0.152.0", persistent_queue=False, basic_auth=False):
     return collector_config(experiments=experiments, noise=noise, version=version, mlflow_endpoint=ENDPOINT,
-                            persistent_queue=persistent_queue)
+                            persistent_queue=persistent_queue, basic_auth=basic_auth)
 
 
 THREE = [
@@ -122,6 +122,32 @@ def test_exporter_type_follows_the_collector_version(version, expected):
     assert otlp_http_exporter_type(version) == expected
     config = config_for(THREE, version=version)
     assert all(name.split("/")[0] == expected for name in config["exporters"])
+
+
+@pytest.mark.parametrize("version", ["0.146.0", "0.152.0", "1.0.0"])
+def test_filter_uses_trace_conditions_with_span_paths_from_0_146(version):
+    noise = noise_conditions((MODELS,))
+    settings = config_for(THREE, version=version)["processors"]["filter/noise"]
+    assert set(settings) == {"error_mode", "trace_conditions"} and settings["error_mode"] == "ignore"
+    # The same conditions, every span path prefixed with the `span.` context.
+    assert settings["trace_conditions"] == [c.replace("IsMatch(name", "IsMatch(span.name")
+                                            .replace("attributes[", "span.attributes[") for c in noise]
+
+
+def test_filter_uses_traces_span_before_0_146():
+    settings = config_for(THREE, version="0.145.0")["processors"]["filter/noise"]
+    assert settings == {"error_mode": "ignore", "traces": {"span": noise_conditions((MODELS,))}}
+
+
+def test_basic_auth_signs_every_exporter_in_with_the_credentials_from_the_env():
+    plain, signed = config_for(THREE), config_for(THREE, basic_auth=True)
+    assert not any("basicauth" in name for name in plain["extensions"])
+    assert all("auth" not in exporter for exporter in plain["exporters"].values())
+    assert signed["extensions"]["basicauth/mlflow"] == {"client_auth": {
+        "username": "${env:MLFLOW_TRACKING_USERNAME}", "password": "${env:MLFLOW_TRACKING_PASSWORD}"}}
+    assert "basicauth/mlflow" in signed["service"]["extensions"]
+    assert len(signed["exporters"]) == len(THREE)
+    assert all(e["auth"] == {"authenticator": "basicauth/mlflow"} for e in signed["exporters"].values())
 
 
 def test_persistent_queue_uses_file_storage():
