@@ -46,8 +46,8 @@ def test_declared_defaults_give_the_documented_stack():
         ("llamastack-traces", True, {"mlflow.experimentKind": "genai_development"})
     ]
     assert {(r.method, r.route) for r in config.collector.noise} == {
-        ("GET", "/v1/models"), ("GET", "/health"), ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/livez"),
-        ("GET", "/metrics"),
+        ("GET", "/v1/models"), ("GET", "/v1/health"), ("GET", "/health"), ("GET", "/healthz"), ("GET", "/readyz"),
+        ("GET", "/livez"), ("GET", "/metrics"),
     }
 
 
