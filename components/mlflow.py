@@ -150,7 +150,7 @@ def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: st
             "command": command,
             "env": server_env(cfg, connection, auth_refs=None),
             "resources": cfg.resources.as_k8s(),
-            "securityContext": container_security_context(),
+            "securityContext": container_security_context(read_only_root=True),
             "volumeMounts": mounts,
         }
 
@@ -195,7 +195,7 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
                     "env": server_env(cfg, connection, auth_refs),
                     "ports": [{"name": "http", "containerPort": PORT}],
                     "resources": cfg.resources.as_k8s(),
-                    "securityContext": container_security_context(),
+                    "securityContext": container_security_context(read_only_root=True),
                     "volumeMounts": mounts,
                     **server_probes(),
                 }],

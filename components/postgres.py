@@ -96,7 +96,7 @@ def init_container(image: str, connection: PostgresConnection, resources: dict) 
         ],
         "volumeMounts": [{"name": "init", "mountPath": INIT_DIR, "readOnly": True}],
         "resources": resources,
-        "securityContext": container_security_context(),
+        "securityContext": container_security_context(read_only_root=True),
     }
 
 

@@ -29,6 +29,20 @@ def postgres_bin_dir() -> Path:
     return found[-1].parent
 
 
+# In a private mount namespace: each writable directory bind-mounted onto
+# itself (so it keeps its own read-write mount), then `/` remounted read-only.
+_READ_ONLY_ROOT = ('n=$1; shift; while [ "$n" -gt 0 ]; do mount --bind "$1" "$1" || exit 125; shift; n=$((n-1)); done; '
+                   'mount -o remount,bind,ro / || exit 125; exec "$@"')
+
+
+def read_only_root(argv: list[str], writable: list[Path]) -> list[str]:
+    """`argv` run the way `readOnlyRootFilesystem: true` runs it: nothing is
+    writable but the given directories (the pod's volumes), /dev/shm and /proc."""
+    as_root = [] if os.geteuid() == 0 else ["--map-root-user"]
+    return ["unshare", "--mount", "--propagation", "private", *as_root,
+            "sh", "-c", _READ_ONLY_ROOT, "sh", str(len(writable)), *map(str, writable), *argv]
+
+
 class Kubelet:
     def __init__(self, run: ProgramRun, workdir: Path, rewrites: dict[str, str], ports: dict[int, int],
                  user_secrets: dict[str, dict[str, str]] | None = None):
@@ -102,6 +116,13 @@ class Kubelet:
         mounts = self.mounts(pod_owner, container)
         env = self.env(container, mounts)
         argv = self.command(container, env, mounts)
+        if "/tmp" in mounts:
+            # The pod's /tmp is a volume; here it is reached through TMPDIR, as
+            # this machine's /tmp (which holds the workdir) cannot be covered.
+            env.setdefault("TMPDIR", str(mounts["/tmp"]))
+        if container.get("securityContext", {}).get("readOnlyRootFilesystem"):
+            writable = [mounts[m["mountPath"]] for m in container.get("volumeMounts", []) if not m.get("readOnly")]
+            argv = read_only_root(argv, writable)
         # The image's PATH: this venv's mlflow, then Debian's PostgreSQL client tools.
         path = os.pathsep.join([str(Path(sys.executable).parent), str(postgres_bin_dir()), os.environ["PATH"]])
         return argv, {"PATH": path, "LANG": "C.UTF-8", **env}

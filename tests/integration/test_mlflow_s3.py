@@ -11,8 +11,10 @@ import boto3
 import pytest
 from mlflow import MlflowClient
 
+from components.config import merge_over
+from components.mlflow import ARTIFACTS_DIR
 from tests.integration.processes import MlflowProcess, free_port, kubelet_for, stop, wait_until
-from tests.program import run_program
+from tests.program import run_program, stack_values
 
 BUCKET, PREFIX = "mlflow-artifacts", "runs"
 # The operator's object store and credentials Secret, as a stack names them.
@@ -48,9 +50,9 @@ def s3_endpoint(workdir):
 @pytest.fixture(scope="module")
 def s3_server(s3_endpoint, postgres, databases_created, workdir):
     _, store_port = s3_endpoint
-    declared = run_program("dev", mlflow={"artifacts": {
+    declared = run_program("dev", mlflow=merge_over(stack_values("dev")["mlflow"], {"artifacts": {
         "kind": "s3", "uri": f"s3://{BUCKET}/{PREFIX}", "endpointUrl": STORE_URL, "secretName": CREDENTIALS_SECRET,
-    }})
+    }}))
     port = free_port()
     kubelet = kubelet_for(declared, workdir / "s3", postgres, port,
                           rewrites={"minio.storage.svc.cluster.local:9000": f"127.0.0.1:{store_port}"},
@@ -65,7 +67,7 @@ def s3_server(s3_endpoint, postgres, databases_created, workdir):
 
 def test_s3_mode_declares_no_artifact_volume(s3_server):
     container = s3_server.run.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]
-    assert [m["mountPath"] for m in container["volumeMounts"]] == ["/tmp"]
+    assert ARTIFACTS_DIR not in [m["mountPath"] for m in container["volumeMounts"]]
     assert not s3_server.run.kinds("PersistentVolumeClaim")
 
 

@@ -122,3 +122,18 @@ def test_restarting_the_migration_and_the_server_changes_nothing(mlflow_server, 
     assert mlflow_server.started_in <= mlflow_server.startup_budget()
     assert postgres.psql(state, database="mlflow") == before
     assert client.get_experiment(kept).lifecycle_stage == "active"
+
+
+def test_the_server_runs_with_a_read_only_root_and_writes_only_to_its_volumes(mlflow_server, server_container):
+    """The kubelet emulation enforces readOnlyRootFilesystem: every other test here
+    runs against a server whose only writable paths are its declared volumes."""
+    assert server_container["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {}
+    for line in open(f"/proc/{mlflow_server.process.pid}/mountinfo"):
+        fields = line.split()
+        mounts[fields[4]] = fields[5].split(",")[0]
+    assert mounts["/"] == "ro"
+    writable = sorted(path for path, mode in mounts.items() if mode == "rw" and str(mlflow_server.kubelet.workdir) in path)
+    local = mlflow_server.kubelet.mounts(mlflow_server.run.get("Deployment", "mlflow"), server_container)
+    declared = sorted(str(local[m["mountPath"]]) for m in server_container["volumeMounts"] if not m.get("readOnly"))
+    assert writable == declared
