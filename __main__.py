@@ -65,6 +65,7 @@ traces = TraceCollector(
     experiments=config.experiments,
     experiment_ids=experiments.ids,
     mlflow_endpoint=server.internal_url,
+    mlflow_auth=server.auth_refs,
     namespace=namespace,
     platform=config.platform,
 )

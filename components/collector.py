@@ -15,6 +15,8 @@ import pulumi
 import pulumi_kubernetes as k8s
 import yaml
 
+from components import auth
+from components.auth import AuthRefs, secret_env
 from components.config import Collector, Experiment, NoiseRule, experiment_slug, quantity_bytes
 from components.kube import (
     CHECKSUM_ANNOTATION,
@@ -229,7 +231,7 @@ def gomemlimit(memory_limit: str) -> str:
 
 
 def deployment_spec(cfg: Collector, platform: str, config_map: pulumi.Input[str],
-                    checksum: pulumi.Input[str]) -> dict:
+                    checksum: pulumi.Input[str], mlflow_auth: AuthRefs | None = None) -> dict:
     volumes = [{"name": "config", "configMap": {"name": config_map}}]
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
     if cfg.persistent_queue:
@@ -251,7 +253,12 @@ def deployment_spec(cfg: Collector, platform: str, config_map: pulumi.Input[str]
                     "name": "otel-collector",
                     "image": cfg.image,
                     "args": [f"--config={CONFIG_DIR}/{CONFIG_FILE}"],
-                    "env": [{"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])}],
+                    "env": [
+                        {"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])},
+                        # What the basicauth extension signs in with.
+                        *(secret_env(mlflow_auth, {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
+                          if mlflow_auth else []),
+                    ],
                     "ports": [
                         {"name": "otlp-grpc", "containerPort": GRPC_PORT},
                         {"name": "otlp-http", "containerPort": HTTP_PORT},
@@ -278,13 +285,14 @@ class TraceCollector(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, config: Collector, experiments: tuple[Experiment, ...],
                  experiment_ids: pulumi.Output[dict[str, str]], mlflow_endpoint: str, namespace: NamespaceRef,
-                 platform: str, opts: pulumi.ResourceOptions | None = None):
+                 platform: str, mlflow_auth: AuthRefs | None = None, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:TraceCollector", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = labels_for("otel-collector")
         config_text = experiment_ids.apply(lambda ids: render_config(collector_config(
             experiments=routed_experiments(experiments, ids), noise=config.noise, version=config.version,
             mlflow_endpoint=mlflow_endpoint, persistent_queue=config.persistent_queue,
+            basic_auth=mlflow_auth is not None,
         )))
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
@@ -295,7 +303,8 @@ class TraceCollector(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels},
-            spec=deployment_spec(config, platform, config_map.metadata.name, config_text.apply(content_checksum)),
+            spec=deployment_spec(config, platform, config_map.metadata.name, config_text.apply(content_checksum),
+                                 mlflow_auth),
             opts=child,
         )
         k8s.core.v1.Service(

@@ -5,6 +5,7 @@ import configparser
 import json
 
 import pytest
+import yaml
 
 from components.auth import auth_config_ini
 from components.config import ConfigError
@@ -96,6 +97,8 @@ def test_without_auth_nothing_of_it_is_declared(dev):
     assert "--app-name" not in server_container(dev)["command"]
     assert not any("flask-secret-key" in (s.outputs.get("stringData") or {}) for s in dev.kinds("Secret"))
     assert dev.outputs["mlflowCredentials"] is None
+    collector = dev.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]["containers"][0]
+    assert "MLFLOW_TRACKING_PASSWORD" not in env_of(collector)
 
 
 @pytest.mark.parametrize("auth, key", [
@@ -108,3 +111,19 @@ def test_bad_auth_settings_name_the_key(auth, key):
     with pytest.raises(ConfigError) as error:
         run_program("dev", mlflow={"auth": auth})
     assert any(line.startswith(f"{key}:") for line in error.value.problems), error.value.problems
+
+
+def test_every_collector_exporter_signs_in_with_the_credentials_from_the_secret(run):
+    deployment = run.get("Deployment", "otel-collector")
+    container = deployment.outputs["spec"]["template"]["spec"]["containers"][0]
+    env, secret = env_of(container), auth_secret(run)
+    assert env["MLFLOW_TRACKING_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": "username"}
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": "password"}
+    (config_map,) = [c for c in run.kinds("ConfigMap") if "collector.yaml" in c.outputs["data"]]
+    config = yaml.safe_load(config_map.outputs["data"]["collector.yaml"])
+    (extension,) = [name for name in config["extensions"] if name.startswith("basicauth")]
+    assert config["extensions"][extension]["client_auth"] == {
+        "username": "${env:MLFLOW_TRACKING_USERNAME}", "password": "${env:MLFLOW_TRACKING_PASSWORD}"}
+    assert extension in config["service"]["extensions"]
+    for exporter in config["exporters"].values():
+        assert exporter["auth"] == {"authenticator": extension}
