@@ -4,7 +4,9 @@ experiment provider signing in with the generated credentials."""
 
 from __future__ import annotations
 
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -98,3 +100,61 @@ def test_the_provider_without_credentials_fails_fast_with_the_code(auth_server):
     with pytest.raises(MlflowApiError) as error:
         MlflowExperimentProvider().create(provider_props(auth_server, None))
     assert "401" in str(error.value)
+
+
+class BearerGateway(ThreadingHTTPServer):
+    """A loopback gateway in front of MLflow, like an OAuth proxy: it answers 401
+    unless a request carries `Authorization: Bearer <token>`, and records each one."""
+
+    def __init__(self, upstream: str, token: str):
+        self.upstream, self.token, self.seen = upstream, token, []
+        gateway = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:
+                pass
+
+            def _forward(self) -> None:
+                authorization = self.headers.get("Authorization", "")
+                gateway.seen.append((self.command, self.path, authorization))
+                if authorization != f"Bearer {gateway.token}":
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer = requests.request(self.command, gateway.upstream + self.path, data=body, timeout=30,
+                                          headers={"Content-Type": self.headers.get("Content-Type", "")})
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("Content-Type", "application/json"))
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _forward
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def test_a_bearer_token_is_sent_on_every_request_of_the_life_cycle(mlflow_server):
+    token = uuid.uuid4().hex
+    gateway = BearerGateway(mlflow_server.url, token)
+    try:
+        provider = MlflowExperimentProvider()
+        wanted = provider_props(gateway, {"token": token})
+        created = provider.create(wanted)
+        read = provider.read(created.id, created.outs)
+        updated = provider.update(created.id, read.outs, {**wanted, "tags": {"team": "obs"}})
+        provider.delete(created.id, updated.outs)
+        assert len(gateway.seen) >= 4
+        assert {authorization for _, _, authorization in gateway.seen} == {f"Bearer {token}"}
+        with pytest.raises(MlflowApiError) as error:
+            MlflowExperimentProvider().create(provider_props(gateway, None))
+        assert "401" in str(error.value)
+    finally:
+        gateway.shutdown()
+        gateway.server_close()
