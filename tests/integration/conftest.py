@@ -1,5 +1,6 @@
 """Fixtures of the integration suite: one PostgreSQL cluster, the declared
-database init and migration, and one MLflow server, shared by the session."""
+database init and migration, one MLflow server and the built collector, shared by
+the session."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.collector import build_collector
 from tests.integration.kubelet import Kubelet, postgres_bin_dir
 from tests.integration.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for
 from tests.program import ProgramRun, run_program
@@ -72,3 +74,10 @@ def _tools_present():
     postgres_bin_dir()
     if missing:
         raise RuntimeError(f"missing tools for the integration suite: {missing}")
+
+
+@pytest.fixture(scope="session")
+def collector_binary() -> Path:
+    """The real collector at the deployed version, built by collector/build.sh (cached under
+    .cache/otelcol). No Go or no module proxy fails every test that needs it, never skips."""
+    return build_collector()

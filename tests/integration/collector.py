@@ -1,0 +1,209 @@
+"""The real OpenTelemetry Collector for the integration suite.
+
+`build_collector` runs collector/build.sh (the OpenTelemetry Collector Builder
+at the deployed version, cached under the git-ignored .cache/otelcol) and fails
+loudly when Go or the module proxy is missing. `CollectorProcess` runs the
+binary from a config the program generated, with the addresses a cluster
+provides mapped to this machine: listeners on loopback free ports, MLflow's
+Service URL to the test's MLflow, the queue volume to a temp dir.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+import yaml
+from mlflow import MlflowClient
+
+from components.collector import (
+    GRPC_PORT,
+    HEALTH_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
+    PASSWORD_ENV,
+    QUEUE_DIR,
+    USERNAME_ENV,
+    render_config,
+)
+from tests.integration.processes import free_port, stop, wait_until
+from tests.program import PROJECT_DIR, ProgramRun, RecordingMocks, run_program
+
+BUILD_SCRIPT = PROJECT_DIR / "collector" / "build.sh"
+BUILD_TIMEOUT = 1800  # a cold build took ~6 min here; a warm one ~5 s
+START_TIMEOUT = 30
+# Throwaway credentials for configs with basic auth; the collector reads them from its env.
+TEST_CREDENTIALS = {USERNAME_ENV: "collector-test", PASSWORD_ENV: "collector-test-password"}
+
+
+def build_collector() -> Path:
+    """The path of the built otelcol-mlflow binary; raises with the build's output on failure."""
+    process = subprocess.Popen(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=BUILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise RuntimeError(f"collector/build.sh did not finish within {BUILD_TIMEOUT}s:\n{err[-4000:]}")
+    if process.returncode != 0:
+        raise RuntimeError(f"collector/build.sh failed (exit {process.returncode}); the collector tests need "
+                           f"Go and the Go module proxy:\n{err[-4000:]}")
+    binary = Path(out.strip().splitlines()[-1])
+    if not os.access(binary, os.X_OK):
+        raise RuntimeError(f"collector/build.sh printed {binary}, which is not an executable")
+    return binary
+
+
+def configmap_config(run: ProgramRun) -> dict:
+    """The collector config the program put into its ConfigMap."""
+    config_map = next(c for c in run.kinds("ConfigMap") if c.name == "collector-config")
+    return yaml.safe_load(config_map.outputs["data"]["collector.yaml"])
+
+
+def pod_checksum(run: ProgramRun) -> str:
+    template = run.get("Deployment", "otel-collector").outputs["spec"]["template"]
+    return template["metadata"]["annotations"]["checksum/config"]
+
+
+class RealIdMocks(RecordingMocks):
+    """Program mocks whose experiment resources output the IDs of real MLflow experiments."""
+
+    def __init__(self, ids: dict[str, str]):
+        super().__init__()
+        self.real_ids = ids
+
+    def new_resource(self, args):
+        resource_id, outputs = super().new_resource(args)
+        if "experiment_id" in outputs:
+            outputs["experiment_id"] = self.real_ids[args.inputs["name"]]
+            self.registered[-1].outputs["experiment_id"] = outputs["experiment_id"]
+        return resource_id, outputs
+
+
+def validate(binary: Path, config: dict, directory: Path) -> subprocess.CompletedProcess:
+    """`otelcol validate`: every component's own validation, OTTL parsing included."""
+    path = directory / "validate.yaml"
+    path.write_text(render_config(config))
+    return subprocess.run([str(binary), "validate", f"--config={path}"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **TEST_CREDENTIALS})
+
+
+@dataclass(frozen=True)
+class LoopbackPorts:
+    grpc: int
+    http: int
+    health: int
+    metrics: int
+
+    @classmethod
+    def free(cls) -> "LoopbackPorts":
+        return cls(free_port(), free_port(), free_port(), free_port())
+
+
+def on_loopback(config: dict, ports: LoopbackPorts, mlflow_url: str, queue_dir: Path) -> dict:
+    """The config with the cluster's addresses mapped to this machine. Only the
+    values the program declares for a pod are replaced; anything else fails here."""
+    local = copy.deepcopy(config)
+    protocols = local["receivers"]["otlp"]["protocols"]
+    assert protocols["grpc"]["endpoint"] == f"0.0.0.0:{GRPC_PORT}"
+    assert protocols["http"]["endpoint"] == f"0.0.0.0:{HTTP_PORT}"
+    protocols["grpc"]["endpoint"] = f"127.0.0.1:{ports.grpc}"
+    protocols["http"]["endpoint"] = f"127.0.0.1:{ports.http}"
+    health = local["extensions"]["health_check"]
+    assert health["endpoint"] == f"0.0.0.0:{HEALTH_PORT}"
+    health["endpoint"] = f"127.0.0.1:{ports.health}"
+    (reader,) = local["service"]["telemetry"]["metrics"]["readers"]
+    prometheus = reader["pull"]["exporter"]["prometheus"]
+    assert prometheus == {"host": "0.0.0.0", "port": METRICS_PORT}
+    prometheus.update(host="127.0.0.1", port=ports.metrics)
+    for exporter in local["exporters"].values():
+        assert exporter["endpoint"].startswith("http://mlflow.")
+        exporter["endpoint"] = mlflow_url
+    if "file_storage" in local["extensions"]:
+        storage = local["extensions"]["file_storage"]
+        assert storage["directory"] == QUEUE_DIR
+        storage["directory"] = str(queue_dir)
+    return local
+
+
+class CollectorProcess:
+    """otelcol-mlflow on loopback; a stop and a new start keep its ports and queue directory."""
+
+    def __init__(self, binary: Path, config: dict, mlflow_url: str, directory: Path):
+        self.binary, self.directory = binary, directory
+        directory.mkdir(parents=True, exist_ok=True)
+        self.ports = LoopbackPorts.free()
+        self.config_file = directory / "collector.yaml"
+        self.log = directory / "collector.log"
+        self.process: subprocess.Popen | None = None
+        self.configure(config, mlflow_url)
+
+    def configure(self, config: dict, mlflow_url: str) -> None:
+        """Write a (new) config; it takes effect at the next start, like a rolled pod."""
+        self.config = on_loopback(config, self.ports, mlflow_url, self.directory / "queue")
+        self.config_file.write_text(render_config(self.config))
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports.http}"
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ports.grpc}"
+
+    def start(self) -> "CollectorProcess":
+        self.process = subprocess.Popen(
+            [str(self.binary), f"--config={self.config_file}"], env={**os.environ, **TEST_CREDENTIALS},
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{self.ports.health}/", timeout=2).status_code == 200,
+                   START_TIMEOUT, "collector", self.process, self.log)
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM, as the kubelet sends on a rollout: the collector shuts down gracefully."""
+        if self.process:
+            stop(self.process, timeout=30)
+
+    def log_text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+
+@dataclass(frozen=True)
+class StoredSpan:
+    trace_id: str
+    span_id: str
+    parent_id: str
+    name: str
+
+
+def program_with_real_ids(mlflow_url: str, experiments: list[dict], **overrides) -> ProgramRun:
+    """The dev stack with these experiments, whose resources output the IDs the
+    real MLflow holds for their names (created here when missing), as `pulumi up`
+    would after the provider created them."""
+    client = MlflowClient(tracking_uri=mlflow_url)
+    ids = {}
+    for experiment in experiments:
+        found = client.get_experiment_by_name(experiment["name"])
+        ids[experiment["name"]] = found.experiment_id if found else client.create_experiment(experiment["name"])
+    return run_program("dev", mocks=RealIdMocks(ids), experiments=experiments, **overrides)
+
+
+def stored_spans(mlflow_url: str, experiment_id: str) -> list[StoredSpan]:
+    """Every span MLflow holds in the experiment, read through its API."""
+    client = MlflowClient(tracking_uri=mlflow_url)
+    found, token = [], None
+    while True:
+        page = client.search_traces(locations=[experiment_id], max_results=500, page_token=token)
+        for trace in page:
+            trace_id = trace.info.trace_id.removeprefix("tr-")
+            found += [StoredSpan(trace_id, s.span_id, s.parent_id or "", s.name) for s in trace.data.spans]
+        token = page.token
+        if not token:
+            return found

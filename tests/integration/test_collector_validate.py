@@ -1,0 +1,79 @@
+"""`otelcol validate` (every component's own validation, OTTL parsing included)
+on the configs the program generates, run by the real collector at the
+deployed version."""
+
+import pytest
+
+from components.collector import RoutedExperiment, collector_config, noise_filter
+from components.config import NoiseRule, parse_stack_config
+from tests.integration.collector import configmap_config, validate
+from tests.program import STACKS, run_program
+
+CUSTOM_NOISE = [{"method": "GET", "route": "/v1/health"}, {"method": "HEAD", "route": "/"},
+                {"method": "GET", "route": "/api/v1.0/status"}, {"method": "POST", "route": "/v1/probe"}]
+
+
+def experiments(count: int) -> list[dict]:
+    """`count` experiments: the default, then one per pair of services."""
+    return [{"name": "default-traces", "default": True}] + [
+        {"name": f"team {i}", "services": [f"svc-{i}-api", f"svc-{i}-worker"]} for i in range(1, count)
+    ]
+
+
+def assert_valid(binary, config, tmp_path):
+    done = validate(binary, config, tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_config_of_every_stack_is_valid(collector_binary, tmp_path, stack):
+    assert_valid(collector_binary, configmap_config(run_program(stack)), tmp_path)
+
+
+@pytest.mark.parametrize("count", [1, 3, 20])
+@pytest.mark.parametrize("persistent_queue", [False, True])
+def test_configs_with_many_experiments_custom_noise_and_queues_are_valid(collector_binary, tmp_path, count,
+                                                                        persistent_queue):
+    run = run_program("dev", experiments=experiments(count),
+                      collector={"noise": CUSTOM_NOISE, "persistentQueue": persistent_queue})
+    config = configmap_config(run)
+    assert len(config["exporters"]) == count
+    assert ("file_storage" in config["extensions"]) is persistent_queue
+    assert_valid(collector_binary, config, tmp_path)
+
+
+@pytest.mark.parametrize("persistent_queue", [False, True])
+def test_configs_with_basic_auth_are_valid(collector_binary, tmp_path, persistent_queue):
+    routed = [RoutedExperiment("default-traces", "1", (), True)] + [
+        RoutedExperiment(f"team {i}", str(i + 1), (f"svc-{i}",), False) for i in range(1, 3)]
+    config = collector_config(experiments=routed, noise=tuple(NoiseRule(**r) for r in CUSTOM_NOISE),
+                              version=parse_stack_config({"domain": "x.io"}).collector.version,
+                              mlflow_endpoint="http://mlflow.mlflow.svc.cluster.local:5000",
+                              persistent_queue=persistent_queue, basic_auth=True)
+    assert_valid(collector_binary, config, tmp_path)
+
+
+def test_the_filter_form_of_older_collectors_is_valid_too(collector_binary, tmp_path):
+    """`traces.span` (before 0.146) is still read by the deployed version: both forms parse."""
+    config = configmap_config(run_program("dev"))
+    config["processors"]["filter/noise"] = noise_filter((NoiseRule("GET", "/v1/models"),), "0.145.0")
+    assert "traces" in config["processors"]["filter/noise"]
+    assert_valid(collector_binary, config, tmp_path)
+
+
+@pytest.mark.parametrize("breakage, error", [
+    ("bad filter condition", "processors::filter/noise: condition has invalid syntax"),
+    ("bad routing condition", "statement has invalid syntax"),
+    ("unknown pipeline", 'missing consumer: "traces/nowhere"'),
+])
+def test_a_broken_config_fails_validation(collector_binary, tmp_path, breakage, error):
+    config = configmap_config(run_program("dev", experiments=experiments(3)))
+    if breakage == "bad filter condition":
+        config["processors"]["filter/noise"]["trace_conditions"].append('span.name == "unterminated')
+    elif breakage == "bad routing condition":
+        config["connectors"]["routing"]["table"][0]["condition"] = 'attributes["service.name"] = "x"'
+    else:
+        config["connectors"]["routing"]["default_pipelines"] = ["traces/nowhere"]
+    done = validate(collector_binary, config, tmp_path)
+    assert done.returncode != 0, f"{breakage}: validate passed"
+    assert error in done.stdout + done.stderr
