@@ -171,6 +171,16 @@ class CollectorProcess:
         if self.process:
             stop(self.process, timeout=30)
 
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def queued_batches(self) -> int:
+        """Batches waiting in the exporters' queues (`otelcol_exporter_queue_size`)."""
+        metrics = requests.get(f"http://127.0.0.1:{self.ports.metrics}/metrics", timeout=5).text
+        return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
+                   if line.startswith("otelcol_exporter_queue_size{"))
+
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 

@@ -1,0 +1,162 @@
+"""An MLflow outage under steady traffic, through the real collector: the
+exporters' retrying queue delivers every span once MLflow is back, counted
+exactly in the database. With `persistentQueue`, the collector is also restarted
+during the outage and still loses nothing.
+
+The outage is taken on an MLflow of its own (the same declared spec, against the
+same PostgreSQL, on its own port), so the session's shared server stays up."""
+
+import threading
+import time
+from dataclasses import dataclass
+
+import pytest
+import requests
+
+from tests.integration.collector import CollectorProcess, configmap_config, program_with_real_ids
+from tests.integration.otlp import chat_trace, export_request, post_http
+from tests.integration.processes import MlflowProcess, free_port, kubelet_for, wait_until
+
+OUTAGE_SECONDS = 60
+SEND_INTERVAL = 0.25  # one 4-span chat trace per interval and collector
+# Traffic runs 5 s before, through and 5 s after the outage; allow for slow sends.
+MIN_SPANS = 4 * int(0.75 * (OUTAGE_SECONDS + 10) / SEND_INTERVAL)
+DELIVERY_TIMEOUT = 150  # the exporters' retry interval grows to 30 s during the outage
+BATCH_TIMEOUT = 2
+
+
+class SteadySender(threading.Thread):
+    """An application's exporter: one trace per interval over OTLP/HTTP; a request
+    the collector refuses (while it restarts) is retried until accepted, and
+    only accepted spans are counted."""
+
+    def __init__(self, collector: CollectorProcess, service: str):
+        super().__init__(daemon=True)
+        self.collector, self.service = collector, service
+        self.accepted_spans, self.retried_requests = 0, 0
+        self.error: Exception | None = None
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.is_set():
+            trace = chat_trace("llama-3.1-8b", 10, 5)
+            request = export_request({self.service: trace})
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    post_http(self.collector.http_url, request)
+                    break
+                except requests.RequestException as error:
+                    if time.monotonic() > deadline:
+                        self.error = error
+                        return
+                    self.retried_requests += 1
+                    time.sleep(0.2)
+            self.accepted_spans += len(trace)
+            self._halt.wait(SEND_INTERVAL)
+
+    def halt(self) -> None:
+        self._halt.set()
+
+    def finish(self) -> int:
+        """Stop sending; the number of spans the collector accepted."""
+        self.halt()
+        self.join(40)
+        assert not self.is_alive() and self.error is None, self.error
+        return self.accepted_spans
+
+
+@dataclass
+class Outcome:
+    sent: int  # spans the collector accepted
+    stored: int  # spans in MLflow's database
+    distinct: int  # distinct (trace, span) ids among them
+    retried_requests: int  # sends the collector refused (while restarting)
+    export_failures: int  # exporter errors logged while MLflow was down
+    starts: int  # collector starts
+    queued_at_restart: int  # batches on disk when the collector was stopped
+
+
+def span_counts(postgres, experiment_id: str) -> tuple[int, int]:
+    """(spans, distinct span ids) MLflow's database holds for the experiment."""
+    row = postgres.psql(f"SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans "
+                        f"WHERE experiment_id = {int(experiment_id)}", database="mlflow")
+    stored, distinct = row.split("|")
+    return int(stored), int(distinct)
+
+
+@pytest.fixture(scope="module")
+def own_mlflow(declared, workdir, postgres, mlflow_server):
+    """A second MLflow from the declared spec, on its own port, against the same
+    (already migrated) PostgreSQL."""
+    port = free_port()
+    server = MlflowProcess(kubelet_for(declared, workdir, postgres, port), declared, port,
+                           workdir / "mlflow-outage.log").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def outage(own_mlflow, postgres, collector_binary, workdir) -> dict[str, Outcome]:
+    """Two collectors from the program's config, one with the in-memory queue and
+    one with persistentQueue, under steady traffic through one MLflow outage; the
+    persistent one is restarted in the middle of it."""
+    collectors, senders, experiment_ids = {}, {}, {}
+    for queue in ("memory", "disk"):
+        run = program_with_real_ids(own_mlflow.url, [{"name": f"outage-{queue}", "default": True}],
+                                    collector={"persistentQueue": queue == "disk"})
+        experiment_ids[queue] = run.outputs["experimentIds"][f"outage-{queue}"]
+        collectors[queue] = CollectorProcess(collector_binary, configmap_config(run), own_mlflow.url,
+                                             workdir / f"collector-outage-{queue}").start()
+    assert "file_storage" in collectors["disk"].config["extensions"]
+    assert "file_storage" not in collectors["memory"].config["extensions"]
+    try:
+        for queue, collector in collectors.items():
+            senders[queue] = SteadySender(collector, f"steady-{queue}")
+            senders[queue].start()
+        time.sleep(5)
+        own_mlflow.stop()
+        down_at = time.monotonic()
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{own_mlflow.url}/health", timeout=2)
+        time.sleep(OUTAGE_SECONDS / 3)
+        queued_at_restart = collectors["disk"].queued_batches()
+        collectors["disk"].restart()  # a rollout while the queue holds undelivered spans
+        time.sleep(max(0.0, OUTAGE_SECONDS - (time.monotonic() - down_at)))
+        own_mlflow.start()
+        time.sleep(5)
+        sent = {queue: sender.finish() for queue, sender in senders.items()}
+
+        def delivered():
+            return all(span_counts(postgres, experiment_ids[queue])[0] >= sent[queue] for queue in collectors)
+
+        wait_until(delivered, DELIVERY_TIMEOUT, "every span in MLflow after the outage")
+        time.sleep(2 * BATCH_TIMEOUT)  # duplicates, if any, would arrive now
+        outcome = {}
+        for queue, collector in collectors.items():
+            stored, distinct = span_counts(postgres, experiment_ids[queue])
+            log = collector.log_text()
+            outcome[queue] = Outcome(sent[queue], stored, distinct, senders[queue].retried_requests,
+                                     log.count("Exporting failed"), log.count("Everything is ready"),
+                                     queued_at_restart if queue == "disk" else 0)
+        return outcome
+    finally:
+        for sender in senders.values():
+            sender.halt()
+        for collector in collectors.values():
+            collector.stop()
+
+
+def test_an_outage_loses_nothing_with_the_in_memory_queue(outage):
+    memory = outage["memory"]
+    assert memory.export_failures > 0  # the exporter did see MLflow down and retried
+    assert memory.starts == 1 and memory.sent >= MIN_SPANS, memory
+    assert memory.stored == memory.distinct == memory.sent, memory
+
+
+def test_a_collector_restart_during_the_outage_loses_nothing_with_the_persistent_queue(outage):
+    disk = outage["disk"]
+    assert disk.export_failures > 0
+    assert disk.starts == 2 and disk.sent >= MIN_SPANS, disk
+    assert disk.queued_at_restart > 0, disk  # the restart had undelivered spans to keep
+    assert disk.stored == disk.distinct == disk.sent, disk
