@@ -2,7 +2,10 @@
 on the configs the program generates, run by the real collector at the
 deployed version."""
 
+import subprocess
+
 import pytest
+import yaml
 
 from components.collector import RoutedExperiment, collector_config, noise_filter
 from components.config import NoiseRule, parse_stack_config
@@ -59,6 +62,19 @@ def test_the_filter_form_of_older_collectors_is_valid_too(collector_binary, tmp_
     config["processors"]["filter/noise"] = noise_filter((NoiseRule("GET", "/v1/models"),), "0.145.0")
     assert "traces" in config["processors"]["filter/noise"]
     assert_valid(collector_binary, config, tmp_path)
+
+
+def test_the_build_holds_exactly_the_components_the_generated_config_uses(collector_binary):
+    listed = subprocess.run([str(collector_binary), "components"], capture_output=True, text=True, timeout=30,
+                            check=True)
+    built = yaml.safe_load(listed.stdout)
+    config = collector_config(experiments=[RoutedExperiment("only", "1", (), True)], noise=(),
+                              version=parse_stack_config({"domain": "x.io"}).collector.version,
+                              mlflow_endpoint="http://mlflow:5000", persistent_queue=True, basic_auth=True)
+    for kind in ("receivers", "processors", "exporters", "connectors", "extensions"):
+        used = {name.split("/")[0] for name in config[kind]}
+        assert {c["name"] for c in built[kind]} == used, kind
+    assert built["buildinfo"]["version"] == parse_stack_config({"domain": "x.io"}).collector.version
 
 
 @pytest.mark.parametrize("breakage, error", [
