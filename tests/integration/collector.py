@@ -135,8 +135,11 @@ def on_loopback(config: dict, ports: LoopbackPorts, mlflow_url: str, queue_dir: 
 class CollectorProcess:
     """otelcol-mlflow on loopback; a stop and a new start keep its ports and queue directory."""
 
-    def __init__(self, binary: Path, config: dict, mlflow_url: str, directory: Path):
+    def __init__(self, binary: Path, config: dict, mlflow_url: str, directory: Path,
+                 env: dict[str, str] | None = None):
+        """`env`: the container's env as a kubelet resolves it; by default throwaway credentials."""
         self.binary, self.directory = binary, directory
+        self.env = env if env is not None else TEST_CREDENTIALS
         directory.mkdir(parents=True, exist_ok=True)
         self.ports = LoopbackPorts.free()
         self.config_file = directory / "collector.yaml"
@@ -159,7 +162,7 @@ class CollectorProcess:
 
     def start(self) -> "CollectorProcess":
         self.process = subprocess.Popen(
-            [str(self.binary), f"--config={self.config_file}"], env={**os.environ, **TEST_CREDENTIALS},
+            [str(self.binary), f"--config={self.config_file}"], env={**os.environ, **self.env},
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
         )
         wait_until(lambda: requests.get(f"http://127.0.0.1:{self.ports.health}/", timeout=2).status_code == 200,

@@ -11,10 +11,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
+from mlflow import MlflowClient
+
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
+from tests.integration.collector import CollectorProcess, RealIdMocks, configmap_config
 from tests.integration.kubelet import POD_HOST
 from tests.integration.otlp import one_span_request
-from tests.integration.processes import MlflowProcess, free_port, kubelet_for
+from tests.integration.processes import MlflowProcess, free_port, kubelet_for, wait_until
 from tests.program import run_program
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
@@ -100,6 +103,35 @@ def test_the_provider_without_credentials_fails_fast_with_the_code(auth_server):
     with pytest.raises(MlflowApiError) as error:
         MlflowExperimentProvider().create(provider_props(auth_server, None))
     assert "401" in str(error.value)
+
+
+def test_the_collector_exports_with_the_credentials_its_pod_declares(auth_server, admin, collector_binary, postgres,
+                                                                    workdir, monkeypatch):
+    session = requests.Session()
+    session.auth = admin
+    name = f"collector-auth-{uuid.uuid4().hex[:8]}"
+    created = session.post(f"{auth_server.url}/api/2.0/mlflow/experiments/create", json={"name": name}, timeout=10)
+    experiment_id = created.json()["experiment_id"]
+    run = run_program("dev", mocks=RealIdMocks({name: experiment_id}), mlflow={"auth": {"kind": "basic"}},
+                      experiments=[{"name": name, "default": True}])
+    container = run.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]["containers"][0]
+    # The env a kubelet gives the pod: the credentials resolved from the auth Secret.
+    env = kubelet_for(run, workdir, postgres, auth_server.port).env(container, {})
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == admin
+    collector = CollectorProcess(collector_binary, configmap_config(run), auth_server.url, workdir / "auth-collector",
+                                 env=env).start()
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])
+    client = MlflowClient(tracking_uri=auth_server.url)
+    try:
+        body, trace_id = one_span_request("chat-api", "chat.completions")
+        requests.post(f"{collector.http_url}/v1/traces", data=body, timeout=10,
+                      headers={"Content-Type": "application/x-protobuf"}).raise_for_status()
+        wait_until(lambda: any(trace_id in t.info.trace_id for t in client.search_traces(locations=[experiment_id])),
+                   60, "the span exported through the signed-in collector", collector.process, collector.log)
+    finally:
+        collector.stop()
+    assert "401" not in collector.log_text()
 
 
 class BearerGateway(ThreadingHTTPServer):
