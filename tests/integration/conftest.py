@@ -70,7 +70,7 @@ def mlflow_server(declared, kubelet, databases_created, mlflow_port, workdir):
 @pytest.fixture(autouse=True, scope="session")
 def _tools_present():
     """A missing prerequisite fails the suite loudly; it never skips."""
-    missing = [tool for tool in ("runuser", "sh") if shutil.which(tool) is None]
+    missing = [tool for tool in ("runuser", "sh", "unshare", "mount") if shutil.which(tool) is None]
     postgres_bin_dir()
     if missing:
         raise RuntimeError(f"missing tools for the integration suite: {missing}")

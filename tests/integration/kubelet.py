@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,14 +31,30 @@ def postgres_bin_dir() -> Path:
 
 
 # In a private mount namespace: each writable directory bind-mounted onto
-# itself (so it keeps its own read-write mount), then `/` remounted read-only.
-_READ_ONLY_ROOT = ('n=$1; shift; while [ "$n" -gt 0 ]; do mount --bind "$1" "$1" || exit 125; shift; n=$((n-1)); done; '
-                   'mount -o remount,bind,ro / || exit 125; exec "$@"')
+# itself (so it is a read-write mount of its own), then every other mount
+# remounted read-only, except the kernel's /proc and /dev (which a container
+# gets writable too).
+_READ_ONLY_ROOT = r"""
+n=$1; shift; writable=""
+while [ "$n" -gt 0 ]; do
+  mount --bind "$1" "$1" || exit 125
+  writable="$writable
+$1"; shift; n=$((n-1))
+done
+for point in $(awk '{print $5}' /proc/self/mountinfo); do
+  case "$point" in /proc|/proc/*|/dev|/dev/*) continue ;; esac
+  printf '%s\n' "$writable" | grep -qxF "$point" && continue
+  mount -o remount,bind,ro "$point" || exit 125
+done
+exec "$@"
+"""
+# Mounts that stay read-write under `read_only_root`, besides the volumes.
+KERNEL_MOUNTS = ("/proc", "/dev")
 
 
 def read_only_root(argv: list[str], writable: list[Path]) -> list[str]:
     """`argv` run the way `readOnlyRootFilesystem: true` runs it: nothing is
-    writable but the given directories (the pod's volumes), /dev/shm and /proc."""
+    writable but the given directories (the pod's volumes), /proc and /dev."""
     as_root = [] if os.geteuid() == 0 else ["--map-root-user"]
     return ["unshare", "--mount", "--propagation", "private", *as_root,
             "sh", "-c", _READ_ONLY_ROOT, "sh", str(len(writable)), *map(str, writable), *argv]
@@ -77,7 +94,7 @@ class Kubelet:
         """mountPath -> local directory. ConfigMap volumes hold their files, with
         cluster addresses and mount paths mapped like the env (DNS does that in a cluster)."""
         volumes = {v["name"]: v for v in pod_owner.outputs["spec"]["template"]["spec"].get("volumes", [])}
-        local = {m["mountPath"]: self.workdir / f"{pod_owner.name}-{m['name']}"
+        local = {m["mountPath"]: self._volume_dir(pod_owner, m["name"])
                  for m in container.get("volumeMounts", [])}
         for mount in container.get("volumeMounts", []):
             directory = local[mount["mountPath"]]
@@ -127,7 +144,19 @@ class Kubelet:
         path = os.pathsep.join([str(Path(sys.executable).parent), str(postgres_bin_dir()), os.environ["PATH"]])
         return argv, {"PATH": path, "LANG": "C.UTF-8", **env}
 
+    def _volume_dir(self, pod_owner: Registered, volume: str) -> Path:
+        """Where a pod's volume lives on this machine."""
+        return self.workdir / f"{pod_owner.name}-{volume}"
+
+    def _new_pod(self, pod_owner: Registered) -> None:
+        """A new pod starts with empty emptyDirs; PVCs keep their data."""
+        for volume in pod_owner.outputs["spec"]["template"]["spec"].get("volumes", []):
+            if "emptyDir" in volume:
+                shutil.rmtree(self._volume_dir(pod_owner, volume["name"]), ignore_errors=True)
+
     def start(self, pod_owner: Registered, container_name: str, log: Path) -> subprocess.Popen:
+        """A new pod of `pod_owner` running `container_name`."""
+        self._new_pod(pod_owner)
         argv, env = self.prepare(pod_owner, container_name)
         return subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
                                 cwd=self.workdir, start_new_session=True)
@@ -139,6 +168,7 @@ class Kubelet:
 
     def run_pod_to_completion(self, pod_owner: Registered, timeout: float) -> subprocess.CompletedProcess:
         """A Job's pod: its init containers in order, then its container; stops at the first failure."""
+        self._new_pod(pod_owner)
         spec = pod_owner.outputs["spec"]["template"]["spec"]
         for container in spec.get("initContainers", []) + spec["containers"]:
             done = self.run_to_completion(pod_owner, container["name"], timeout)
