@@ -16,7 +16,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components import auth
-from components.auth import AuthRefs, secret_env
+from components.auth import AuthRefs
 from components.config import Collector, Experiment, NoiseRule, experiment_slug, quantity_bytes
 from components.kube import (
     CHECKSUM_ANNOTATION,
@@ -256,7 +256,7 @@ def deployment_spec(cfg: Collector, platform: str, config_map: pulumi.Input[str]
                     "env": [
                         {"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])},
                         # What the basicauth extension signs in with.
-                        *(secret_env(mlflow_auth, {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
+                        *(auth.secret_env(mlflow_auth, {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
                           if mlflow_auth else []),
                     ],
                     "ports": [

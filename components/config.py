@@ -9,8 +9,10 @@ resource is registered.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -25,6 +27,8 @@ EXPOSURE_KINDS = ("ingress", "route", "httproute", "none")
 POSTGRES_MODES = ("bundled", "external")
 ARTIFACT_KINDS = ("pvc", "s3")
 AUTH_KINDS = ("basic", "none")
+MLFLOW_DATABASE = "mlflow"  # what the bundled PostgreSQL creates for MLflow
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 # The API server sets this label on every namespace (Kubernetes 1.21+): a
@@ -223,6 +227,7 @@ class StackConfig:
     collector: Collector
     network_policies: NetworkPolicies
     experiments: tuple[Experiment, ...]
+    warnings: tuple[str, ...] = ()
 
     @property
     def databases_to_create(self) -> tuple[str, ...]:
@@ -278,9 +283,14 @@ def merge_over(defaults: Any, value: Any) -> Any:
 class _Problems:
     def __init__(self) -> None:
         self.items: list[str] = []
+        self.warnings: list[str] = []
 
     def add(self, key: str, message: str) -> None:
         self.items.append(f"{key}: {message}")
+
+    def warn(self, key: str, message: str) -> None:
+        """Allowed, but risky: said at every `pulumi up`."""
+        self.warnings.append(f"{key}: {message}")
 
 
 def _unknown_keys(value: Mapping[str, Any], allowed: Mapping[str, Any], key: str, problems: _Problems) -> None:
@@ -500,7 +510,7 @@ def _postgres(reader: _Reader) -> Postgres:
                 reader.at("databases"),
                 f"{name!r} is not a plain PostgreSQL name (lower-case letters, digits, '_', not starting with a digit)",
             )
-    if "mlflow" in databases:
+    if MLFLOW_DATABASE in databases:
         reader.problems.add(reader.at("databases"), "mlflow is always created; list only the extra databases")
     if len(set(databases)) != len(databases):
         reader.problems.add(reader.at("databases"), "lists a database twice; remove the duplicate")
@@ -519,7 +529,7 @@ def _postgres(reader: _Reader) -> Postgres:
         external = ExternalPostgres(
             host=ext.text("host", optional=True) or "",
             port=ext.integer("port", 1),
-            database=ext.text("database") or "mlflow",
+            database=ext.text("database") or MLFLOW_DATABASE,
             secret_name=ext.text("secretName", optional=True) or "",
             username_key=ext.text("usernameKey") or "username",
             password_key=ext.text("passwordKey") or "password",
@@ -578,6 +588,25 @@ def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
     return auth
 
 
+def _refuse_plain_http_passwords(reader: _Reader, exposure: Exposure, api_url: str | None) -> None:
+    """With basic auth every request carries a password. A plain-HTTP apiUrl is
+    refused (loopback, a port-forward, is fine); a plain-HTTP exposure, the
+    defaults' own combination, is warned about."""
+    if exposure.url and exposure.scheme == "http":
+        reader.problems.warn(
+            "exposure.tls.enabled",
+            f"with {reader.at('auth.kind')} basic every request to {exposure.url} carries a password in clear "
+            "text; set it true (with tls.secretName or tls.clusterIssuer), or set mlflow.auth.kind none",
+        )
+    host = urllib.parse.urlsplit(api_url).hostname if api_url else None
+    if api_url and api_url.startswith("http://") and host not in LOOPBACK_HOSTS:
+        reader.problems.add(
+            reader.at("apiUrl"),
+            f"{api_url} is plain HTTP and basic auth sends the admin password; use https:// or a port-forward "
+            "(http://localhost:5000)",
+        )
+
+
 def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) -> Mlflow:
     image = reader.text("image")
     replicas = reader.integer("replicas", 1)
@@ -616,6 +645,9 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
         )
     if api_url is not None and not re.match(r"^https?://[^/\s]+", api_url):
         reader.problems.add(reader.at("apiUrl"), f"{api_url!r} must be an http(s) URL such as http://localhost:5000")
+    auth = _auth(reader.child("auth"), postgres_database)
+    if auth.enabled:
+        _refuse_plain_http_passwords(reader, exposure, api_url)
     if api_url is None and exposure.kind == "none":
         reader.problems.add(
             reader.at("apiUrl"),
@@ -635,7 +667,7 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
         artifacts=artifacts,
         extra_allowed_hosts=extra_hosts,
         api_url=api_url.rstrip("/") if api_url else None,
-        auth=_auth(reader.child("auth"), postgres_database),
+        auth=auth,
     )
 
 
@@ -695,26 +727,35 @@ def _namespace_selectors(reader: _Reader, name: str, default: tuple[str, ...]) -
     return tuple(selectors)
 
 
-def _default_ingress_namespaces(platform: str, exposure: Exposure) -> tuple[str, ...]:
+def _default_ingress_namespaces(platform: str, exposure: Exposure) -> tuple[str, ...] | None:
     """Where the pods that forward external traffic to MLflow usually run
-    (MLflow's own namespace is always admitted)."""
+    (MLflow's own namespace is always admitted); None when there is no safe guess."""
     if exposure.kind == "none":
         return ()
+    # Istio and most Gateway API implementations run a Gateway's proxy beside
+    # the Gateway, which defaults to the route's own namespace.
+    gateway = (exposure.gateway.namespace,) if exposure.kind == "httproute" and exposure.gateway.namespace else ()
     if platform == "openshift":
-        return (OPENSHIFT_ROUTER_SELECTOR,)
+        return (OPENSHIFT_ROUTER_SELECTOR, *gateway)
     if exposure.kind == "httproute":
-        # Istio and most implementations run a Gateway's proxy beside the
-        # Gateway, which defaults to the route's own namespace.
-        return (exposure.gateway.namespace,) if exposure.gateway.namespace else ()
-    return (INGRESS_NGINX_NAMESPACE,)
+        return gateway
+    if exposure.class_name in (None, "nginx"):
+        return (INGRESS_NGINX_NAMESPACE,)
+    return None
 
 
 def _network_policies(reader: _Reader, platform: str, exposure: Exposure) -> NetworkPolicies:
+    enabled = reader.flag("enabled")
+    default = _default_ingress_namespaces(platform, exposure)
+    if enabled and default is None and reader.value.get("ingressNamespaces") is None:
+        reader.problems.add(
+            reader.at("ingressNamespaces"),
+            f"list the namespace of the {exposure.class_name!r} ingress controller, or MLflow refuses its "
+            "traffic (ingress-nginx is assumed only for className nginx or none); or set enabled false",
+        )
     return NetworkPolicies(
-        enabled=reader.flag("enabled"),
-        ingress_namespaces=_namespace_selectors(
-            reader, "ingressNamespaces", _default_ingress_namespaces(platform, exposure)
-        ),
+        enabled=enabled,
+        ingress_namespaces=_namespace_selectors(reader, "ingressNamespaces", default or ()),
         otlp_namespaces=_namespace_selectors(reader, "otlpNamespaces", ()),
     )
 
@@ -805,7 +846,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     _dns_name(problems, "domain", domain or None)
     exposure = _exposure(_Reader(merged["exposure"], "exposure", problems), domain, platform)
     postgres = _postgres(_Reader(merged["postgres"], "postgres", problems))
-    postgres_database = postgres.external.database if postgres.external else "mlflow"
+    postgres_database = postgres.external.database if postgres.external else MLFLOW_DATABASE
     mlflow = _mlflow(_Reader(merged["mlflow"], "mlflow", problems), exposure, postgres_database)
     config = StackConfig(
         namespace=namespace,
@@ -823,7 +864,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     )
     if problems.items:
         raise ConfigError(problems.items)
-    return config
+    return dataclasses.replace(config, warnings=tuple(problems.warnings))
 
 
 def load_stack_config() -> StackConfig:
@@ -850,4 +891,7 @@ def load_stack_config() -> StackConfig:
                 values[key] = json.loads(raw)
             except (TypeError, json.JSONDecodeError):
                 values[key] = raw  # reported as the wrong type by the parser
-    return parse_stack_config(values, defaults)
+    config = parse_stack_config(values, defaults)
+    for warning in config.warnings:
+        pulumi.log.warn(warning)
+    return config

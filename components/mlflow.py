@@ -26,6 +26,7 @@ from components.kube import (
 from components.postgres import PostgresConnection, libpq_env
 
 SERVICE_NAME = "mlflow"
+MIGRATION_COMPONENT = "mlflow-migrate"  # the migration Job
 PORT = 5000
 MLFLOW_UID = 1000  # the image has no USER; any non-root UID works with HOME=/tmp
 ARTIFACTS_DIR = "/mlflow/artifacts"
@@ -158,11 +159,11 @@ def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: st
     return {
         "backoffLimit": 6,
         "template": {
-            "metadata": {"labels": labels_for("mlflow-migrate")},
+            "metadata": {"labels": labels_for(MIGRATION_COMPONENT)},
             "spec": {
                 "restartPolicy": "OnFailure",
                 "securityContext": pod_security_context(platform, MLFLOW_UID),
-                "initContainers": auth_steps,
+                **({"initContainers": auth_steps} if auth_steps else {}),
                 "containers": [step("migrate", migration_args())],
                 "volumes": volumes,
             },
@@ -224,11 +225,11 @@ class MlflowServer(pulumi.ComponentResource):
 
         self.auth_refs, self.credentials = None, None
         if config.auth.enabled:
-            auth = MlflowAuth(
+            mlflow_auth = MlflowAuth(
                 f"{name}-auth", config=config.auth, database_uri=backend_store_uri(connection, config.auth.database),
                 namespace=namespace, opts=pulumi.ResourceOptions(parent=self),
             )
-            self.auth_refs, self.credentials = auth.refs, auth.credentials
+            self.auth_refs, self.credentials = mlflow_auth.refs, mlflow_auth.credentials
 
         artifacts_claim = None
         if config.artifacts.kind == "pvc":
@@ -249,7 +250,7 @@ class MlflowServer(pulumi.ComponentResource):
 
         migration = k8s.batch.v1.Job(
             f"{name}-migrate",
-            metadata={**meta, "labels": labels_for("mlflow-migrate")},
+            metadata={**meta, "labels": labels_for(MIGRATION_COMPONENT)},
             spec=migration_job_spec(config, connection, platform),
             opts=pulumi.ResourceOptions(parent=self, depends_on=database_ready),
         )

@@ -26,7 +26,7 @@ from components.config import NetworkPolicies
 from components.kube import NamespaceRef, labels_for, selector_for
 
 # The pods that talk to PostgreSQL, by the component name of their labels.
-POSTGRES_CLIENTS = ("mlflow", "mlflow-migrate", "postgres-init")
+POSTGRES_CLIENTS = (mlflow.SERVICE_NAME, mlflow.MIGRATION_COMPONENT, postgres.INIT_COMPONENT)
 # Peer: every pod in the policy's own namespace.
 OWN_NAMESPACE = {"podSelector": {}}
 
@@ -37,9 +37,8 @@ def _pods_named(component: str) -> dict:
 
 
 def _namespaces(selectors: tuple[Mapping[str, str], ...]) -> list[dict]:
-    """Peers: every pod in the namespaces the selectors match. The explicit
-    empty podSelector is what OpenShift needs to admit host-network pods
-    (a router on the host network) as well."""
+    """Peers: every pod in the namespaces the selectors match (the empty
+    podSelector says "every pod" explicitly; leaving it out means the same)."""
     return [
         {"namespaceSelector": {"matchLabels": dict(selector)} if selector else {}, "podSelector": {}}
         for selector in selectors
@@ -47,7 +46,7 @@ def _namespaces(selectors: tuple[Mapping[str, str], ...]) -> list[dict]:
 
 
 def _ingress_policy(component: str, sources: list[dict], ports: tuple[int, ...]) -> dict:
-    """(metadata, spec) of a policy letting `sources` reach the component's pods on `ports`."""
+    """{metadata, spec} of a policy letting `sources` reach the component's pods on `ports`."""
     return {
         "metadata": {"name": component, "labels": labels_for(component)},
         "spec": {

@@ -13,7 +13,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.config import Postgres
+from components.config import MLFLOW_DATABASE, Postgres
 from components.kube import (
     CHECKSUM_ANNOTATION,
     container_security_context,
@@ -26,8 +26,8 @@ from components.kube import (
 )
 
 SERVICE_NAME = "postgres"
+INIT_COMPONENT = "postgres-init"  # the database-creation Job
 PORT = 5432
-MLFLOW_DATABASE = "mlflow"
 USERNAME = "mlflow"
 USERNAME_KEY = "username"
 PASSWORD_KEY = "password"
@@ -156,7 +156,7 @@ def init_job_spec(image: str, connection: PostgresConnection, config_map: pulumi
     return {
         "backoffLimit": 6,
         "template": {
-            "metadata": {"labels": labels_for("postgres-init"), "annotations": {CHECKSUM_ANNOTATION: checksum}},
+            "metadata": {"labels": labels_for(INIT_COMPONENT), "annotations": {CHECKSUM_ANNOTATION: checksum}},
             "spec": {
                 "restartPolicy": "OnFailure",
                 "securityContext": pod_security_context(platform, POSTGRES_UID),
@@ -223,13 +223,13 @@ class PostgresDatabase(pulumi.ComponentResource):
         init_sql = database_init_sql((MLFLOW_DATABASE, *databases))
         init_script = k8s.core.v1.ConfigMap(
             f"{name}-init",
-            metadata={"namespace": namespace.ref, "labels": labels_for("postgres-init")},
+            metadata={"namespace": namespace.ref, "labels": labels_for(INIT_COMPONENT)},
             data={INIT_SCRIPT: init_sql},
             opts=child,
         )
         init_job = k8s.batch.v1.Job(
             f"{name}-init",
-            metadata={"namespace": namespace.ref, "labels": labels_for("postgres-init")},
+            metadata={"namespace": namespace.ref, "labels": labels_for(INIT_COMPONENT)},
             spec=init_job_spec(config.image, self.connection, init_script.metadata.name,
                                content_checksum(init_sql), platform, config.resources.as_k8s()),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[statefulset, service]),

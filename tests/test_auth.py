@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from components.auth import auth_config_ini
-from components.config import ConfigError
+from components.config import ConfigError, parse_stack_config
+from components.postgres import database_init_sql
 from tests.program import MOCK_PASSWORD, run_program
 
 AUTH = {"auth": {"kind": "basic"}}
@@ -69,8 +70,10 @@ def test_the_auth_config_file_is_mounted_where_mlflow_reads_it(run):
 
 def test_the_auth_database_is_created_and_migrated_before_the_server(run):
     (sql,) = [c.outputs["data"] for c in run.kinds("ConfigMap") if any(k.endswith(".sql") for k in c.outputs["data"])]
-    assert "'mlflow_auth'" in next(iter(sql.values()))
+    assert list(sql.values()) == [database_init_sql(("mlflow", "mlflow_auth"))]
     (job,) = [j for j in run.kinds("Job") if j.name == "mlflow-migrate"]
+    deployment = run.get("Deployment", "mlflow")
+    assert job.urn in deployment.dependencies
     pod = job.outputs["spec"]["template"]["spec"]
     (step,) = pod["initContainers"]
     assert step["command"] == ["python", "-m", "mlflow.server.auth", "db", "upgrade", "--url",
@@ -127,3 +130,21 @@ def test_every_collector_exporter_signs_in_with_the_credentials_from_the_secret(
     assert extension in config["service"]["extensions"]
     for exporter in config["exporters"].values():
         assert exporter["auth"] == {"authenticator": extension}
+
+
+def test_a_plain_http_api_url_is_refused_with_basic_auth_but_a_port_forward_is_fine():
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config({"domain": "example.com", "mlflow": {"apiUrl": "http://mlflow.example.com"}})
+    assert any(p.startswith("mlflow.apiUrl:") and "https://" in p for p in error.value.problems)
+    assert parse_stack_config({"domain": "example.com", "mlflow": {"apiUrl": "http://localhost:5000"}})
+    assert parse_stack_config({"domain": "example.com",
+                               "mlflow": {"apiUrl": "http://mlflow.example.com", "auth": {"kind": "none"}}})
+
+
+def test_basic_auth_over_a_plain_http_exposure_is_warned_about():
+    (warning,) = parse_stack_config({"domain": "example.com"}).warnings
+    assert warning.startswith("exposure.tls.enabled:") and "http://mlflow.example.com" in warning
+    assert parse_stack_config({"domain": "example.com", "exposure": {"tls": {"enabled": True}}}).warnings == ()
+    assert parse_stack_config({"domain": "example.com", "mlflow": {"auth": {"kind": "none"}}}).warnings == ()
+    assert parse_stack_config({"platform": "openshift", "domain": "apps.example.com",
+                               "exposure": {"kind": "route"}}).warnings == ()

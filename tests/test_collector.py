@@ -132,6 +132,7 @@ def test_filter_uses_trace_conditions_with_span_paths_from_0_146(version):
     # The same conditions, every span path prefixed with the `span.` context.
     assert settings["trace_conditions"] == [c.replace("IsMatch(name", "IsMatch(span.name")
                                             .replace("attributes[", "span.attributes[") for c in noise]
+    assert 'IsMatch(span.name, "^GET /v1/models( http (send|receive))?$")' in settings["trace_conditions"]
 
 
 def test_filter_uses_traces_span_before_0_146():

@@ -222,9 +222,15 @@ def test_ingress_namespaces_follow_the_exposure():
     assert not reach(unexposed, INGRESS_NGINX, "mlflow", MLFLOW)
     assert reach(unexposed, pod(unexposed, "otel-collector"), "mlflow", MLFLOW)
 
-    traefik = run_program("dev", networkPolicies={"ingressNamespaces": ["traefik"]})
+    traefik = run_program("dev", exposure={"className": "traefik"}, networkPolicies={"ingressNamespaces": ["traefik"]})
     assert reach(traefik, Pod("traefik"), "mlflow", MLFLOW)
     assert not reach(traefik, INGRESS_NGINX, "mlflow", MLFLOW)
+
+    openshift_gateway = run_program("openshift", exposure={
+        "kind": "httproute", "gateway": {"name": "gw", "namespace": "istio-gateways"}})
+    assert reach(openshift_gateway, Pod("istio-gateways", {"app": "proxy"}), "mlflow", MLFLOW)
+    assert reach(openshift_gateway, Pod("openshift-ingress", namespace_labels={
+        "policy-group.network.openshift.io/ingress": ""}), "mlflow", MLFLOW)
 
 
 def test_an_external_postgres_gets_no_policy(stack_runs):
@@ -272,6 +278,8 @@ def test_namespace_entries_become_namespace_selectors():
          "must be a list"),
         ({"networkPolicies": {"enabled": "yes"}}, "networkPolicies.enabled", "true or false"),
         ({"networkPolicies": {"egress": True}}, "networkPolicies.egress", "remove it"),
+        # Another controller than ingress-nginx: no guess at its namespace.
+        ({"exposure": {"className": "traefik"}}, "networkPolicies.ingressNamespaces", "'traefik' ingress controller"),
     ],
 )
 def test_bad_network_policy_config_names_the_key_and_the_fix(values, key, fix):

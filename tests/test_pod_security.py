@@ -98,7 +98,8 @@ def test_root_file_systems_are_read_only_except_the_listed_ones(stack):
             for path, volume in mounts.items():
                 assert volume not in volumes or {"emptyDir", "persistentVolumeClaim"} & set(volumes[volume]), path
             home = next((e["value"] for e in container.get("env", []) if e["name"] == "HOME"), None)
-            assert home is None or any(home.startswith(path) for path in mounts), (name, container["name"], home)
+            assert home is None or any(home == path or home.startswith(path.rstrip("/") + "/") for path in mounts), (
+                name, container["name"], home)
 
 
 def test_the_namespace_enforces_pod_security_restricted_on_kubernetes(stack_runs):
