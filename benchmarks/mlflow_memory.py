@@ -7,12 +7,14 @@ OTLP traffic, and prints medians of repeated samples. Exits non-zero when the
 headroom under the limit is below 25%.
 
     .venv/bin/python -m benchmarks.mlflow_memory                   # the dev stack's defaults
-    .venv/bin/python -m benchmarks.mlflow_memory --workers 4 --job-execution --memory-limit 4Gi
+    .venv/bin/python -m benchmarks.mlflow_memory --auth basic                     # as every other stack runs
+    .venv/bin/python -m benchmarks.mlflow_memory --workers 4 --job-execution --memory-limit 4300Mi
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import statistics
 import sys
@@ -73,13 +75,15 @@ def sample(root: int, count: int, interval: float) -> tuple[float, float, int]:
     return statistics.median(figures), max(figures), processes
 
 
-def send_traffic(url: str, traces: int) -> None:
+def send_traffic(url: str, traces: int, credentials: tuple[str, str] | None) -> None:
     """OTLP traces into one experiment, then the search the UI makes."""
+    if credentials:  # MLflow's client signs in with these
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = credentials
     client = MlflowClient(tracking_uri=url)
     experiment_id = client.create_experiment(f"bench-{time.time_ns()}")
     for number in range(traces):
         body, _ = one_span_request("bench", f"chat-{number}", {"gen_ai.usage.input_tokens": 12})
-        requests.post(f"{url}/v1/traces", data=body, timeout=30, headers={
+        requests.post(f"{url}/v1/traces", data=body, timeout=30, auth=credentials, headers={
             "Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": experiment_id}).raise_for_status()
     client.search_traces(locations=[experiment_id], max_results=100)
 
@@ -89,6 +93,7 @@ def main() -> int:
     parser.add_argument("--stack", default="dev")
     parser.add_argument("--workers", type=int, help="override mlflow.workers")
     parser.add_argument("--job-execution", action="store_true", help="set mlflow.jobExecution true")
+    parser.add_argument("--auth", choices=("basic", "none"), help="override mlflow.auth.kind")
     parser.add_argument("--memory-limit", help="override mlflow.resources.limits.memory, e.g. 4Gi")
     parser.add_argument("--samples", type=int, default=15)
     parser.add_argument("--traces", type=int, default=300)
@@ -99,6 +104,8 @@ def main() -> int:
         changes["workers"] = args.workers
     if args.job_execution:
         changes["jobExecution"] = True
+    if args.auth:
+        changes["auth"] = {"kind": args.auth}
     if args.memory_limit:
         changes["resources"] = {"limits": {"memory": args.memory_limit}}
     declared = run_program(args.stack, mlflow=merge_over(stack_values(args.stack).get("mlflow", {}), changes))
@@ -109,9 +116,10 @@ def main() -> int:
 
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-memory-"))
     workdir.chmod(0o755)
-    (secret,) = declared.kinds("Secret")
-    credentials = secret.outputs["stringData"]
-    postgres = PostgresCluster(workdir / "pg", credentials["username"], credentials["password"]).start()
+    secrets = {s.name: s.outputs["stringData"] for s in declared.kinds("Secret")}
+    database = secrets["postgres-credentials"]
+    admin = secrets.get("mlflow-auth-secret")
+    postgres = PostgresCluster(workdir / "pg", database["username"], database["password"]).start()
     server = None
     try:
         port = free_port()
@@ -125,7 +133,7 @@ def main() -> int:
         server = MlflowProcess(kubelet, declared, port, workdir / "mlflow.log").start()
         time.sleep(10)  # workers finish importing before the idle figure
         idle = sample(server.process.pid, args.samples, 1.0)
-        send_traffic(server.url, args.traces)
+        send_traffic(server.url, args.traces, (admin["username"], admin["password"]) if admin else None)
         loaded = sample(server.process.pid, args.samples, 1.0)
     finally:
         if server:
@@ -133,7 +141,8 @@ def main() -> int:
         postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    print(f"stack {args.stack}: --workers {workers}, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="
+    app = " --app-name basic-auth" if "--app-name" in container["command"] else ""
+    print(f"stack {args.stack}:{app} --workers {workers}, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="
           f"{env['MLFLOW_SERVER_ENABLE_JOB_EXECUTION']}, started in {server.started_in:.1f}s")
     for label, (median, peak, processes) in (("idle", idle), (f"after {args.traces} traces", loaded)):
         print(f"  PSS {label:>18}: median {median:7.0f} MiB, max {peak:7.0f} MiB over {args.samples} samples "
