@@ -25,12 +25,12 @@ from pathlib import Path
 import requests
 from mlflow import MlflowClient
 
-from components.config import merge_over, quantity_bytes
+from components.config import MEMORY_HEADROOM, merge_over, quantity_bytes
 from tests.integration.otlp import one_span_request
-from tests.integration.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for
+from tests import k8s
+from tests.integration.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
 from tests.program import run_program, stack_values
 
-REQUIRED_HEADROOM = 0.25
 MIB = 1024 * 1024
 
 
@@ -109,10 +109,10 @@ def main() -> int:
     if args.memory_limit:
         changes["resources"] = {"limits": {"memory": args.memory_limit}}
     declared = run_program(args.stack, mlflow=merge_over(stack_values(args.stack).get("mlflow", {}), changes))
-    container = declared.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]
+    container = k8s.container(declared.get("Deployment", "mlflow"), "mlflow")
     limit_mib = quantity_bytes(container["resources"]["limits"]["memory"]) / MIB
-    env = {e["name"]: e.get("value") for e in container["env"]}
-    workers = container["command"][container["command"].index("--workers") + 1]
+    env = {name: entry.get("value") for name, entry in k8s.env_of(container).items()}
+    workers = k8s.arg_after(container["command"], "--workers")
 
     workdir = Path(tempfile.mkdtemp(prefix="mlflow-memory-"))
     workdir.chmod(0o755)
@@ -124,13 +124,10 @@ def main() -> int:
     try:
         port = free_port()
         kubelet = kubelet_for(declared, workdir, postgres, port)
-        (init,) = [j for j in declared.kinds("Job") if j.name == "postgres-init"]
-        for step in (kubelet.run_to_completion(init, "create-databases", timeout=180),
-                     MlflowProcess(kubelet, declared, port, workdir / "mlflow.log").migrate()):
-            if step.returncode != 0:
-                print(step.stderr[-3000:], file=sys.stderr)
-                return 2
-        server = MlflowProcess(kubelet, declared, port, workdir / "mlflow.log").start()
+        run_job(kubelet, "postgres-init")
+        server = MlflowProcess(kubelet, declared, port, workdir / "mlflow.log")
+        server.migrate()
+        server.start()
         time.sleep(10)  # workers finish importing before the idle figure
         idle = sample(server.process.pid, args.samples, 1.0)
         send_traffic(server.url, args.traces, (admin["username"], admin["password"]) if admin else None)
@@ -150,8 +147,8 @@ def main() -> int:
     peak = max(idle[1], loaded[1])
     headroom = 1 - peak / limit_mib
     print(f"  declared limit: {limit_mib:.0f} MiB; headroom at the max: {headroom:.0%} "
-          f"(required >= {REQUIRED_HEADROOM:.0%})")
-    return 0 if headroom >= REQUIRED_HEADROOM else 1
+          f"(required >= {MEMORY_HEADROOM:.0%})")
+    return 0 if headroom >= MEMORY_HEADROOM else 1
 
 
 if __name__ == "__main__":

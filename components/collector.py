@@ -46,6 +46,7 @@ PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # Go runtime soft limit, as a share of the container limit: GC works harder
 # before the kernel's OOM killer steps in.
 GOMEMLIMIT_SHARE = 0.8
+BATCH_TIMEOUT_SECONDS = 2  # the longest a span waits in the batch processor
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
         "processors": {
             "memory_limiter": {"check_interval": "1s", "limit_percentage": 80, "spike_limit_percentage": 20},
             "filter/noise": noise_filter(noise, version),
-            "batch": {"send_batch_size": 512, "send_batch_max_size": 1024, "timeout": "2s"},
+            "batch": {"send_batch_size": 512, "send_batch_max_size": 1024, "timeout": f"{BATCH_TIMEOUT_SECONDS}s"},
         },
         "connectors": connectors,
         "exporters": exporters,

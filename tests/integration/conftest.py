@@ -12,7 +12,7 @@ import pytest
 
 from tests.integration.collector import build_collector
 from tests.integration.kubelet import Kubelet, postgres_bin_dir
-from tests.integration.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for
+from tests.integration.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
 from tests.program import ProgramRun, run_program
 
 
@@ -52,17 +52,13 @@ def kubelet(declared, workdir, postgres, mlflow_port) -> Kubelet:
 
 @pytest.fixture(scope="session")
 def databases_created(declared, kubelet):
-    (job,) = [j for j in declared.kinds("Job") if j.name == "postgres-init"]
-    done = kubelet.run_to_completion(job, "create-databases", timeout=180)
-    assert done.returncode == 0, done.stderr
-    return done
+    return run_job(kubelet, "postgres-init")
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(declared, kubelet, databases_created, mlflow_port, workdir):
     server = MlflowProcess(kubelet, declared, mlflow_port, workdir / "mlflow.log")
-    migrated = server.migrate()
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    server.migrate()
     yield server.start()
     server.stop()
 

@@ -72,14 +72,12 @@ class Kubelet:
         self.ports = {str(k): str(v) for k, v in ports.items()}
         self.rewrites = dict(rewrites)
         self.user_secrets = user_secrets or {}
-
-    def _object(self, kind: str, name: str) -> Registered:
-        return next(r for r in self.run.kinds(kind) if r.k8s_name == name)
+        workdir.mkdir(parents=True, exist_ok=True)
 
     def _secret_value(self, name: str, key: str) -> str:
         if name in self.user_secrets:
             return self.user_secrets[name][key]
-        secret = self._object("Secret", name).outputs
+        secret = self.run.get("Secret", name).outputs
         return (secret.get("stringData") or {}).get(key) or secret["data"][key]
 
     def _rewrite(self, text: str, mounts: dict[str, Path]) -> str:
@@ -101,7 +99,7 @@ class Kubelet:
             directory.mkdir(parents=True, exist_ok=True)
             volume = volumes[mount["name"]]
             if "configMap" in volume:
-                data = self._object("ConfigMap", volume["configMap"]["name"]).outputs["data"]
+                data = self.run.get("ConfigMap", volume["configMap"]["name"]).outputs["data"]
                 for file_name, content in data.items():
                     (directory / file_name).write_text(self._rewrite(content, local))
         return local

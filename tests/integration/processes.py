@@ -107,6 +107,16 @@ class PostgresCluster:
             stop(self.process)
 
 
+def run_job(kubelet: Kubelet, name: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The pod of the stack's Job `name` (its resource name) run to completion;
+    a failure raises with the Job's output."""
+    (job,) = [j for j in kubelet.run.kinds("Job") if j.name == name]
+    done = kubelet.run_pod_to_completion(job, timeout)
+    if done.returncode != 0:
+        raise RuntimeError(f"Job {name} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return done
+
+
 class MlflowProcess:
     """The declared MLflow container, run by the kubelet emulation."""
 
@@ -116,8 +126,7 @@ class MlflowProcess:
         self.process: subprocess.Popen | None = None
 
     def migrate(self) -> subprocess.CompletedProcess:
-        (job,) = [j for j in self.run.kinds("Job") if j.name == "mlflow-migrate"]
-        return self.kubelet.run_pod_to_completion(job, timeout=300)
+        return run_job(self.kubelet, "mlflow-migrate")
 
     def startup_budget(self) -> float:
         """Seconds the declared startup probe allows before the kubelet restarts the pod."""

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 from mlflow import MlflowClient
 
+from components.collector import BATCH_TIMEOUT_SECONDS
 from tests.integration.collector import (
     CollectorProcess,
     StoredSpan,
@@ -36,7 +37,6 @@ EXPERIMENTS = [
 ROUTE_OF = {"chat-api": "e2e-chat", "chat-worker": "e2e-chat", "agent": "e2e-agents",
             "llama-stack": DEFAULT, "billing-api": DEFAULT}  # billing-api is in no experiment's services
 ARRIVAL_TIMEOUT = 60
-BATCH_TIMEOUT = 2  # the generated batch processor's timeout (s)
 
 
 def probes() -> list:
@@ -98,7 +98,7 @@ def delivered(mlflow_server, collector_binary, program, ids, workdir) -> Deliver
             return all(len(stored_spans(mlflow_server.url, ids[name])) >= count for name, count in expected.items())
 
         wait_until(arrived, ARRIVAL_TIMEOUT, "the real spans in MLflow", collector.process, collector.log)
-        time.sleep(2 * BATCH_TIMEOUT)  # anything still batched (probe spans, duplicates) would show now
+        time.sleep(2 * BATCH_TIMEOUT_SECONDS)  # anything still batched (probe spans, duplicates) would show now
         stored = {name: stored_spans(mlflow_server.url, experiment_id) for name, experiment_id in ids.items()}
     finally:
         collector.stop()
@@ -168,8 +168,7 @@ def test_remapping_a_service_rolls_the_pods_and_the_traffic_follows(mlflow_serve
     try:
         for run, destination in ((program, "e2e-chat"), (remapped, "e2e-agents")):
             collector.configure(configmap_config(run), mlflow_server.url)
-            collector.stop()  # the rolled pod: the old config's process ends, the new one starts
-            collector.start()
+            collector.restart()  # the rolled pod: the old config's process ends, the new one starts
             trace = chat_trace("llama-3.1-8b", 5, 5)
             post_http(collector.http_url, export_request({"chat-api": trace}))
             trace_id = trace[0].trace_id.hex()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
+from components.collector import BATCH_TIMEOUT_SECONDS
 from tests.integration.collector import CollectorProcess, configmap_config, program_with_real_ids
 from tests.integration.otlp import chat_trace, export_request, post_http
 from tests.integration.processes import MlflowProcess, free_port, kubelet_for, wait_until
@@ -22,7 +23,6 @@ SEND_INTERVAL = 0.25  # one 4-span chat trace per interval and collector
 # Traffic runs 5 s before, through and 5 s after the outage; allow for slow sends.
 MIN_SPANS = 4 * int(0.75 * (OUTAGE_SECONDS + 10) / SEND_INTERVAL)
 DELIVERY_TIMEOUT = 150  # the exporters' retry interval grows to 30 s during the outage
-BATCH_TIMEOUT = 2
 
 
 class SteadySender(threading.Thread):
@@ -90,7 +90,8 @@ def own_mlflow(declared, workdir, postgres, mlflow_server):
     """A second MLflow from the declared spec, on its own port, against the same
     (already migrated) PostgreSQL."""
     port = free_port()
-    server = MlflowProcess(kubelet_for(declared, workdir, postgres, port), declared, port,
+    # Its own kubelet dir: the shared server's /tmp volume must not be emptied under it.
+    server = MlflowProcess(kubelet_for(declared, workdir / "outage", postgres, port), declared, port,
                            workdir / "mlflow-outage.log").start()
     yield server
     server.stop()
@@ -131,7 +132,7 @@ def outage(own_mlflow, postgres, collector_binary, workdir) -> dict[str, Outcome
             return all(span_counts(postgres, experiment_ids[queue])[0] >= sent[queue] for queue in collectors)
 
         wait_until(delivered, DELIVERY_TIMEOUT, "every span in MLflow after the outage")
-        time.sleep(2 * BATCH_TIMEOUT)  # duplicates, if any, would arrive now
+        time.sleep(2 * BATCH_TIMEOUT_SECONDS)  # duplicates, if any, would arrive now
         outcome = {}
         for queue, collector in collectors.items():
             stored, distinct = span_counts(postgres, experiment_ids[queue])

@@ -17,7 +17,7 @@ from components.experiment_provider import MlflowApiError, MlflowExperimentProvi
 from tests.integration.collector import CollectorProcess, RealIdMocks, configmap_config
 from tests.integration.kubelet import POD_HOST
 from tests.integration.otlp import one_span_request
-from tests.integration.processes import MlflowProcess, free_port, kubelet_for, wait_until
+from tests.integration.processes import MlflowProcess, free_port, kubelet_for, run_job, wait_until
 from tests.program import run_program
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
@@ -38,13 +38,9 @@ def admin(auth_run) -> tuple[str, str]:
 def auth_server(auth_run, postgres, workdir):
     port = free_port()
     kubelet = kubelet_for(auth_run, workdir / "auth", postgres, port)
-    kubelet.workdir.mkdir(exist_ok=True)
-    (init,) = [j for j in auth_run.kinds("Job") if j.name == "postgres-init"]
-    created = kubelet.run_pod_to_completion(init, timeout=180)
-    assert created.returncode == 0, created.stderr
+    run_job(kubelet, "postgres-init")  # creates the auth database beside mlflow
     server = MlflowProcess(kubelet, auth_run, port, workdir / "mlflow-auth.log")
-    migrated = server.migrate()
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    server.migrate()
     yield server.start()
     server.stop()
 

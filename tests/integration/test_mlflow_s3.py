@@ -57,10 +57,8 @@ def s3_server(s3_endpoint, postgres, databases_created, workdir):
     kubelet = kubelet_for(declared, workdir / "s3", postgres, port,
                           rewrites={"minio.storage.svc.cluster.local:9000": f"127.0.0.1:{store_port}"},
                           user_secrets={CREDENTIALS_SECRET: CREDENTIALS})
-    kubelet.workdir.mkdir(exist_ok=True)
     server = MlflowProcess(kubelet, declared, port, workdir / "mlflow-s3.log")
-    migrated = server.migrate()
-    assert migrated.returncode == 0, migrated.stderr[-3000:]
+    server.migrate()
     yield server.start()
     server.stop()
 
