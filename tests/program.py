@@ -74,9 +74,6 @@ class ProgramRun:
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.typ == typ]
 
-    def by_urn(self, urn: str) -> Registered:
-        return next(r for r in self.resources if r.urn == urn)
-
     def containers(self) -> list[tuple[Registered, dict]]:
         """Every container and init container of every workload."""
         found = []

@@ -10,7 +10,8 @@ import yaml
 from components.auth import auth_config_ini
 from components.config import ConfigError, parse_stack_config
 from components.postgres import database_init_sql
-from tests.program import MOCK_PASSWORD, run_program
+from tests.k8s import container, env_of
+from tests.program import DYNAMIC_TYPE, MOCK_PASSWORD, run_program
 
 AUTH = {"auth": {"kind": "basic"}}
 
@@ -20,12 +21,8 @@ def run():
     return run_program("dev", mlflow=AUTH)
 
 
-def env_of(container: dict) -> dict:
-    return {e["name"]: e for e in container["env"]}
-
-
 def server_container(run) -> dict:
-    return run.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]
+    return container(run.get("Deployment", "mlflow"), "mlflow")
 
 
 def auth_secret(run):
@@ -45,9 +42,9 @@ def test_the_auth_config_holds_the_database_and_admin_but_no_secret():
 
 
 def test_the_server_runs_the_basic_auth_app_with_generated_secrets_from_the_secret(run):
-    container = server_container(run)
-    assert container["command"][:4] == ["mlflow", "server", "--app-name", "basic-auth"]
-    env, secret = env_of(container), auth_secret(run)
+    server = server_container(run)
+    assert server["command"][:4] == ["mlflow", "server", "--app-name", "basic-auth"]
+    env, secret = env_of(server), auth_secret(run)
     for name, key in (("MLFLOW_AUTH_ADMIN_PASSWORD", "password"), ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key")):
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": key}
         assert secret.outputs["stringData"][key].startswith(MOCK_PASSWORD)
@@ -56,10 +53,10 @@ def test_the_server_runs_the_basic_auth_app_with_generated_secrets_from_the_secr
 
 def test_the_auth_config_file_is_mounted_where_mlflow_reads_it(run):
     deployment = run.get("Deployment", "mlflow")
-    container = server_container(run)
-    path = env_of(container)["MLFLOW_AUTH_CONFIG_PATH"]["value"]
+    server = server_container(run)
+    path = env_of(server)["MLFLOW_AUTH_CONFIG_PATH"]["value"]
     directory, file_name = path.rsplit("/", 1)
-    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == directory]
+    (mount,) = [m for m in server["volumeMounts"] if m["mountPath"] == directory]
     (volume,) = [v for v in deployment.outputs["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
     (config_map,) = [c for c in run.kinds("ConfigMap") if c.k8s_name == volume["configMap"]["name"]]
     ini = configparser.ConfigParser()
@@ -84,8 +81,8 @@ def test_the_auth_database_is_created_and_migrated_before_the_server(run):
 
 def test_the_experiment_provider_gets_the_admin_credentials_as_a_secret(run):
     secret = auth_secret(run).outputs["stringData"]
-    for experiment in run.of_type("pulumi-python:dynamic:Resource"):
-        assert experiment.inputs["credentials"] == {"username": "admin", "password": secret["password"]}
+    (experiment,) = run.of_type(DYNAMIC_TYPE)
+    assert experiment.inputs["credentials"] == {"username": "admin", "password": secret["password"]}
     assert "mlflowCredentials" in run.secret_outputs
     assert run.outputs["mlflowCredentials"] == {"username": "admin", "password": secret["password"]}
 
@@ -100,7 +97,7 @@ def test_without_auth_nothing_of_it_is_declared(dev):
     assert "--app-name" not in server_container(dev)["command"]
     assert not any("flask-secret-key" in (s.outputs.get("stringData") or {}) for s in dev.kinds("Secret"))
     assert dev.outputs["mlflowCredentials"] is None
-    collector = dev.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]["containers"][0]
+    collector = container(dev.get("Deployment", "otel-collector"), "otel-collector")
     assert "MLFLOW_TRACKING_PASSWORD" not in env_of(collector)
 
 
@@ -117,9 +114,7 @@ def test_bad_auth_settings_name_the_key(auth, key):
 
 
 def test_every_collector_exporter_signs_in_with_the_credentials_from_the_secret(run):
-    deployment = run.get("Deployment", "otel-collector")
-    container = deployment.outputs["spec"]["template"]["spec"]["containers"][0]
-    env, secret = env_of(container), auth_secret(run)
+    env, secret = env_of(container(run.get("Deployment", "otel-collector"), "otel-collector")), auth_secret(run)
     assert env["MLFLOW_TRACKING_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": "username"}
     assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": "password"}
     (config_map,) = [c for c in run.kinds("ConfigMap") if "collector.yaml" in c.outputs["data"]]
@@ -128,6 +123,7 @@ def test_every_collector_exporter_signs_in_with_the_credentials_from_the_secret(
     assert config["extensions"][extension]["client_auth"] == {
         "username": "${env:MLFLOW_TRACKING_USERNAME}", "password": "${env:MLFLOW_TRACKING_PASSWORD}"}
     assert extension in config["service"]["extensions"]
+    assert config["exporters"]
     for exporter in config["exporters"].values():
         assert exporter["auth"] == {"authenticator": extension}
 

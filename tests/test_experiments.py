@@ -12,7 +12,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime.rpc import UNKNOWN
 
 from components.experiment_provider import MlflowExperimentProvider
-from tests.program import PROJECT_DIR, run_program
+from tests.program import DYNAMIC_TYPE, PROJECT_DIR, run_program
 
 NEWS = {"name": "chat", "tracking_url": "http://mlflow.example.com", "tags": {"team": "a"},
         "artifact_location": None, "credentials": None, "timeout_seconds": 300}
@@ -80,7 +80,7 @@ def test_each_configured_experiment_is_a_resource_with_its_tags_and_the_api_url(
         {"name": "llamastack-traces", "default": True, "tags": {"mlflow.experimentKind": "genai_development"}},
         {"name": "Chat Prod", "services": ["chat"]},
     ])
-    experiments = {r.inputs["name"]: r for r in run.of_type("pulumi-python:dynamic:Resource")}
+    experiments = {r.inputs["name"]: r for r in run.of_type(DYNAMIC_TYPE)}
     assert set(experiments) == {"llamastack-traces", "Chat Prod"}
     assert experiments["llamastack-traces"].inputs["tags"] == {"mlflow.experimentKind": "genai_development"}
     assert all(r.inputs["tracking_url"] == "http://mlflow.localtest.me" for r in experiments.values())
@@ -88,7 +88,7 @@ def test_each_configured_experiment_is_a_resource_with_its_tags_and_the_api_url(
 
 
 def test_experiments_wait_for_the_server_and_its_exposure(dev):
-    (experiment,) = dev.of_type("pulumi-python:dynamic:Resource")
+    (experiment,) = dev.of_type(DYNAMIC_TYPE)
     deployment = dev.get("Deployment", "mlflow")
     ingress = dev.get("Ingress", "mlflow")
     assert deployment.urn in experiment.dependencies and ingress.urn in experiment.dependencies
@@ -96,6 +96,6 @@ def test_experiments_wait_for_the_server_and_its_exposure(dev):
 
 def test_a_renamed_experiment_keeps_its_resource_through_an_alias():
     run = run_program("dev", experiments=[{"name": "traces", "default": True, "renamedFrom": ["llamastack-traces"]}])
-    (experiment,) = run.of_type("pulumi-python:dynamic:Resource")
+    (experiment,) = run.of_type(DYNAMIC_TYPE)
     assert experiment.name == "experiments-traces" and experiment.inputs["name"] == "traces"
     assert experiment.aliases == ["experiments-llamastack-traces"]

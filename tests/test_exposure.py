@@ -6,7 +6,7 @@ import pytest
 
 from components.config import ConfigError, parse_stack_config
 from tests.crds import validate_custom_resource
-from tests.program import run_program
+from tests.program import DYNAMIC_TYPE, run_program
 from tests.test_program import K8S_VERSION, integral
 
 HTTPS_GATEWAY = {"name": "public", "sectionName": "https"}
@@ -98,7 +98,7 @@ def test_httproute_attaches_to_the_named_gateway_listener():
 def test_no_exposure_creates_nothing_and_experiments_use_the_api_url():
     run = run_program("dev", exposure={"kind": "none"}, mlflow={"apiUrl": "http://localhost:5000"})
     assert not run.kinds("Ingress") and not run.kinds("Route") and not run.kinds("HTTPRoute")
-    (experiment,) = run.of_type("pulumi-python:dynamic:Resource")
+    (experiment,) = run.of_type(DYNAMIC_TYPE)
     assert experiment.inputs["tracking_url"] == "http://localhost:5000"
     assert run.outputs["mlflowUrl"] == run.outputs["mlflowInternalUrl"]
     allowed = run.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]["command"]

@@ -20,7 +20,7 @@ WRITABLE_ROOT = {
     "postgres": "the official image's entrypoint (initdb, the socket in /var/run/postgresql) is not run by "
                 "the integration suite, so a read-only root is unproven for it",
 }
-POD_SPEC_VARIANTS = ("persistent-queue", "s3", "external-postgres")  # the variants that change a pod spec
+POD_SPEC_VARIANTS = ("persistent-queue", "s3", "external-postgres", "basic-auth")  # the variants that change a pod spec
 
 
 @pytest.fixture(scope="module", params=[*STACKS, *POD_SPEC_VARIANTS])
@@ -33,11 +33,13 @@ def stack(request, stack_runs):
 
 def pods(run) -> list[tuple[str, dict]]:
     """(resource name, pod spec) of every workload."""
-    return [
+    found = [
         (resource.name, template["spec"])
         for resource in run.resources
         if (template := (resource.outputs.get("spec") or {}).get("template"))
     ]
+    assert found, "no workload to check"
+    return found
 
 
 def containers(pod: dict) -> list[dict]:
@@ -108,3 +110,8 @@ def test_the_namespace_enforces_pod_security_restricted_on_kubernetes(stack_runs
     for mode in ("enforce", "audit", "warn"):
         assert labels[f"pod-security.kubernetes.io/{mode}"] == "restricted"
     assert not stack_runs["openshift"].kinds("Namespace")  # createNamespace: false: the project exists
+
+
+def test_every_listed_writable_root_names_a_container(stack_runs):
+    names = {container["name"] for run in stack_runs.values() for _, container in run.containers()}
+    assert set(WRITABLE_ROOT) <= names

@@ -6,7 +6,7 @@ import json
 import kubernetes_validate
 import pytest
 
-from tests.program import MOCK_PASSWORD, STACKS, run_program
+from tests.program import MOCK_PASSWORD, PROJECT, STACKS, run_program
 
 K8S_VERSION = "1.30"
 CUSTOM_KINDS = {"Route", "HTTPRoute"}  # CRDs: not in the Kubernetes OpenAPI schema
@@ -14,7 +14,10 @@ OUTPUTS = {"namespace", "mlflowUrl", "mlflowInternalUrl", "otlpGrpcEndpoint", "o
            "postgresHost", "mlflowCredentials"}
 VARIANTS = {
     "s3": {"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://traces/p", "secretName": "s3"}}},
-    "external-postgres": {"postgres": {"mode": "external", "external": {"host": "db", "secretName": "pg"}}},
+    # With basic auth, so that it has a generated secret for the leak scan to look for.
+    "external-postgres": {"postgres": {"mode": "external", "external": {"host": "db", "secretName": "pg"}},
+                          "mlflow": {"auth": {"kind": "basic"}}},
+    "basic-auth": {"mlflow": {"auth": {"kind": "basic"}}},
     "httproute-tls": {"exposure": {"kind": "httproute", "tls": {"enabled": True},
                                    "gateway": {"name": "gw", "sectionName": "https"}}},
     "ingress-tls": {"exposure": {"kind": "ingress", "tls": {"enabled": True, "clusterIssuer": "le"}}},
@@ -78,6 +81,7 @@ def test_all_outputs_are_exported(run):
 
 
 def test_the_generated_password_appears_in_no_command_configmap_or_plain_output(run):
+    assert run.of_type("random:index/randomPassword:RandomPassword")  # there is something to leak
     for resource, container in run.containers():
         visible = container.get("command", []) + container.get("args", [])
         visible += [e["value"] for e in container.get("env", []) if "value" in e]
@@ -94,3 +98,13 @@ def test_the_generated_password_appears_in_no_command_configmap_or_plain_output(
 def test_the_password_is_only_in_the_credentials_secret(stack_runs):
     holders = [r.name for r in stack_runs["dev"].resources if MOCK_PASSWORD in json.dumps(r.outputs)]
     assert holders == ["postgres-password", "postgres-credentials"]
+
+
+def test_every_resource_belongs_to_a_component(run):
+    """`__main__.py` composes components; every resource is created inside one."""
+    for resource in run.resources:
+        parent_type = resource.parent.split("::")[2].split("$")[-1]
+        if resource.typ.startswith(f"{PROJECT}:index:"):
+            assert parent_type in ("pulumi:pulumi:Stack", *{r.typ for r in run.resources}), resource.name
+        else:
+            assert parent_type.startswith(f"{PROJECT}:index:"), (resource.typ, resource.name, parent_type)
