@@ -9,7 +9,6 @@ resource is registered.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import urllib.parse
@@ -42,9 +41,10 @@ INGRESS_NGINX_NAMESPACE = "ingress-nginx"
 OPENSHIFT_ROUTER_SELECTOR = "policy-group.network.openshift.io/ingress="
 ANY_NAMESPACE = "*"
 
-# Idle footprint of `mlflow server` measured in FIELD-NOTES (process-tree PSS,
-# PostgreSQL backend): the CLI, one uvicorn process per worker, and the job
-# runner with its huey consumers when job execution is on.
+# Footprint of `mlflow server` (process-tree PSS with a PostgreSQL backend, as
+# benchmarks/mlflow_memory.py measures it; an upper bound, see README Sizing):
+# the CLI, one uvicorn process per worker, and the job runner with its huey
+# consumers when job execution is on.
 MLFLOW_CLI_MIB = 250
 MLFLOW_WORKER_MIB = 250
 MLFLOW_JOB_RUNNER_MIB = 8 * 240
@@ -227,7 +227,7 @@ class StackConfig:
     collector: Collector
     network_policies: NetworkPolicies
     experiments: tuple[Experiment, ...]
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...]  # risky but allowed settings, said at every `pulumi up`
 
     @property
     def databases_to_create(self) -> tuple[str, ...]:
@@ -254,7 +254,7 @@ def quantity_bytes(quantity: str) -> float:
 
 
 def mlflow_footprint_mib(workers: int, job_execution: bool) -> int:
-    """Expected resident memory of `mlflow server` with these settings (FIELD-NOTES)."""
+    """Expected resident memory of `mlflow server` with these settings (an upper bound)."""
     return MLFLOW_CLI_MIB + workers * MLFLOW_WORKER_MIB + (MLFLOW_JOB_RUNNER_MIB if job_execution else 0)
 
 
@@ -861,10 +861,11 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
             _Reader(merged["networkPolicies"], "networkPolicies", problems), platform, exposure
         ),
         experiments=_experiments(root.objects("experiments"), "experiments", problems),
+        warnings=tuple(problems.warnings),  # evaluated last: every section has been read
     )
     if problems.items:
         raise ConfigError(problems.items)
-    return dataclasses.replace(config, warnings=tuple(problems.warnings))
+    return config
 
 
 def load_stack_config() -> StackConfig:

@@ -1,6 +1,6 @@
 """The MLflow tracking server: a migration Job, then a Deployment and Service.
 
-The traps of FIELD-NOTES are handled here by construction: the Host check list
+The known traps are handled here by construction: the Host check list
 covers every name clients send, probes use paths that stay open, the backend
 URI names its driver and holds no credentials, migrations run once before any
 replica, and the worker count and job runner fit the memory limit (validated
