@@ -26,10 +26,10 @@ import requests
 from mlflow import MlflowClient
 
 from components.config import MEMORY_HEADROOM, merge_over, quantity_bytes
-from tests.integration.otlp import one_span_request
-from tests import k8s
-from tests.integration.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
-from tests.program import run_program, stack_values
+from tests.support.otlp import one_span_request
+from tests.support import k8s
+from tests.support.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
+from tests.support.program import run_program, stack_values
 
 MIB = 1024 * 1024
 

@@ -1,19 +1,16 @@
-import sys
+"""Marks each test with its suite (`integration`, `engine`) by directory, so
+`-m "not engine"` and the like select suites without per-module markers."""
+
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.program import STACKS, ProgramRun, run_program  # noqa: E402
-
-
-@pytest.fixture(scope="session")
-def stack_runs() -> dict[str, ProgramRun]:
-    """One mock run of the program per Pulumi.<stack>.yaml."""
-    return {stack: run_program(stack) for stack in STACKS}
+TESTS = Path(__file__).resolve().parent
+MARKED_SUITES = ("integration", "engine")
 
 
-@pytest.fixture(scope="session")
-def dev(stack_runs) -> ProgramRun:
-    return stack_runs["dev"]
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        suite = item.path.relative_to(TESTS).parts[0]
+        if suite in MARKED_SUITES:
+            item.add_marker(suite)

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.collector import build_collector
-from tests.integration.kubelet import Kubelet, postgres_bin_dir
-from tests.integration.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
-from tests.program import ProgramRun, run_program
+from tests.support.collector import build_collector
+from tests.support.kubelet import Kubelet, postgres_bin_dir
+from tests.support.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
+from tests.support.program import ProgramRun, run_program
 
 
 @pytest.fixture(scope="session")

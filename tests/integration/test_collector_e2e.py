@@ -9,7 +9,7 @@ import pytest
 from mlflow import MlflowClient
 
 from components.collector import BATCH_TIMEOUT_SECONDS
-from tests.integration.collector import (
+from tests.support.collector import (
     CollectorProcess,
     StoredSpan,
     configmap_config,
@@ -17,7 +17,7 @@ from tests.integration.collector import (
     program_with_real_ids,
     stored_spans,
 )
-from tests.integration.otlp import (
+from tests.support.otlp import (
     SentSpan,
     chat_trace,
     export_grpc,
@@ -26,7 +26,7 @@ from tests.integration.otlp import (
     probe_trace,
     sent_spans,
 )
-from tests.integration.processes import wait_until
+from tests.support.processes import wait_until
 
 DEFAULT = "e2e-llamastack-traces"
 EXPERIMENTS = [

@@ -14,9 +14,9 @@ import pytest
 import requests
 
 from components.collector import BATCH_TIMEOUT_SECONDS
-from tests.integration.collector import CollectorProcess, configmap_config, program_with_real_ids
-from tests.integration.otlp import chat_trace, export_request, post_http
-from tests.integration.processes import MlflowProcess, free_port, kubelet_for, wait_until
+from tests.support.collector import CollectorProcess, configmap_config, program_with_real_ids
+from tests.support.otlp import chat_trace, export_request, post_http
+from tests.support.processes import MlflowProcess, free_port, kubelet_for, wait_until
 
 OUTAGE_SECONDS = 60
 SEND_INTERVAL = 0.25  # one 4-span chat trace per interval and collector

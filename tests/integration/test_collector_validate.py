@@ -9,8 +9,8 @@ import yaml
 
 from components.collector import RoutedExperiment, collector_config, noise_filter
 from components.config import NoiseRule, parse_stack_config
-from tests.integration.collector import configmap_config, validate
-from tests.program import STACKS, run_program
+from tests.support.collector import configmap_config, validate
+from tests.support.program import STACKS, run_program
 
 CUSTOM_NOISE = [{"method": "GET", "route": "/v1/health"}, {"method": "HEAD", "route": "/"},
                 {"method": "GET", "route": "/api/v1.0/status"}, {"method": "POST", "route": "/v1/probe"}]

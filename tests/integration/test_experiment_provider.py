@@ -16,9 +16,9 @@ from mlflow import MlflowClient
 from pulumi.dynamic.dynamic import serialize_provider
 
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
-from tests.integration.otlp import one_span_request
-from tests.integration.processes import free_port
-from tests.program import PROJECT_DIR
+from tests.support.otlp import one_span_request
+from tests.support.processes import free_port
+from tests.support.program import PROJECT_DIR
 
 API = "/api/2.0/mlflow/experiments"
 

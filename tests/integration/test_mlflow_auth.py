@@ -14,11 +14,11 @@ import requests
 from mlflow import MlflowClient
 
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
-from tests.integration.collector import CollectorProcess, RealIdMocks, configmap_config
-from tests.integration.kubelet import POD_HOST
-from tests.integration.otlp import one_span_request
-from tests.integration.processes import MlflowProcess, free_port, kubelet_for, run_job, wait_until
-from tests.program import run_program
+from tests.support.collector import CollectorProcess, RealIdMocks, configmap_config
+from tests.support.kubelet import POD_HOST
+from tests.support.otlp import one_span_request
+from tests.support.processes import MlflowProcess, free_port, kubelet_for, run_job, wait_until
+from tests.support.program import run_program
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
 

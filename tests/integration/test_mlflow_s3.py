@@ -13,8 +13,8 @@ from mlflow import MlflowClient
 
 from components.config import merge_over
 from components.mlflow import ARTIFACTS_DIR
-from tests.integration.processes import MlflowProcess, free_port, kubelet_for, stop, wait_until
-from tests.program import run_program, stack_values
+from tests.support.processes import MlflowProcess, free_port, kubelet_for, stop, wait_until
+from tests.support.program import run_program, stack_values
 
 BUCKET, PREFIX = "mlflow-artifacts", "runs"
 # The operator's object store and credentials Secret, as a stack names them.

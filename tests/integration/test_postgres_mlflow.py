@@ -9,9 +9,9 @@ import requests
 from mlflow import MlflowClient
 
 from components.config import version_from_image
-from tests.integration.kubelet import KERNEL_MOUNTS, POD_HOST
-from tests.integration.otlp import one_span_request
-from tests.integration.processes import run_job
+from tests.support.kubelet import KERNEL_MOUNTS, POD_HOST
+from tests.support.otlp import one_span_request
+from tests.support.processes import run_job
 
 
 def test_mlflow_under_test_is_the_version_of_the_deployed_image(declared):

@@ -7,8 +7,8 @@ import pytest
 
 from components.config import mlflow_footprint_mib, parse_stack_config, quantity_bytes
 from components.mlflow import allowed_hosts_for
-from tests.k8s import arg_after, container, env_of, pod_spec
-from tests.program import run_program
+from tests.support.k8s import arg_after, container, env_of, pod_spec
+from tests.support.program import run_program
 
 S3 = {"artifacts": {"kind": "s3", "uri": "s3://traces/mlflow", "endpointUrl": "http://minio.minio:9000",
                     "secretName": "s3-creds"}}

@@ -4,8 +4,8 @@ external server reached through the user's Secret."""
 import pytest
 
 from components.postgres import database_init_sql
-from tests.k8s import container, env_of, pod_spec
-from tests.program import run_program
+from tests.support.k8s import container, env_of, pod_spec
+from tests.support.program import run_program
 
 EXTERNAL = {
     "mode": "external",

@@ -15,8 +15,8 @@ from typing import Callable
 
 import requests
 
-from tests.integration.kubelet import Kubelet, postgres_bin_dir
-from tests.program import ProgramRun
+from tests.support.kubelet import Kubelet, postgres_bin_dir
+from tests.support.program import ProgramRun
 
 
 def free_port() -> int:

@@ -6,34 +6,12 @@ import json
 import kubernetes_validate
 import pytest
 
-from tests.program import MOCK_PASSWORD, PROJECT, STACKS, run_program
+from tests.support.k8s import K8S_VERSION, integral
+from tests.support.program import MOCK_PASSWORD, PROJECT, STACKS, VARIANTS, run_program
 
-K8S_VERSION = "1.30"
 CUSTOM_KINDS = {"Route", "HTTPRoute"}  # CRDs: not in the Kubernetes OpenAPI schema
 OUTPUTS = {"namespace", "mlflowUrl", "mlflowInternalUrl", "otlpGrpcEndpoint", "otlpHttpEndpoint", "experimentIds",
            "postgresHost", "mlflowCredentials"}
-VARIANTS = {
-    "s3": {"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://traces/p", "secretName": "s3"}}},
-    # With basic auth, so that it has a generated secret for the leak scan to look for.
-    "external-postgres": {"postgres": {"mode": "external", "external": {"host": "db", "secretName": "pg"}},
-                          "mlflow": {"auth": {"kind": "basic"}}},
-    "basic-auth": {"mlflow": {"auth": {"kind": "basic"}}},
-    "httproute-tls": {"exposure": {"kind": "httproute", "tls": {"enabled": True},
-                                   "gateway": {"name": "gw", "sectionName": "https"}}},
-    "ingress-tls": {"exposure": {"kind": "ingress", "tls": {"enabled": True, "clusterIssuer": "le"}}},
-    "persistent-queue": {"collector": {"persistentQueue": True}},
-}
-
-
-def integral(value):
-    """Mocks deliver numbers as floats; the API server would get integers."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: integral(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [integral(v) for v in value]
-    return value
 
 
 @pytest.fixture(scope="module", params=[*STACKS, *VARIANTS])

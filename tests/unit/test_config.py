@@ -12,7 +12,7 @@ from components.config import (
     quantity_bytes,
     version_from_image,
 )
-from tests.program import PROJECT_DIR, RecordingMocks, run_program
+from tests.support.program import PROJECT_DIR, RecordingMocks, run_program
 
 DOMAIN = {"domain": "example.com"}
 

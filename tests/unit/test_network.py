@@ -11,8 +11,8 @@ import kubernetes_validate
 import pytest
 
 from components.config import ConfigError, namespace_selector, parse_stack_config
-from tests.program import RecordingMocks, run_program
-from tests.test_program import K8S_VERSION, integral
+from tests.support.program import RecordingMocks, run_program
+from tests.support.k8s import K8S_VERSION, integral
 
 NAME_LABEL = "kubernetes.io/metadata.name"
 MLFLOW, POSTGRES, OTLP_GRPC, OTLP_HTTP, COLLECTOR_METRICS = 5000, 5432, 4317, 4318, 8888

@@ -10,8 +10,8 @@ import yaml
 from components.auth import auth_config_ini
 from components.config import ConfigError, parse_stack_config
 from components.postgres import database_init_sql
-from tests.k8s import container, env_of
-from tests.program import DYNAMIC_TYPE, MOCK_PASSWORD, run_program
+from tests.support.k8s import container, env_of
+from tests.support.program import DYNAMIC_TYPE, MOCK_PASSWORD, run_program
 
 AUTH = {"auth": {"kind": "basic"}}
 

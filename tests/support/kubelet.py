@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.program import ProgramRun, Registered
+from tests.support.program import ProgramRun, Registered
 
 POD_HOST = "10.244.1.7:5000"  # what a kubelet's HTTP probe sends as Host: <pod IP>:<port>; never contacted
 _VAR_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")

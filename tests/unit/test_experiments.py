@@ -12,7 +12,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 from pulumi.runtime.rpc import UNKNOWN
 
 from components.experiment_provider import MlflowExperimentProvider
-from tests.program import DYNAMIC_TYPE, PROJECT_DIR, run_program
+from tests.support.program import DYNAMIC_TYPE, PROJECT_DIR, run_program
 
 NEWS = {"name": "chat", "tracking_url": "http://mlflow.example.com", "tags": {"team": "a"},
         "artifact_location": None, "credentials": None, "timeout_seconds": 300}

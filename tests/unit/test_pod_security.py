@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.program import STACKS, run_program, stack_values
-from tests.test_program import VARIANTS
+from tests.support.program import STACKS, VARIANTS, run_program, stack_values
 
 # Volume types both `restricted` and `restricted-v2` admit.
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",

@@ -31,8 +31,8 @@ from components.collector import (
     USERNAME_ENV,
     render_config,
 )
-from tests.integration.processes import free_port, stop, wait_until
-from tests.program import PROJECT_DIR, ProgramRun, RecordingMocks, run_program
+from tests.support.processes import free_port, stop, wait_until
+from tests.support.program import PROJECT_DIR, ProgramRun, RecordingMocks, run_program
 
 BUILD_SCRIPT = PROJECT_DIR / "collector" / "build.sh"
 BUILD_TIMEOUT = 1800  # a cold build took ~6 min here; a warm one ~5 s

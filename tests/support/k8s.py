@@ -1,5 +1,8 @@
 """Small readers over the manifests a mock run records."""
 
+# The Kubernetes version whose OpenAPI schema every manifest is validated against.
+K8S_VERSION = "1.30"
+
 
 def env_of(container: dict) -> dict[str, dict]:
     """name -> the env entry (with `value` or `valueFrom`)."""
@@ -17,3 +20,14 @@ def container(resource, name: str) -> dict:
 
 def arg_after(args: list[str], flag: str) -> str:
     return args[args.index(flag) + 1]
+
+
+def integral(value):
+    """Mocks deliver numbers as floats; the API server would get integers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: integral(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [integral(v) for v in value]
+    return value

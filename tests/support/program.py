@@ -25,10 +25,22 @@ from pulumi.runtime.sync_await import _sync_await
 
 from components.config import PROJECT, project_defaults
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
 MOCK_PASSWORD = "mock-generated-Password-4f1c2e"
 DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
+# Settings over the dev stack that each change the resource graph in a way no stack file does.
+VARIANTS = {
+    "s3": {"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://traces/p", "secretName": "s3"}}},
+    # With basic auth, so that it has a generated secret for the leak scan to look for.
+    "external-postgres": {"postgres": {"mode": "external", "external": {"host": "db", "secretName": "pg"}},
+                          "mlflow": {"auth": {"kind": "basic"}}},
+    "basic-auth": {"mlflow": {"auth": {"kind": "basic"}}},
+    "httproute-tls": {"exposure": {"kind": "httproute", "tls": {"enabled": True},
+                                   "gateway": {"name": "gw", "sectionName": "https"}}},
+    "ingress-tls": {"exposure": {"kind": "ingress", "tls": {"enabled": True, "clusterIssuer": "le"}}},
+    "persistent-queue": {"collector": {"persistentQueue": True}},
+}
 
 
 @dataclass

@@ -14,8 +14,8 @@ from components.collector import (
     otlp_http_exporter_type,
 )
 from components.config import NoiseRule, parse_stack_config
-from tests.k8s import container, env_of, pod_spec
-from tests.program import DYNAMIC_TYPE, PROJECT_DIR, run_program
+from tests.support.k8s import container, env_of, pod_spec
+from tests.support.program import DYNAMIC_TYPE, PROJECT_DIR, run_program
 
 ENDPOINT = "http://mlflow.obs.svc.cluster.local:5000"
 MODELS = NoiseRule("GET", "/v1/models")

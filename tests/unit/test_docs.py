@@ -4,7 +4,7 @@ command CI runs is the one the README gives."""
 import re
 
 from components.config import project_defaults
-from tests.program import PROJECT_DIR
+from tests.support.program import PROJECT_DIR
 
 README = (PROJECT_DIR / "README.md").read_text()
 # Objects documented as a whole rather than key by key.
