@@ -8,7 +8,6 @@
 
 import pulumi
 
-from components import mlflow
 from components.collector import TraceCollector
 from components.config import load_stack_config
 from components.experiments import MlflowExperiments
@@ -47,9 +46,7 @@ server = MlflowServer(
     database_ready=database.ready,
 )
 
-exposure = MlflowExposure(
-    "exposure", config=config.exposure, namespace=namespace, service=mlflow.SERVICE_NAME, port=mlflow.PORT
-)
+exposure = MlflowExposure("exposure", config=config.exposure, namespace=namespace, server=server)
 
 experiments = MlflowExperiments(
     "experiments",

@@ -8,6 +8,7 @@ import pulumi_kubernetes as k8s
 
 from components.config import Exposure
 from components.kube import NamespaceRef, labels_for
+from components.mlflow import MlflowServer
 
 DEFAULT_TLS_SECRET = "mlflow-tls"
 # Artifact uploads can be large and trace searches slow: no body limit, long timeouts.
@@ -78,15 +79,19 @@ def httproute_manifest(exposure: Exposure, service: str, port: int) -> tuple[dic
 
 
 class MlflowExposure(pulumi.ComponentResource):
-    """Publishes the MLflow Service at `exposure.host`; `url` is the external URL."""
+    """Publishes the server's Service at `exposure.host`; `url` is the external URL.
+
+    The route is created after the Service it routes to: pulumi-kubernetes
+    otherwise finds no backend for the Ingress rule and waits for one."""
 
     url: str | None
     resource: pulumi.Resource | None
 
-    def __init__(self, name: str, *, config: Exposure, namespace: NamespaceRef, service: str, port: int,
+    def __init__(self, name: str, *, config: Exposure, namespace: NamespaceRef, server: MlflowServer,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:MlflowExposure", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self)
+        child = pulumi.ResourceOptions(parent=self, depends_on=[server.service])
+        service, port = server.service_name, server.port
         labels = labels_for("mlflow")
         self.url = config.url
         self.resource = None

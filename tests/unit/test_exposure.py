@@ -38,6 +38,22 @@ def test_each_exposure_is_schema_valid_and_its_url_says_whether_tls_is_on(varian
     assert run.outputs["mlflowUrl"] == url
 
 
+@pytest.mark.parametrize("variant", EXPOSURES)
+def test_each_exposure_waits_for_the_service_it_routes_to(variant, stack_runs):
+    """Created in parallel, the Ingress finds no backend Service and pulumi-kubernetes
+    waits ~60 s for one (seen with the real engine)."""
+    stack, exposure, kind, _ = EXPOSURES[variant]
+    run = stack_runs[stack] if exposure is None else run_program(stack, exposure=exposure)
+    (published,) = run.kinds(kind)
+    (service,) = [r for r in run.kinds("Service") if r.k8s_name == "mlflow"]
+    backend = published.outputs["spec"]
+    backend_name = (backend.get("to") or {}).get("name") or (
+        backend["rules"][0]["backendRefs"][0]["name"] if "backendRefs" in backend["rules"][0]
+        else backend["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"])
+    assert backend_name == service.k8s_name
+    assert service.urn in published.dependencies
+
+
 def test_ingress_routes_the_host_to_mlflow_with_nginx_limits_lifted(dev):
     ingress = dev.get("Ingress", "mlflow")
     annotations = ingress.outputs["metadata"]["annotations"]
