@@ -168,8 +168,7 @@ class Auth:
 
 @dataclass(frozen=True)
 class Mlflow:
-    image: str
-    version: str
+    image: str  # any reference: no component depends on MLflow's version
     replicas: int
     workers: int
     job_execution: bool
@@ -425,12 +424,15 @@ def _resources(reader: _Reader) -> Resources:
     return Resources(requests=requests, limits=limits)
 
 
-def _image_version(reader: _Reader, image: str | None, explicit: str | None, what: str) -> str:
+def _collector_version(reader: _Reader, image: str | None) -> str:
+    """collector.version, else the version in the image tag: the config's form depends on it."""
+    explicit = reader.text("version", optional=True)
     version = explicit or (version_from_image(image) if image else None)
     if image and not version:
         reader.problems.add(
             reader.at("version"),
-            f"cannot read the {what} version from the image tag {image!r}; set {reader.key}.version (e.g. 0.152.0)",
+            f"cannot read the collector version from the image tag {image!r}; set {reader.at('version')} "
+            "(e.g. 0.152.0)",
         )
     return version or "0.0.0"
 
@@ -659,7 +661,6 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
             reader.problems.add(reader.at("extraAllowedHosts"), f"{name!r}: list Host header values, not URLs")
     return Mlflow(
         image=image,
-        version=_image_version(reader, image, None, "MLflow"),
         replicas=replicas,
         workers=workers,
         job_execution=job_execution,
@@ -685,7 +686,7 @@ def _collector(reader: _Reader) -> Collector:
         reader.problems.add(reader.at("noise"), "lists a rule twice; remove the duplicate")
     return Collector(
         image=image,
-        version=_image_version(reader, image, reader.text("version", optional=True), "collector"),
+        version=_collector_version(reader, image),
         replicas=reader.integer("replicas", 1),
         resources=_resources(reader.child("resources")),
         noise=tuple(noise),

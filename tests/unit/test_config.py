@@ -39,7 +39,7 @@ def test_declared_defaults_give_the_documented_stack():
     config = parse_stack_config(DOMAIN)
     assert config.namespace == "mlflow" and config.create_namespace and config.platform == "kubernetes"
     assert config.exposure.host == "mlflow.example.com" and config.exposure.url == "http://mlflow.example.com"
-    assert config.mlflow.image == "ghcr.io/mlflow/mlflow:v3.17.2-full" and config.mlflow.version == "3.17.2"
+    assert config.mlflow.image == "ghcr.io/mlflow/mlflow:v3.17.2-full"
     assert config.collector.image == "otel/opentelemetry-collector-contrib:0.152.0"
     assert config.collector.version == "0.152.0"
     assert [(e.name, e.default, dict(e.tags)) for e in config.experiments] == [
@@ -149,3 +149,18 @@ def test_quantities_and_image_versions():
     assert version_from_image("ghcr.io/mlflow/mlflow:v3.17.2-full") == "3.17.2"
     assert version_from_image("otel/opentelemetry-collector-contrib:0.152.0") == "0.152.0"
     assert version_from_image("registry:5000/otelcol") is None
+
+
+@pytest.mark.parametrize("image", ["registry.local/mlflow:latest", "registry.local/mlflow:prod",
+                                   "registry.local/mlflow@sha256:" + "a" * 64, "registry.local:5000/team/mlflow"])
+def test_a_custom_mlflow_image_needs_no_version_in_its_tag(image):
+    config = parse_stack_config({**DOMAIN, "mlflow": {"image": image}})
+    assert config.mlflow.image == image
+    assert not hasattr(config.mlflow, "version")  # no component needs MLflow's version
+
+
+def test_a_collector_image_without_a_version_asks_for_the_declared_collector_version():
+    (problem,) = [p for p in problems_of({"collector": {"image": "registry.local/otelcol:prod"}})
+                  if p.startswith("collector.version:")]
+    assert "set collector.version" in problem and "0.152.0" in problem
+    assert "version" in project_defaults()["collector"]  # the key the fix names is declared
