@@ -657,8 +657,11 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
             "(e.g. http://localhost:5000 with `kubectl port-forward svc/mlflow 5000`)",
         )
     for name in extra_hosts:
-        if name.startswith("http"):
-            reader.problems.add(reader.at("extraAllowedHosts"), f"{name!r}: list Host header values, not URLs")
+        if "://" in name or "/" in name:
+            reader.problems.add(
+                reader.at("extraAllowedHosts"),
+                f"{name!r}: list Host header values (a name, with an optional :port), not URLs",
+            )
     return Mlflow(
         image=image,
         replicas=replicas,

@@ -164,3 +164,16 @@ def test_a_collector_image_without_a_version_asks_for_the_declared_collector_ver
                   if p.startswith("collector.version:")]
     assert "set collector.version" in problem and "0.152.0" in problem
     assert "version" in project_defaults()["collector"]  # the key the fix names is declared
+
+
+def test_extra_allowed_hosts_accept_names_that_start_with_http():
+    hosts = ("httpbin.example.com", "https-gw.corp.net", "http-proxy:8080", "*.httpbin.io")
+    config = parse_stack_config({**DOMAIN, "mlflow": {"extraAllowedHosts": list(hosts)}})
+    assert config.mlflow.extra_allowed_hosts == hosts
+
+
+@pytest.mark.parametrize("url", ["http://mlflow.corp.net", "https://mlflow.corp.net:443", "mlflow.corp.net/api",
+                                 "ftp://mlflow.corp.net"])
+def test_extra_allowed_hosts_refuse_urls(url):
+    problems = problems_of({"mlflow": {"extraAllowedHosts": [url]}})
+    assert any(p.startswith("mlflow.extraAllowedHosts:") and "not URLs" in p and url in p for p in problems), problems
