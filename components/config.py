@@ -57,6 +57,7 @@ _QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
 _BINARY_UNITS = {None: 1, "k": 1e3, "Ki": 2**10, "M": 1e6, "Mi": 2**20, "G": 1e9, "Gi": 2**30,
                  "T": 1e12, "Ti": 2**40, "m": 1e-3}
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
 _VERSION_IN_TAG = re.compile(r":v?(\d+\.\d+\.\d+)(?:-[A-Za-z0-9.]+)?$")
 
 
@@ -427,6 +428,12 @@ def _resources(reader: _Reader) -> Resources:
 def _collector_version(reader: _Reader, image: str | None) -> str:
     """collector.version, else the version in the image tag: the config's form depends on it."""
     explicit = reader.text("version", optional=True)
+    if explicit is not None and not _VERSION.fullmatch(explicit):
+        reader.problems.add(
+            reader.at("version"),
+            f"{explicit!r} is not a collector version; write it as MAJOR.MINOR.PATCH (e.g. 0.152.0)",
+        )
+        return "0.0.0"
     version = explicit or (version_from_image(image) if image else None)
     if image and not version:
         reader.problems.add(

@@ -177,3 +177,10 @@ def test_extra_allowed_hosts_accept_names_that_start_with_http():
 def test_extra_allowed_hosts_refuse_urls(url):
     problems = problems_of({"mlflow": {"extraAllowedHosts": [url]}})
     assert any(p.startswith("mlflow.extraAllowedHosts:") and "not URLs" in p and url in p for p in problems), problems
+
+
+@pytest.mark.parametrize("version", ["abc", "0.152", "0.152.0.1", "v0.152.0", " 0.152.0", "0.152.x", "0.152.0\n"])
+def test_a_bad_collector_version_is_a_config_error_naming_the_key(version):
+    problems = problems_of({"collector": {"image": "registry.local/otelcol:prod", "version": version}})
+    assert any(p.startswith("collector.version:") and "MAJOR.MINOR.PATCH" in p and "0.152.0" in p
+               for p in problems), problems
