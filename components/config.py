@@ -284,9 +284,17 @@ class _Problems:
     def __init__(self) -> None:
         self.items: list[str] = []
         self.warnings: list[str] = []
+        self._unknown: set[str] = set()
 
     def add(self, key: str, message: str) -> None:
         self.items.append(f"{key}: {message}")
+
+    def unknown(self, key: str, known: list[str] | tuple[str, ...]) -> None:
+        """An undeclared key, reported once however many checks see it (the
+        declared defaults and the section's own reader both do)."""
+        if key not in self._unknown:
+            self._unknown.add(key)
+            self.add(key, f"unknown key; remove it (known keys: {', '.join(sorted(known))})")
 
     def warn(self, key: str, message: str) -> None:
         """Allowed, but risky: said at every `pulumi up`."""
@@ -296,8 +304,7 @@ class _Problems:
 def _unknown_keys(value: Mapping[str, Any], allowed: Mapping[str, Any], key: str, problems: _Problems) -> None:
     for name in value:
         if name not in allowed:
-            known = ", ".join(sorted(allowed))
-            problems.add(f"{key}.{name}", f"unknown key; remove it (known keys: {known})")
+            problems.unknown(f"{key}.{name}", list(allowed))
     for name, default in allowed.items():
         if isinstance(default, dict) and isinstance(value.get(name), dict) and default:
             _unknown_keys(value[name], default, f"{key}.{name}", problems)
@@ -375,7 +382,7 @@ class _Reader:
     def only(self, *names: str) -> None:
         for name in self.value:
             if name not in names:
-                self.problems.add(self.at(name), f"unknown key; remove it (known keys: {', '.join(names)})")
+                self.problems.unknown(self.at(name), names)
 
 
 def _dns_label(reader: _Reader, name: str) -> str:
@@ -844,7 +851,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     problems = _Problems()
     for key in values:
         if key not in defaults:
-            problems.add(key, f"unknown key; remove it (known keys: {', '.join(sorted(defaults))})")
+            problems.unknown(key, list(defaults))
     merged = {key: merge_over(default, values.get(key, default)) for key, default in defaults.items()}
     for key, default in defaults.items():
         if isinstance(default, dict) and isinstance(values.get(key), dict):

@@ -184,3 +184,17 @@ def test_a_bad_collector_version_is_a_config_error_naming_the_key(version):
     problems = problems_of({"collector": {"image": "registry.local/otelcol:prod", "version": version}})
     assert any(p.startswith("collector.version:") and "MAJOR.MINOR.PATCH" in p and "0.152.0" in p
                for p in problems), problems
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"mlflow": {"resources": {"requests": {"gpu": "1"}}}}, "mlflow.resources.requests.gpu"),
+    ({"collector": {"resources": {"limits": {"gpu": "1"}}}}, "collector.resources.limits.gpu"),
+    ({"postgres": {"resources": {"requests": {"cpu": "1", "disk": "1Gi"}}}}, "postgres.resources.requests.disk"),
+    ({"exposure": {"tls": {"enable": True}}}, "exposure.tls.enable"),
+    ({"experiments": [{"name": "a", "default": True, "owner": "me"}]}, "experiments[0].owner"),
+])
+def test_an_unknown_nested_key_is_reported_once(values, key):
+    problems = problems_of(values)
+    assert [p for p in problems if p.startswith(f"{key}:")] == [
+        next(p for p in problems if p.startswith(f"{key}:") and "unknown key; remove it" in p)
+    ], problems
