@@ -53,9 +53,22 @@ MEMORY_HEADROOM = 0.25
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_QUANTITY = re.compile(r"^([0-9]+(\.[0-9]+)?)(m|k|Ki|M|Mi|G|Gi|T|Ti)?$")
-_BINARY_UNITS = {None: 1, "k": 1e3, "Ki": 2**10, "M": 1e6, "Mi": 2**20, "G": 1e9, "Gi": 2**30,
-                 "T": 1e12, "Ti": 2**40, "m": 1e-3}
+# A Kubernetes quantity: a number, then a binary or decimal SI suffix or a decimal exponent.
+_QUANTITY = re.compile(
+    r"(?P<number>[0-9]+(?:\.[0-9]*)?|\.[0-9]+)"
+    r"(?:(?P<unit>Ki|Mi|Gi|Ti|Pi|Ei|m|k|M|G|T|P|E)|[eE](?P<exponent>[+-]?[0-9]+))?"
+)
+_BINARY_UNITS = {None: 1, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+                 "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+# An image reference as the container runtimes parse it (distribution/reference):
+# [registry[:port]/]path[:tag][@algorithm:digest], the path in lower case.
+_IMAGE_DOMAIN = (r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+                 r"(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
+_IMAGE_PATH = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
+_IMAGE_REFERENCE = re.compile(
+    rf"(?:{_IMAGE_DOMAIN}/)?{_IMAGE_PATH}(?::[\w][\w.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
+)
 _LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
 _VERSION = re.compile(r"\d+\.\d+\.\d+")
 _VERSION_IN_TAG = re.compile(r":v?(\d+\.\d+\.\d+)(?:-[A-Za-z0-9.]+)?$")
@@ -247,10 +260,13 @@ class StackConfig:
 
 def quantity_bytes(quantity: str) -> float:
     """Value of a Kubernetes quantity such as `512Mi` or `2G` (also cpu `250m`)."""
-    match = _QUANTITY.match(str(quantity))
+    match = _QUANTITY.fullmatch(str(quantity))
     if not match:
         raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
-    return float(match.group(1)) * _BINARY_UNITS[match.group(3)]
+    number = float(match["number"])
+    if match["exponent"] is not None:
+        return number * 10.0 ** int(match["exponent"])
+    return number * _BINARY_UNITS[match["unit"]]
 
 
 def mlflow_footprint_mib(workers: int, job_execution: bool) -> int:
@@ -409,6 +425,31 @@ def _valid_quantity(value: Any) -> str | None:
     return str(value)
 
 
+def _storage_size(reader: _Reader, name: str) -> str:
+    """A volume size: a Kubernetes quantity above zero, written as a string."""
+    value = reader.value.get(name)
+    if not isinstance(value, str) or _valid_quantity(value) is None or quantity_bytes(value) <= 0:
+        reader.problems.add(
+            reader.at(name),
+            f"must be a Kubernetes quantity such as 10Gi or 500Mi (Ki, Mi, Gi, Ti or k, M, G, T), "
+            f"got {json.dumps(value)}",
+        )
+    return value if isinstance(value, str) else ""
+
+
+def _image(reader: _Reader, name: str = "image") -> str:
+    """An image reference: [registry[:port]/]path[:tag][@sha256:digest]; "" when it is not one."""
+    value = reader.value.get(name)
+    if not isinstance(value, str) or not _IMAGE_REFERENCE.fullmatch(value):
+        reader.problems.add(
+            reader.at(name),
+            f"must be an image reference such as registry.example.com/team/image:1.2.3 (or "
+            f"...@sha256:<digest>), got {json.dumps(value)}",
+        )
+        return ""
+    return value
+
+
 def _resources(reader: _Reader) -> Resources:
     """requests and limits, each with a valid cpu and memory (only valid ones are kept)."""
     sections: dict[str, dict[str, str]] = {}
@@ -552,8 +593,8 @@ def _postgres(reader: _Reader) -> Postgres:
         )
     return Postgres(
         mode=mode,
-        image=reader.text("image"),
-        storage_size=reader.text("storageSize"),
+        image=_image(reader),
+        storage_size=_storage_size(reader, "storageSize"),
         storage_class=reader.text("storageClass", optional=True),
         databases=databases,
         resources=_resources(reader.child("resources")),
@@ -565,7 +606,7 @@ def _artifacts(reader: _Reader) -> Artifacts:
     kind = reader.choice("kind", ARTIFACT_KINDS)
     artifacts = Artifacts(
         kind=kind,
-        size=reader.text("size"),
+        size=_storage_size(reader, "size"),
         storage_class=reader.text("storageClass", optional=True),
         access_mode=reader.choice("accessMode", ACCESS_MODES),
         uri=reader.text("uri", optional=True),
@@ -624,7 +665,7 @@ def _refuse_plain_http_passwords(reader: _Reader, exposure: Exposure, api_url: s
 
 
 def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) -> Mlflow:
-    image = reader.text("image")
+    image = _image(reader)
     replicas = reader.integer("replicas", 1)
     workers = reader.integer("workers", 1)
     job_execution = reader.flag("jobExecution")
@@ -690,7 +731,7 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
 
 
 def _collector(reader: _Reader) -> Collector:
-    image = reader.text("image")
+    image = _image(reader)
     noise = []
     for rule in reader.objects("noise"):
         rule.only("method", "route")

@@ -198,3 +198,40 @@ def test_an_unknown_nested_key_is_reported_once(values, key):
     assert [p for p in problems if p.startswith(f"{key}:")] == [
         next(p for p in problems if p.startswith(f"{key}:") and "unknown key; remove it" in p)
     ], problems
+
+
+@pytest.mark.parametrize("values, key", [
+    ({"postgres": {"storageSize": "lots"}}, "postgres.storageSize"),
+    ({"postgres": {"storageSize": "10 Gi"}}, "postgres.storageSize"),
+    ({"postgres": {"storageSize": "0"}}, "postgres.storageSize"),
+    ({"postgres": {"storageSize": 10}}, "postgres.storageSize"),
+    ({"mlflow": {"artifacts": {"size": "big"}}}, "mlflow.artifacts.size"),
+    ({"mlflow": {"artifacts": {"size": "20GB"}}}, "mlflow.artifacts.size"),
+])
+def test_a_storage_size_must_be_a_kubernetes_quantity(values, key):
+    problems = problems_of(values)
+    assert any(p.startswith(f"{key}:") and "10Gi" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("size", ["10Gi", "1.5Ti", "500M", "2G", "1e9", "1Pi"])
+def test_valid_storage_sizes_pass(size):
+    config = parse_stack_config({**DOMAIN, "postgres": {"storageSize": size}, "mlflow": {"artifacts": {"size": size}}})
+    assert config.postgres.storage_size == size and config.mlflow.artifacts.size == size
+
+
+@pytest.mark.parametrize("section", ["postgres", "mlflow", "collector"])
+@pytest.mark.parametrize("image", ["", "   ", "otel collector:1.0", "registry.local/Team/otelcol:0.152.0",
+                                   "otelcol:bad tag", "otelcol@sha256:short", "https://registry.local/otelcol"])
+def test_each_image_must_be_an_image_reference(section, image):
+    values = {section: {"image": image}}
+    if section == "collector":
+        values[section]["version"] = "0.152.0"  # so that only the image is at fault
+    problems = problems_of(values)
+    assert any(p.startswith(f"{section}.image:") and "image reference" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("image", ["postgres", "postgres:17.6", "docker.io/library/postgres:17.6-bookworm",
+                                   "registry.local:5000/team/postgres_db:17", "localhost/pg@sha256:" + "0" * 64,
+                                   "Registry.Example.com/pg:v1.2", "[::1]:5000/pg:17"])
+def test_valid_image_references_pass(image):
+    assert parse_stack_config({**DOMAIN, "postgres": {"image": image}}).postgres.image == image
