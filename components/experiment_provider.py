@@ -11,7 +11,11 @@ Behaviour that keeps users' traces safe:
 - `delete` is MLflow's soft delete: the experiment and its traces stay
   recoverable, and a later `create` of the same name restores the same id;
 - `read` reports renames and deletions made outside Pulumi, so the next
-  `pulumi up` (the project refreshes on every run) repairs them.
+  `pulumi up` (the project refreshes on every run) repairs them;
+- only MLflow's own `RESOURCE_DOES_NOT_EXIST` means an experiment is gone: a
+  404 without MLflow's error code (a proxy, a Gateway not yet programmed, a
+  wrong `mlflow.apiUrl`) is an error, so a refresh never drops an experiment
+  from the state because something else answered.
 """
 
 from __future__ import annotations
@@ -41,12 +45,28 @@ UPDATABLE = ("name", "tags", "tracking_url", "credentials", "timeout_seconds")
 REPLACING = ("artifact_location",)
 
 
+ABSENT = "RESOURCE_DOES_NOT_EXIST"  # MLflow's error_code for an experiment it does not hold
+
+
 class MlflowApiError(Exception):
     """MLflow refused a request (a 4xx answer); never retried."""
 
     def __init__(self, action: str, status: int, error_code: str, message: str):
         self.status, self.error_code = status, error_code
         super().__init__(f"{action}: MLflow answered {status} {error_code}: {message}")
+
+
+class NotMlflowError(Exception):
+    """A 404 without MLflow's JSON error: the URL does not lead to MLflow's API
+    (a proxy, an ingress default backend, a Gateway not yet programmed, a
+    wrong path). Never taken for an absent experiment."""
+
+    def __init__(self, action: str, url: str, excerpt: str):
+        super().__init__(
+            f"{action}: {url} answered 404 without MLflow's error code, so it is probably not MLflow "
+            "(a proxy or ingress default backend, a Gateway not yet programmed, or a wrong URL); check "
+            f"mlflow.apiUrl and the exposure (exposure.host, exposure.kind). Answer: {excerpt!r}"
+        )
 
 
 def _is_unknown(value: Any) -> bool:
@@ -74,15 +94,20 @@ class _Client:
 
         delay, last_error = 1.0, "no answer"
         while True:
+            url = f"{self.base}{API}/{path}"
             try:
-                response = self.session.request(method, f"{self.base}{API}/{path}", timeout=30, **kwargs)
+                response = self.session.request(method, url, timeout=30, **kwargs)
                 if response.status_code < 400:
                     return response.json() if response.content else {}
                 if response.status_code not in RETRIED_STATUS:
                     try:
                         body = response.json()
                     except ValueError:
+                        body = None
+                    if not isinstance(body, dict):
                         body = {"message": response.text[:200]}
+                    if response.status_code == 404 and not body.get("error_code"):
+                        raise NotMlflowError(action, url, response.text[:200])
                     raise MlflowApiError(action, response.status_code, body.get("error_code", "UNKNOWN"),
                                          body.get("message", ""))
                 last_error = f"HTTP {response.status_code}"
@@ -103,7 +128,7 @@ class _Client:
         try:
             return self.call("GET", "get", action, params={"experiment_id": experiment_id})["experiment"]
         except MlflowApiError as error:
-            if error.status == 404:
+            if error.error_code == ABSENT:
                 return None
             raise
 
@@ -111,7 +136,7 @@ class _Client:
         try:
             return self.call("GET", "get-by-name", action, params={"experiment_name": name})["experiment"]
         except MlflowApiError as error:
-            if error.status == 404:
+            if error.error_code == ABSENT:
                 return None
             raise
 
@@ -199,7 +224,7 @@ class MlflowExperimentProvider(ResourceProvider):
         """Bring an existing experiment to `props`: restored, named, tagged."""
         experiment = client.get(experiment_id, action)
         if experiment is None:
-            raise MlflowApiError(action, 404, "RESOURCE_DOES_NOT_EXIST",
+            raise MlflowApiError(action, 404, ABSENT,
                                  f"experiment {experiment_id} was permanently deleted; run `pulumi refresh` "
                                  "so that the next `pulumi up` creates it again")
         if experiment.get("lifecycle_stage") == "deleted":

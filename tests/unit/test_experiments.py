@@ -3,8 +3,11 @@ preview runs with unknown values, so they must not touch the network), and
 pickling exactly as Pulumi does it. Its REST behaviour is proven against a
 real MLflow server in tests/integration."""
 
+import json
 import subprocess
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
 import pytest
@@ -99,3 +102,81 @@ def test_a_renamed_experiment_keeps_its_resource_through_an_alias():
     (experiment,) = run.of_type(DYNAMIC_TYPE)
     assert experiment.name == "experiments-traces" and experiment.inputs["name"] == "traces"
     assert experiment.aliases == ["experiments-llamastack-traces"]
+
+
+class _Answer404(BaseHTTPRequestHandler):
+    """Answers every request 404 with the server's `body` (bytes) and `content_type`."""
+
+    def _answer(self):
+        self.server.requests.append(self.path)
+        self.send_response(404)
+        self.send_header("Content-Type", self.server.content_type)
+        self.send_header("Content-Length", str(len(self.server.body)))
+        self.end_headers()
+        self.wfile.write(self.server.body)
+
+    do_GET = do_POST = _answer
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def answering_404():
+    """A local HTTP server whose every answer is a 404 with a body the test sets."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Answer404)
+    server.requests, server.body, server.content_type = [], b"", "text/plain"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(10)
+
+
+def props_for(server) -> dict:
+    return {**STATE, "tracking_url": f"http://127.0.0.1:{server.server_address[1]}", "timeout_seconds": 5}
+
+
+def mlflow_absent(server):
+    server.content_type = "application/json"
+    server.body = json.dumps({"error_code": "RESOURCE_DOES_NOT_EXIST",
+                              "message": "No Experiment with id=7 exists"}).encode()
+
+
+def plain_404(server):
+    server.content_type = "text/html"
+    server.body = b"<html><body><h1>404 Not Found</h1>default backend - 404</body></html>"
+
+
+def test_read_drops_an_experiment_only_when_mlflow_says_it_does_not_exist(answering_404):
+    mlflow_absent(answering_404)
+    result = MlflowExperimentProvider().read("7", props_for(answering_404))
+    assert result.id is None
+    assert answering_404.requests == ["/api/2.0/mlflow/experiments/get?experiment_id=7"]
+
+
+@pytest.mark.parametrize("body", [plain_404, lambda s: setattr(s, "body", b"")])
+def test_read_refuses_a_404_that_is_not_from_mlflow(answering_404, body):
+    body(answering_404)
+    props = props_for(answering_404)
+    with pytest.raises(Exception) as caught:
+        MlflowExperimentProvider().read("7", props)
+    message = str(caught.value)
+    assert props["tracking_url"] in message and "404" in message
+    assert "without MLflow's error code" in message and "mlflow.apiUrl" in message
+
+
+def test_create_does_not_create_when_the_name_lookup_answers_a_plain_404(answering_404):
+    plain_404(answering_404)
+    with pytest.raises(Exception, match="without MLflow's error code"):
+        MlflowExperimentProvider().create(props_for(answering_404))
+    assert all("/create" not in path for path in answering_404.requests), answering_404.requests
+
+
+def test_delete_refuses_a_plain_404_and_accepts_an_experiment_already_gone(answering_404):
+    plain_404(answering_404)
+    with pytest.raises(Exception, match="without MLflow's error code"):
+        MlflowExperimentProvider().delete("7", props_for(answering_404))
+    mlflow_absent(answering_404)
+    MlflowExperimentProvider().delete("7", props_for(answering_404))
