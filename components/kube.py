@@ -59,8 +59,9 @@ def content_checksum(*contents: str) -> str:
 
 
 def service_host(service: str, namespace: str) -> str:
-    """The cluster-wide DNS name of a Service."""
-    return f"{service}.{namespace}.svc.cluster.local"
+    """The cluster-wide DNS name of a Service: `<svc>.<ns>.svc` resolves through every
+    pod's DNS search path whatever the cluster domain (`cluster.local` is only the default)."""
+    return f"{service}.{namespace}.svc"
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,12 @@ def allowed_hosts_for(*, service: str, namespace: str, port: int, external_host:
     """Every Host header value clients send, for `--allowed-hosts`.
 
     MLflow compares the raw header, port included, and a pattern without `*`
-    must match exactly, so each name is listed bare and with its port."""
-    names = [service, f"{service}.{namespace}", f"{service}.{namespace}.svc", service_host(service, namespace)]
+    must match exactly, so each name is listed bare and with its port. The
+    stack itself uses `<svc>.<ns>.svc`; the `.svc.cluster.local` form, which
+    some clients still send, is accepted too (another cluster domain's long
+    form goes in `extra`)."""
+    short = service_host(service, namespace)
+    names = [service, f"{service}.{namespace}", short, f"{short}.cluster.local"]
     hosts = [form for name in names for form in (name, f"{name}:{port}")]
     if external_host:
         hosts += [external_host, f"{external_host}:80", f"{external_host}:443"]

@@ -51,7 +51,7 @@ def test_configs_with_basic_auth_are_valid(collector_binary, tmp_path, persisten
         RoutedExperiment(f"team {i}", str(i + 1), (f"svc-{i}",), False) for i in range(1, 3)]
     config = collector_config(experiments=routed, noise=tuple(NoiseRule(**r) for r in CUSTOM_NOISE),
                               version=parse_stack_config({"domain": "x.io"}).collector.version,
-                              mlflow_endpoint="http://mlflow.mlflow.svc.cluster.local:5000",
+                              mlflow_endpoint="http://mlflow.mlflow.svc:5000",
                               persistent_queue=persistent_queue, basic_auth=True)
     assert_valid(collector_binary, config, tmp_path)
 

@@ -154,8 +154,8 @@ def kubelet_for(run: ProgramRun, workdir: Path, postgres: PostgresCluster, mlflo
     """A kubelet for `run` whose cluster addresses are this machine's PostgreSQL and MLflow port."""
     return Kubelet(
         run, workdir,
-        rewrites={"postgres.mlflow.svc.cluster.local:5432": f"127.0.0.1:{postgres.port}",
-                  "postgres.mlflow.svc.cluster.local": "127.0.0.1",
+        rewrites={"postgres.mlflow.svc:5432": f"127.0.0.1:{postgres.port}",
+                  "postgres.mlflow.svc": "127.0.0.1",
                   "0.0.0.0": "127.0.0.1", **(rewrites or {})},
         ports={5432: postgres.port, 5000: mlflow_port},
         **options,

@@ -61,7 +61,7 @@ def test_the_auth_config_file_is_mounted_where_mlflow_reads_it(run):
     (config_map,) = [c for c in run.kinds("ConfigMap") if c.k8s_name == volume["configMap"]["name"]]
     ini = configparser.ConfigParser()
     ini.read_string(config_map.outputs["data"][file_name])
-    assert ini["mlflow"]["database_uri"] == "postgresql+psycopg2://postgres.mlflow.svc.cluster.local:5432/mlflow_auth"
+    assert ini["mlflow"]["database_uri"] == "postgresql+psycopg2://postgres.mlflow.svc:5432/mlflow_auth"
     assert ini["mlflow"]["admin_username"] == auth_secret(run).outputs["stringData"]["username"] == "admin"
 
 
@@ -74,7 +74,7 @@ def test_the_auth_database_is_created_and_migrated_before_the_server(run):
     pod = job.outputs["spec"]["template"]["spec"]
     (step,) = pod["initContainers"]
     assert step["command"] == ["python", "-m", "mlflow.server.auth", "db", "upgrade", "--url",
-                               "postgresql+psycopg2://postgres.mlflow.svc.cluster.local:5432/mlflow_auth"]
+                               "postgresql+psycopg2://postgres.mlflow.svc:5432/mlflow_auth"]
     assert {"PGUSER", "PGPASSWORD"} <= set(env_of(step))
     assert [c["name"] for c in pod["containers"]] == ["migrate"]
 

@@ -17,7 +17,7 @@ from components.config import NoiseRule, parse_stack_config
 from tests.support.k8s import container, env_of, pod_spec
 from tests.support.program import DYNAMIC_TYPE, PROJECT_DIR, run_program
 
-ENDPOINT = "http://mlflow.obs.svc.cluster.local:5000"
+ENDPOINT = "http://mlflow.obs.svc:5000"
 MODELS = NoiseRule("GET", "/v1/models")
 
 
@@ -202,8 +202,8 @@ def test_deployment_mounts_the_config_and_probes_the_health_check(dev):
     assert env_of(collector)["GOMEMLIMIT"]["value"] == "409MiB"  # 80% of 512Mi
     ports = {p["name"]: p["port"] for p in dev.get("Service", "otel-collector").outputs["spec"]["ports"]}
     assert ports == {"otlp-grpc": 4317, "otlp-http": 4318}
-    assert dev.outputs["otlpGrpcEndpoint"] == "http://otel-collector.mlflow.svc.cluster.local:4317"
-    assert dev.outputs["otlpHttpEndpoint"] == "http://otel-collector.mlflow.svc.cluster.local:4318"
+    assert dev.outputs["otlpGrpcEndpoint"] == "http://otel-collector.mlflow.svc:4317"
+    assert dev.outputs["otlpHttpEndpoint"] == "http://otel-collector.mlflow.svc:4318"
 
 
 def test_exporters_reach_mlflow_by_a_host_it_allows(dev):

@@ -51,7 +51,7 @@ def test_server_runs_uvicorn_on_all_interfaces_with_the_generated_host_list(dev,
 def test_backend_uri_names_its_driver_and_holds_no_credentials(server):
     env = env_of(server)
     uri = env["MLFLOW_BACKEND_STORE_URI"]["value"]
-    assert uri == "postgresql+psycopg2://postgres.mlflow.svc.cluster.local:5432/mlflow"
+    assert uri == "postgresql+psycopg2://postgres.mlflow.svc:5432/mlflow"
     assert arg_after(server["command"], "--backend-store-uri") == "$(MLFLOW_BACKEND_STORE_URI)"
     assert env["MLFLOW_TRACKING_URI"]["value"] == uri
     assert "secretKeyRef" in env["PGUSER"]["valueFrom"] and "secretKeyRef" in env["PGPASSWORD"]["valueFrom"]

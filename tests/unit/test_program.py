@@ -55,7 +55,7 @@ def test_every_object_carries_the_recommended_labels(run):
 
 def test_all_outputs_are_exported(run):
     assert set(run.outputs) == OUTPUTS
-    assert run.outputs["mlflowInternalUrl"] == "http://mlflow.mlflow.svc.cluster.local:5000"
+    assert run.outputs["mlflowInternalUrl"] == "http://mlflow.mlflow.svc:5000"
 
 
 def test_the_generated_password_appears_in_no_command_configmap_or_plain_output(run):
