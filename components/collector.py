@@ -154,7 +154,7 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
             "retry_on_failure": {
                 "enabled": True, "initial_interval": "1s", "max_interval": "30s", "max_elapsed_time": "10m",
             },
-            "sending_queue": queue,
+            "sending_queue": dict(queue),  # a dict of its own: no YAML anchor shared between exporters
         }
         if basic_auth:
             exporters[exporter]["auth"] = {"authenticator": BASIC_AUTH_EXTENSION}
@@ -223,8 +223,17 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
     }
 
 
+class _PlainDumper(yaml.SafeDumper):
+    """Writes a value shared by several keys in full each time, never as a
+    `&id001` anchor and `*id001` aliases: readers of the ConfigMap (people,
+    diffs, the collector's own confmap) see every exporter's settings."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
 def render_config(config: dict) -> str:
-    return yaml.safe_dump(config, sort_keys=False, width=1000)
+    return yaml.dump(config, Dumper=_PlainDumper, sort_keys=False, width=1000)
 
 
 def gomemlimit(memory_limit: str) -> str:

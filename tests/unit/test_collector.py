@@ -12,6 +12,7 @@ from components.collector import (
     collector_config,
     noise_conditions,
     otlp_http_exporter_type,
+    render_config,
 )
 from components.config import NoiseRule, parse_stack_config
 from tests.support.k8s import container, env_of, pod_spec
@@ -157,6 +158,16 @@ def test_persistent_queue_uses_file_storage():
     assert persistent["extensions"]["file_storage"]["directory"] == "/var/lib/otelcol/queue"
     assert "file_storage" in persistent["service"]["extensions"]
     assert all(e["sending_queue"]["storage"] == "file_storage" for e in persistent["exporters"].values())
+
+
+@pytest.mark.parametrize("persistent_queue, basic_auth", [(False, False), (True, True)])
+def test_the_rendered_config_has_no_yaml_anchors_and_parses_back_to_itself(persistent_queue, basic_auth):
+    config = config_for(THREE, persistent_queue=persistent_queue, basic_auth=basic_auth)
+    text = render_config(config)
+    events = list(yaml.parse(text))
+    assert not [e for e in events if isinstance(e, yaml.AliasEvent) or getattr(e, "anchor", None)]
+    assert not re.search(r"[&*]id\d+", text)
+    assert yaml.safe_load(text) == config
 
 
 def deployed_config(run):
