@@ -29,7 +29,7 @@ from components.config import MEMORY_HEADROOM, merge_over, quantity_bytes
 from tests.support.otlp import one_span_request
 from tests.support import k8s
 from tests.support.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
-from tests.support.program import run_program, stack_values
+from tests.support.program import PORT_FORWARD, run_program, stack_values
 
 MIB = 1024 * 1024
 
@@ -106,6 +106,10 @@ def main() -> int:
         changes["jobExecution"] = True
     if args.auth:
         changes["auth"] = {"kind": args.auth}
+        if args.auth == "basic":
+            # `pulumi up` through a port-forward, so that the admin password never crosses the dev
+            # stack's plain-HTTP Ingress; the server itself does not depend on it.
+            changes["apiUrl"] = PORT_FORWARD
     if args.memory_limit:
         changes["resources"] = {"limits": {"memory": args.memory_limit}}
     declared = run_program(args.stack, mlflow=merge_over(stack_values(args.stack).get("mlflow", {}), changes))

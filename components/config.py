@@ -174,6 +174,7 @@ class Auth:
     kind: str  # none | basic
     admin_username: str
     database: str
+    allow_plain_http: bool = False  # the stack accepts passwords over plain HTTP (said at every `pulumi up`)
 
     @property
     def enabled(self) -> bool:
@@ -631,6 +632,7 @@ def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
         kind=reader.choice("kind", AUTH_KINDS),
         admin_username=reader.text("adminUsername"),
         database=reader.text("database"),
+        allow_plain_http=reader.flag("allowPlainHttp"),
     )
     if auth.admin_username is not None and not re.match(r"^[A-Za-z0-9._@-]+$", auth.admin_username):
         reader.problems.add(reader.at("adminUsername"), "use letters, digits and . _ @ - only")
@@ -645,23 +647,38 @@ def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
     return auth
 
 
-def _refuse_plain_http_passwords(reader: _Reader, exposure: Exposure, api_url: str | None) -> None:
-    """With basic auth every request carries a password. A plain-HTTP apiUrl is
-    refused (loopback, a port-forward, is fine); a plain-HTTP exposure, the
-    defaults' own combination, is warned about."""
-    if exposure.url and exposure.scheme == "http":
+def _refuse_plain_http_passwords(reader: _Reader, exposure: Exposure, api_url: str | None, auth: Auth) -> None:
+    """With basic auth every request carries a password. The URL `pulumi up`
+    signs in at (mlflow.apiUrl, else the exposure's) must be HTTPS or loopback
+    (a port-forward) unless the stack sets auth.allowPlainHttp; a plain-HTTP
+    exposure that only people sign in at is warned about."""
+    url = api_url or exposure.url
+    parts = urllib.parse.urlsplit(url) if url else None
+    allow, kind = reader.at("auth.allowPlainHttp"), reader.at("auth.kind")
+    if parts and parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        port_forward = "a port-forward such as http://localhost:5000"
+        if api_url:
+            key, ways = reader.at("apiUrl"), ["use https://", f"use {port_forward}"]
+        else:
+            key = "exposure.tls.enabled"
+            ways = ["set exposure.tls.enabled true (with tls.secretName or tls.clusterIssuer)",
+                    f"point {reader.at('apiUrl')} at {port_forward}"]
+        ways.append(f"set {kind} none")
+        message = f"with {kind} basic, `pulumi up` sends the admin password in clear text to {url}"
+        if auth.allow_plain_http:
+            reader.problems.warn(key, f"{message} ({allow} is true); to stop it, {_either(ways)}")
+        else:
+            reader.problems.add(key, f"{message}; {_either([*ways, f'set {allow} true to accept it'])}")
+    elif exposure.url and exposure.scheme == "http":
         reader.problems.warn(
             "exposure.tls.enabled",
-            f"with {reader.at('auth.kind')} basic every request to {exposure.url} carries a password in clear "
-            "text; set it true (with tls.secretName or tls.clusterIssuer), or set mlflow.auth.kind none",
+            f"with {kind} basic, whoever signs in at {exposure.url} sends a password in clear text; set it true "
+            f"(with tls.secretName or tls.clusterIssuer), or set {kind} none",
         )
-    host = urllib.parse.urlsplit(api_url).hostname if api_url else None
-    if api_url and api_url.startswith("http://") and host not in LOOPBACK_HOSTS:
-        reader.problems.add(
-            reader.at("apiUrl"),
-            f"{api_url} is plain HTTP and basic auth sends the admin password; use https:// or a port-forward "
-            "(http://localhost:5000)",
-        )
+
+
+def _either(ways: list[str]) -> str:
+    return ", ".join(ways[:-1]) + f", or {ways[-1]}" if len(ways) > 1 else ways[0]
 
 
 def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) -> Mlflow:
@@ -704,7 +721,7 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
         reader.problems.add(reader.at("apiUrl"), f"{api_url!r} must be an http(s) URL such as http://localhost:5000")
     auth = _auth(reader.child("auth"), postgres_database)
     if auth.enabled:
-        _refuse_plain_http_passwords(reader, exposure, api_url)
+        _refuse_plain_http_passwords(reader, exposure, api_url, auth)
     if api_url is None and exposure.kind == "none":
         reader.problems.add(
             reader.at("apiUrl"),

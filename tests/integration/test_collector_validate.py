@@ -12,6 +12,8 @@ from components.config import NoiseRule, parse_stack_config
 from tests.support.collector import configmap_config, validate
 from tests.support.program import STACKS, run_program
 
+# The declared defaults, valid without sign-in (only the collector section is read).
+DEFAULTS = {"domain": "x.io", "mlflow": {"auth": {"kind": "none"}}}
 CUSTOM_NOISE = [{"method": "GET", "route": "/v1/health"}, {"method": "HEAD", "route": "/"},
                 {"method": "GET", "route": "/api/v1.0/status"}, {"method": "POST", "route": "/v1/probe"}]
 
@@ -50,7 +52,7 @@ def test_configs_with_basic_auth_are_valid(collector_binary, tmp_path, persisten
     routed = [RoutedExperiment("default-traces", "1", (), True)] + [
         RoutedExperiment(f"team {i}", str(i + 1), (f"svc-{i}",), False) for i in range(1, 3)]
     config = collector_config(experiments=routed, noise=tuple(NoiseRule(**r) for r in CUSTOM_NOISE),
-                              version=parse_stack_config({"domain": "x.io"}).collector.version,
+                              version=parse_stack_config(DEFAULTS).collector.version,
                               mlflow_endpoint="http://mlflow.mlflow.svc:5000",
                               persistent_queue=persistent_queue, basic_auth=True)
     assert_valid(collector_binary, config, tmp_path)
@@ -69,12 +71,12 @@ def test_the_build_holds_exactly_the_components_the_generated_config_uses(collec
                             check=True)
     built = yaml.safe_load(listed.stdout)
     config = collector_config(experiments=[RoutedExperiment("only", "1", (), True)], noise=(),
-                              version=parse_stack_config({"domain": "x.io"}).collector.version,
+                              version=parse_stack_config(DEFAULTS).collector.version,
                               mlflow_endpoint="http://mlflow:5000", persistent_queue=True, basic_auth=True)
     for kind in ("receivers", "processors", "exporters", "connectors", "extensions"):
         used = {name.split("/")[0] for name in config[kind]}
         assert {c["name"] for c in built[kind]} == used, kind
-    assert built["buildinfo"]["version"] == parse_stack_config({"domain": "x.io"}).collector.version
+    assert built["buildinfo"]["version"] == parse_stack_config(DEFAULTS).collector.version
 
 
 @pytest.mark.parametrize("breakage, error", [

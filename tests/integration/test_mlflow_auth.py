@@ -18,14 +18,16 @@ from tests.support.collector import CollectorProcess, RealIdMocks, configmap_con
 from tests.support.kubelet import POD_HOST
 from tests.support.otlp import one_span_request
 from tests.support.processes import MlflowProcess, free_port, kubelet_for, run_job, wait_until
-from tests.support.program import run_program
+from tests.support.program import PORT_FORWARD, run_program
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
+# Basic auth, with `pulumi up` reaching MLflow through a port-forward as these tests do (loopback).
+BASIC_AUTH = {"auth": {"kind": "basic"}, "apiUrl": PORT_FORWARD}
 
 
 @pytest.fixture(scope="module")
 def auth_run():
-    return run_program("dev", mlflow={"auth": {"kind": "basic"}})
+    return run_program("dev", mlflow=BASIC_AUTH)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +110,7 @@ def test_the_collector_exports_with_the_credentials_its_pod_declares(auth_server
     name = f"collector-auth-{uuid.uuid4().hex[:8]}"
     created = session.post(f"{auth_server.url}/api/2.0/mlflow/experiments/create", json={"name": name}, timeout=10)
     experiment_id = created.json()["experiment_id"]
-    run = run_program("dev", mocks=RealIdMocks({name: experiment_id}), mlflow={"auth": {"kind": "basic"}},
+    run = run_program("dev", mocks=RealIdMocks({name: experiment_id}), mlflow=BASIC_AUTH,
                       experiments=[{"name": name, "default": True}])
     container = run.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]["containers"][0]
     # The env a kubelet gives the pod: the credentials resolved from the auth Secret.

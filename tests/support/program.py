@@ -29,13 +29,20 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
 MOCK_PASSWORD = "mock-generated-Password-4f1c2e"
 DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
+# What a stack with basic auth needs so that `pulumi up` never sends the admin
+# password in clear text (mlflow.auth.allowPlainHttp false): the dev stack's
+# Ingress with TLS on, or `pulumi up` through `kubectl port-forward svc/mlflow 5000`.
+TLS_INGRESS = {"kind": "ingress", "className": "nginx", "tls": {"enabled": True}}
+PORT_FORWARD = "http://localhost:5000"
 # Settings over the dev stack that each change the resource graph in a way no stack file does.
+# A variant's top-level key replaces the stack's whole object (merged over the declared defaults).
 VARIANTS = {
-    "s3": {"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://traces/p", "secretName": "s3"}}},
+    "s3": {"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://traces/p", "secretName": "s3"},
+                      "auth": {"kind": "none"}}},  # no sign-in, as dev
     # With basic auth, so that it has a generated secret for the leak scan to look for.
     "external-postgres": {"postgres": {"mode": "external", "external": {"host": "db", "secretName": "pg"}},
-                          "mlflow": {"auth": {"kind": "basic"}}},
-    "basic-auth": {"mlflow": {"auth": {"kind": "basic"}}},
+                          "mlflow": {"auth": {"kind": "basic"}, "apiUrl": PORT_FORWARD}},
+    "basic-auth": {"mlflow": {"auth": {"kind": "basic"}}, "exposure": TLS_INGRESS},
     "httproute-tls": {"exposure": {"kind": "httproute", "tls": {"enabled": True},
                                    "gateway": {"name": "gw", "sectionName": "https"}}},
     "ingress-tls": {"exposure": {"kind": "ingress", "tls": {"enabled": True, "clusterIssuer": "le"}}},

@@ -11,14 +11,14 @@ from components.auth import auth_config_ini
 from components.config import ConfigError, parse_stack_config
 from components.postgres import database_init_sql
 from tests.support.k8s import container, env_of
-from tests.support.program import DYNAMIC_TYPE, MOCK_PASSWORD, run_program
+from tests.support.program import DYNAMIC_TYPE, MOCK_PASSWORD, TLS_INGRESS, RecordingMocks, run_program
 
 AUTH = {"auth": {"kind": "basic"}}
 
 
 @pytest.fixture(scope="module")
 def run():
-    return run_program("dev", mlflow=AUTH)
+    return run_program("dev", mlflow=AUTH, exposure=TLS_INGRESS)
 
 
 def server_container(run) -> dict:
@@ -128,19 +128,65 @@ def test_every_collector_exporter_signs_in_with_the_credentials_from_the_secret(
         assert exporter["auth"] == {"authenticator": extension}
 
 
-def test_a_plain_http_api_url_is_refused_with_basic_auth_but_a_port_forward_is_fine():
+WAYS_OUT = ("exposure.tls.enabled true", "http://localhost:5000", "mlflow.auth.kind none",
+            "mlflow.auth.allowPlainHttp true")
+
+
+def plain_http_problems(values: dict) -> list[str]:
     with pytest.raises(ConfigError) as error:
-        parse_stack_config({"domain": "example.com", "mlflow": {"apiUrl": "http://mlflow.example.com"}})
-    assert any(p.startswith("mlflow.apiUrl:") and "https://" in p for p in error.value.problems)
-    assert parse_stack_config({"domain": "example.com", "mlflow": {"apiUrl": "http://localhost:5000"}})
-    assert parse_stack_config({"domain": "example.com",
-                               "mlflow": {"apiUrl": "http://mlflow.example.com", "auth": {"kind": "none"}}})
+        parse_stack_config({"domain": "example.com", **values})
+    return [p for p in error.value.problems if "clear text" in p]
 
 
-def test_basic_auth_over_a_plain_http_exposure_is_warned_about():
-    (warning,) = parse_stack_config({"domain": "example.com"}).warnings
+def test_basic_auth_over_the_default_plain_http_exposure_is_an_error_naming_every_way_out():
+    (problem,) = plain_http_problems({})
+    assert problem.startswith("exposure.tls.enabled:") and "http://mlflow.example.com" in problem
+    assert all(way in problem for way in WAYS_OUT), problem
+    (problem,) = plain_http_problems({"exposure": {"kind": "httproute", "gateway": {"name": "gw"}}})
+    assert problem.startswith("exposure.tls.enabled:")
+
+
+def test_a_plain_http_api_url_is_refused_with_the_same_ways_out():
+    (problem,) = plain_http_problems({"exposure": {"tls": {"enabled": True}},
+                                      "mlflow": {"apiUrl": "http://mlflow.example.com"}})
+    assert problem.startswith("mlflow.apiUrl:") and "https://" in problem
+    assert all(way in problem for way in WAYS_OUT[1:]), problem
+
+
+def test_a_bad_config_with_plain_http_passwords_registers_no_resource():
+    mocks = RecordingMocks()
+    with pytest.raises(Exception, match=r"exposure\.tls\.enabled: .*mlflow\.auth\.allowPlainHttp true"):
+        run_program("dev", mocks=mocks, mlflow=AUTH)
+    assert mocks.registered == []
+
+
+@pytest.mark.parametrize("values", [
+    {"exposure": {"tls": {"enabled": True}}},
+    {"mlflow": {"apiUrl": "http://localhost:5000"}},
+    {"mlflow": {"apiUrl": "http://127.0.0.1:5000"}},
+    {"mlflow": {"apiUrl": "https://mlflow.example.com"}},
+    {"mlflow": {"auth": {"kind": "none"}}},
+    {"mlflow": {"auth": {"allowPlainHttp": True}}},
+    {"mlflow": {"apiUrl": "http://mlflow.example.com", "auth": {"allowPlainHttp": True}}},
+    {"platform": "openshift", "exposure": {"kind": "route"}},
+])
+def test_each_way_out_is_accepted(values):
+    assert parse_stack_config({"domain": "example.com", **values})
+
+
+def test_plain_http_that_the_stack_allows_or_leaves_to_browsers_is_still_warned_about():
+    (warning,) = parse_stack_config({"domain": "example.com", "mlflow": {"auth": {"allowPlainHttp": True}}}).warnings
     assert warning.startswith("exposure.tls.enabled:") and "http://mlflow.example.com" in warning
+    (warning,) = parse_stack_config({"domain": "example.com", "mlflow": {"apiUrl": "http://localhost:5000"}}).warnings
+    assert warning.startswith("exposure.tls.enabled:") and "sign" in warning
     assert parse_stack_config({"domain": "example.com", "exposure": {"tls": {"enabled": True}}}).warnings == ()
     assert parse_stack_config({"domain": "example.com", "mlflow": {"auth": {"kind": "none"}}}).warnings == ()
     assert parse_stack_config({"platform": "openshift", "domain": "apps.example.com",
                                "exposure": {"kind": "route"}}).warnings == ()
+
+
+def test_a_stack_that_allows_plain_http_explicitly_deploys():
+    run = run_program("dev", mlflow={"auth": {"kind": "basic", "allowPlainHttp": True}})
+    (experiment,) = run.of_type(DYNAMIC_TYPE)
+    assert experiment.inputs["tracking_url"] == "http://mlflow.localtest.me"
+    assert experiment.inputs["credentials"]["password"].startswith(MOCK_PASSWORD)

@@ -6,6 +6,7 @@ import yaml
 
 from components.config import (
     ConfigError,
+    merge_over,
     mlflow_footprint_mib,
     parse_stack_config,
     project_defaults,
@@ -15,6 +16,13 @@ from components.config import (
 from tests.support.program import PROJECT_DIR, RecordingMocks, run_program
 
 DOMAIN = {"domain": "example.com"}
+# The declared defaults plus what every stack with basic auth needs: a domain, and HTTPS for the passwords.
+VALID = {**DOMAIN, "exposure": {"tls": {"enabled": True}}}
+
+
+def parse(values: dict | None = None):
+    """The config of VALID with `values` merged over it key by key."""
+    return parse_stack_config(merge_over(VALID, values or {}))
 
 
 def problems_of(values: dict) -> list[str]:
@@ -36,9 +44,10 @@ def test_every_key_is_declared_with_type_default_and_description():
 
 
 def test_declared_defaults_give_the_documented_stack():
-    config = parse_stack_config(DOMAIN)
+    config = parse()
     assert config.namespace == "mlflow" and config.create_namespace and config.platform == "kubernetes"
-    assert config.exposure.host == "mlflow.example.com" and config.exposure.url == "http://mlflow.example.com"
+    assert config.exposure.host == "mlflow.example.com" and config.exposure.url == "https://mlflow.example.com"
+    assert config.mlflow.auth.kind == "basic" and not config.mlflow.auth.allow_plain_http
     assert config.mlflow.image == "ghcr.io/mlflow/mlflow:v3.17.2-full"
     assert config.collector.image == "otel/opentelemetry-collector-contrib:0.152.0"
     assert config.collector.version == "0.152.0"
@@ -52,7 +61,7 @@ def test_declared_defaults_give_the_documented_stack():
 
 
 def test_a_stack_object_is_merged_over_the_default_key_by_key():
-    config = parse_stack_config({**DOMAIN, "postgres": {"storageSize": "2Gi"}, "mlflow": {"artifacts": {"size": "1Gi"}}})
+    config = parse({"postgres": {"storageSize": "2Gi"}, "mlflow": {"artifacts": {"size": "1Gi"}}})
     assert config.postgres.storage_size == "2Gi"
     assert config.postgres.image == project_defaults()["postgres"]["image"]
     assert config.mlflow.artifacts.size == "1Gi" and config.mlflow.artifacts.kind == "pvc"
@@ -60,7 +69,7 @@ def test_a_stack_object_is_merged_over_the_default_key_by_key():
 
 
 def test_default_mlflow_size_leaves_headroom_over_its_footprint():
-    config = parse_stack_config(DOMAIN)
+    config = parse()
     footprint = mlflow_footprint_mib(config.mlflow.workers, config.mlflow.job_execution) * 2**20
     assert footprint <= 0.75 * config.mlflow.resources.memory_limit_bytes
     assert footprint <= quantity_bytes(config.mlflow.resources.requests["memory"])
@@ -131,7 +140,7 @@ def test_all_problems_are_reported_together():
 
 
 def test_a_custom_collector_image_can_name_its_version():
-    config = parse_stack_config({**DOMAIN, "collector": {"image": "registry.local/otelcol:latest", "version": "0.150.1"}})
+    config = parse({"collector": {"image": "registry.local/otelcol:latest", "version": "0.150.1"}})
     assert config.collector.version == "0.150.1"
 
 
@@ -154,7 +163,7 @@ def test_quantities_and_image_versions():
 @pytest.mark.parametrize("image", ["registry.local/mlflow:latest", "registry.local/mlflow:prod",
                                    "registry.local/mlflow@sha256:" + "a" * 64, "registry.local:5000/team/mlflow"])
 def test_a_custom_mlflow_image_needs_no_version_in_its_tag(image):
-    config = parse_stack_config({**DOMAIN, "mlflow": {"image": image}})
+    config = parse({"mlflow": {"image": image}})
     assert config.mlflow.image == image
     assert not hasattr(config.mlflow, "version")  # no component needs MLflow's version
 
@@ -168,7 +177,7 @@ def test_a_collector_image_without_a_version_asks_for_the_declared_collector_ver
 
 def test_extra_allowed_hosts_accept_names_that_start_with_http():
     hosts = ("httpbin.example.com", "https-gw.corp.net", "http-proxy:8080", "*.httpbin.io")
-    config = parse_stack_config({**DOMAIN, "mlflow": {"extraAllowedHosts": list(hosts)}})
+    config = parse({"mlflow": {"extraAllowedHosts": list(hosts)}})
     assert config.mlflow.extra_allowed_hosts == hosts
 
 
@@ -215,7 +224,7 @@ def test_a_storage_size_must_be_a_kubernetes_quantity(values, key):
 
 @pytest.mark.parametrize("size", ["10Gi", "1.5Ti", "500M", "2G", "1e9", "1Pi"])
 def test_valid_storage_sizes_pass(size):
-    config = parse_stack_config({**DOMAIN, "postgres": {"storageSize": size}, "mlflow": {"artifacts": {"size": size}}})
+    config = parse({"postgres": {"storageSize": size}, "mlflow": {"artifacts": {"size": size}}})
     assert config.postgres.storage_size == size and config.mlflow.artifacts.size == size
 
 
@@ -234,4 +243,4 @@ def test_each_image_must_be_an_image_reference(section, image):
                                    "registry.local:5000/team/postgres_db:17", "localhost/pg@sha256:" + "0" * 64,
                                    "Registry.Example.com/pg:v1.2", "[::1]:5000/pg:17"])
 def test_valid_image_references_pass(image):
-    assert parse_stack_config({**DOMAIN, "postgres": {"image": image}}).postgres.image == image
+    assert parse({"postgres": {"image": image}}).postgres.image == image

@@ -92,7 +92,7 @@ def test_pvc_artifacts_use_recreate_and_a_retained_claim(dev, server):
 
 
 def test_s3_artifacts_use_the_bucket_and_the_credentials_secret():
-    run = run_program("dev", mlflow={**S3, "replicas": 2})
+    run = run_program("dev", mlflow={**S3, "replicas": 2, "auth": {"kind": "none"}})  # no sign-in, as dev
     deployment = run.get("Deployment", "mlflow")
     server = container(deployment, "mlflow")
     assert arg_after(server["command"], "--artifacts-destination") == "s3://traces/mlflow"
@@ -111,7 +111,8 @@ def test_memory_limit_follows_workers_and_job_execution(workers, job_execution):
     # Scale the default limit to what the config layer requires, then check the Deployment carries it.
     limit = f"{int(mlflow_footprint_mib(workers, job_execution) / 0.75) + 1}Mi"
     values = {"domain": "x.io", "mlflow": {"workers": workers, "jobExecution": job_execution,
-                                           "resources": {"requests": {"memory": "512Mi"}, "limits": {"memory": limit}}}}
+                                           "resources": {"requests": {"memory": "512Mi"}, "limits": {"memory": limit}},
+                                           "auth": {"kind": "none"}}}  # no sign-in, as dev
     config = parse_stack_config(values)
     run = run_program("dev", mlflow=values["mlflow"])
     server = container(run.get("Deployment", "mlflow"), "mlflow")

@@ -227,7 +227,8 @@ def test_ingress_namespaces_follow_the_exposure():
     assert not reach(traefik, INGRESS_NGINX, "mlflow", MLFLOW)
 
     openshift_gateway = run_program("openshift", exposure={
-        "kind": "httproute", "gateway": {"name": "gw", "namespace": "istio-gateways"}})
+        "kind": "httproute", "tls": {"enabled": True},
+        "gateway": {"name": "gw", "namespace": "istio-gateways", "sectionName": "https"}})
     assert reach(openshift_gateway, Pod("istio-gateways", {"app": "proxy"}), "mlflow", MLFLOW)
     assert reach(openshift_gateway, Pod("openshift-ingress", namespace_labels={
         "policy-group.network.openshift.io/ingress": ""}), "mlflow", MLFLOW)
