@@ -37,6 +37,15 @@ INIT_DIR = "/init"
 INIT_SCRIPT = "create-databases.sql"
 # Bounded wait for the server inside the init Job: 60 tries, 2 s apart.
 WAIT_TRIES = 60
+# The image's entrypoint sets POSTGRES_PASSWORD only on an empty volume. A volume
+# kept from an earlier deployment (destroy, then up) would then refuse the newly
+# generated password: before the server starts, this sets the Secret's password on
+# an existing data directory, in single-user mode (no network, no authentication).
+PASSWORD_SYNC_SCRIPT = (
+    'if [ -s "$PGDATA/PG_VERSION" ]; then '
+    'printf \'ALTER ROLE "%s" WITH PASSWORD \'"\'%s\';\\n" "$POSTGRES_USER" "$POSTGRES_PASSWORD" '
+    '| postgres --single -j -D "$PGDATA" postgres >/dev/null; fi'
+)
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,21 @@ def postgres_container(cfg: Postgres) -> dict:
     }
 
 
+def password_sync_container(server: dict) -> dict:
+    """Runs before the server with its env and volumes: the Secret's password wins over
+    the one a retained volume was initialised with (see PASSWORD_SYNC_SCRIPT)."""
+    return {
+        "name": "sync-password",
+        "image": server["image"],
+        "command": ["sh", "-c", PASSWORD_SYNC_SCRIPT],
+        "env": server["env"],
+        "resources": server["resources"],
+        # Writes only to the data volume.
+        "securityContext": container_security_context(read_only_root=True),
+        "volumeMounts": server["volumeMounts"],
+    }
+
+
 def statefulset_spec(cfg: Postgres, platform: str, secret_name: pulumi.Input[str]) -> dict:
     container = postgres_container(cfg)
     container["env"].append(
@@ -143,6 +167,7 @@ def statefulset_spec(cfg: Postgres, platform: str, secret_name: pulumi.Input[str
             "metadata": {"labels": labels_for("postgres")},
             "spec": {
                 "securityContext": pod_security_context(platform, POSTGRES_UID),
+                "initContainers": [password_sync_container(container)],
                 "containers": [container],
                 "volumes": [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
             },

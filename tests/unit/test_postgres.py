@@ -36,6 +36,19 @@ def test_statefulset_keeps_its_volume_and_probes_with_pg_isready(dev):
     assert dev.get("Service", "postgres").outputs["spec"]["ports"][0]["port"] == 5432
 
 
+def test_the_secret_password_is_set_on_a_kept_volume_before_the_server_starts(dev):
+    """destroy keeps the data volume; the next up generates a new password, which the
+    image's entrypoint would ignore on a non-empty volume."""
+    statefulset = dev.get("StatefulSet", "postgres")
+    (sync,) = pod_spec(statefulset)["initContainers"]
+    server = container(statefulset, "postgres")
+    assert sync["image"] == server["image"]
+    assert sync["volumeMounts"] == server["volumeMounts"]
+    password = env_of(sync)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert password == env_of(server)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
+    assert "postgres --single" in sync["command"][-1] and '"$POSTGRES_PASSWORD"' in sync["command"][-1]
+
+
 def test_storage_class_is_passed_when_set():
     run = run_program("dev", postgres={"storageClass": "fast"})
     (claim,) = run.get("StatefulSet", "postgres").outputs["spec"]["volumeClaimTemplates"]
