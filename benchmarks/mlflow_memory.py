@@ -26,8 +26,8 @@ import requests
 from mlflow import MlflowClient
 
 from components.config import MEMORY_HEADROOM, merge_over, quantity_bytes
-from tests.support.otlp import one_span_request
 from tests.support import k8s
+from tests.support.otlp import one_span_request
 from tests.support.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
 from tests.support.program import PORT_FORWARD, run_program, stack_values
 

@@ -266,7 +266,8 @@ def deployment_spec(cfg: Collector, platform: str, config_map: pulumi.Input[str]
                     "env": [
                         {"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])},
                         # What the basicauth extension signs in with.
-                        *(auth.secret_env(mlflow_auth, {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
+                        *(auth.secret_env(mlflow_auth,
+                                          {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
                           if mlflow_auth else []),
                     ],
                     "ports": [

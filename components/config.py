@@ -12,9 +12,10 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -341,7 +342,7 @@ class _Reader:
         """The full key path of `name` inside this object."""
         return f"{self.key}.{name}" if self.key else name
 
-    def child(self, name: str) -> "_Reader":
+    def child(self, name: str) -> _Reader:
         return _Reader(self.value.get(name), self.at(name), self.problems)
 
     def _typed(self, name: str, kinds: tuple[type, ...], what: str, optional: bool) -> Any:
@@ -389,7 +390,7 @@ class _Reader:
             return {}
         return dict(value)
 
-    def objects(self, name: str) -> list["_Reader"]:
+    def objects(self, name: str) -> list[_Reader]:
         value = self.value.get(name)
         if not isinstance(value, list):
             self.problems.add(self.at(name), f"must be a list, got {json.dumps(value)}")
@@ -638,7 +639,9 @@ def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
         reader.problems.add(reader.at("adminUsername"), "use letters, digits and . _ @ - only")
     if auth.database is not None:
         if not _DATABASE_NAME.match(auth.database):
-            reader.problems.add(reader.at("database"), f"{auth.database!r} must be a lower-case identifier such as mlflow_auth")
+            reader.problems.add(
+                reader.at("database"), f"{auth.database!r} must be a lower-case identifier such as mlflow_auth"
+            )
         elif auth.database == postgres_database:
             reader.problems.add(
                 reader.at("database"),
@@ -694,7 +697,8 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
         if host.strip() in ("*", "all") or "," in host:
             reader.problems.add(
                 reader.at("extraAllowedHosts"),
-                f"{host!r} would disable or break the Host check; list host names (wildcards such as *.example.com are fine)",
+                f"{host!r} would disable or break the Host check; list host names (wildcards such as "
+                "*.example.com are fine)",
             )
     if artifacts.kind == "pvc" and artifacts.access_mode != "ReadWriteMany" and replicas > 1:
         reader.problems.add(

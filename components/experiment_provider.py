@@ -32,7 +32,6 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
-
 from pulumi.runtime.rpc import UNKNOWN  # a value not known until apply (preview passes it to check/diff)
 
 from components.config import experiment_name_problem

@@ -16,7 +16,7 @@ network, so no policy stops it either.
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import pulumi
 import pulumi_kubernetes as k8s

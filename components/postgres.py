@@ -16,12 +16,12 @@ import pulumi_random as random
 from components.config import MLFLOW_DATABASE, Postgres
 from components.kube import (
     CHECKSUM_ANNOTATION,
+    NamespaceRef,
     container_security_context,
     content_checksum,
     labels_for,
     pod_security_context,
     selector_for,
-    NamespaceRef,
     service_host,
 )
 

@@ -172,7 +172,8 @@ def test_remapping_a_service_rolls_the_pods_and_the_traffic_follows(mlflow_serve
             trace = chat_trace("llama-3.1-8b", 5, 5)
             post_http(collector.http_url, export_request({"chat-api": trace}))
             trace_id = trace[0].trace_id.hex()
-            wait_until(lambda: any(s.trace_id == trace_id for s in stored_spans(mlflow_server.url, ids[destination])),
+            wait_until(lambda trace_id=trace_id, destination=destination: any(
+                           s.trace_id == trace_id for s in stored_spans(mlflow_server.url, ids[destination])),
                        ARRIVAL_TIMEOUT, f"chat-api's trace in {destination}", collector.process, collector.log)
             elsewhere = [name for name in ids if name != destination
                          and any(s.trace_id == trace_id for s in stored_spans(mlflow_server.url, ids[name]))]

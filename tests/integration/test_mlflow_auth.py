@@ -10,7 +10,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
-
 from mlflow import MlflowClient
 
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider

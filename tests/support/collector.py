@@ -50,7 +50,7 @@ def build_collector() -> Path:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         out, err = process.communicate()
-        raise RuntimeError(f"collector/build.sh did not finish within {BUILD_TIMEOUT}s:\n{err[-4000:]}")
+        raise RuntimeError(f"collector/build.sh did not finish within {BUILD_TIMEOUT}s:\n{err[-4000:]}") from None
     if process.returncode != 0:
         raise RuntimeError(f"collector/build.sh failed (exit {process.returncode}); the collector tests need "
                            f"Go and the Go module proxy:\n{err[-4000:]}")
@@ -102,7 +102,7 @@ class LoopbackPorts:
     metrics: int
 
     @classmethod
-    def free(cls) -> "LoopbackPorts":
+    def free(cls) -> LoopbackPorts:
         return cls(free_port(), free_port(), free_port(), free_port())
 
 
@@ -160,7 +160,7 @@ class CollectorProcess:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.ports.grpc}"
 
-    def start(self) -> "CollectorProcess":
+    def start(self) -> CollectorProcess:
         self.process = subprocess.Popen(
             [str(self.binary), f"--config={self.config_file}"], env={**os.environ, **self.env},
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,

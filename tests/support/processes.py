@@ -10,8 +10,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import requests
 
@@ -71,7 +71,7 @@ class PostgresCluster:
             entry = pwd.getpwnam("postgres")
             os.chown(path, entry.pw_uid, entry.pw_gid)
 
-    def start(self) -> "PostgresCluster":
+    def start(self) -> PostgresCluster:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._own(self.directory)
         data, pwfile = self.directory / "data", self.directory / "pwfile"
@@ -97,7 +97,8 @@ class PostgresCluster:
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         done = subprocess.run(
-            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser, "-d", database, "-Atc", sql],
+            [str(self.bin / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser, "-d", database,
+             "-Atc", sql],
             env={**os.environ, "PGPASSWORD": self.password}, capture_output=True, text=True, timeout=30, check=True,
         )
         return done.stdout.strip()
@@ -134,7 +135,7 @@ class MlflowProcess:
         probe = container["startupProbe"]
         return probe.get("initialDelaySeconds", 0) + probe["periodSeconds"] * probe["failureThreshold"]
 
-    def start(self) -> "MlflowProcess":
+    def start(self) -> MlflowProcess:
         """Start the server and wait for `/health` within the declared startup budget,
         so a start slower than the probe allows fails the test as it would fail the pod."""
         began = time.monotonic()

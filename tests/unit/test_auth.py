@@ -45,7 +45,8 @@ def test_the_server_runs_the_basic_auth_app_with_generated_secrets_from_the_secr
     server = server_container(run)
     assert server["command"][:4] == ["mlflow", "server", "--app-name", "basic-auth"]
     env, secret = env_of(server), auth_secret(run)
-    for name, key in (("MLFLOW_AUTH_ADMIN_PASSWORD", "password"), ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key")):
+    for name, key in (("MLFLOW_AUTH_ADMIN_PASSWORD", "password"),
+                      ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key")):
         assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": key}
         assert secret.outputs["stringData"][key].startswith(MOCK_PASSWORD)
     assert secret.outputs["stringData"]["password"] != secret.outputs["stringData"]["flask-secret-key"]

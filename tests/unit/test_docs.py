@@ -37,6 +37,7 @@ def test_every_stack_output_is_in_the_readme(dev):
 
 
 def test_ci_runs_the_readme_test_command():
-    (command,) = re.findall(r"^python -m pip install -r requirements-dev.txt && (python -m pytest[^\n]*)$", README, re.M)
+    (command,) = re.findall(r"^python -m pip install -r requirements-dev.txt && (python -m pytest[^\n]*)$",
+                            README, re.M)
     ci = (PROJECT_DIR / ".ci" / "run").read_text()
     assert re.search(rf"^{re.escape(command)}$", ci, re.M)

@@ -4,15 +4,15 @@ the labels its workloads really carry."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 import kubernetes_validate
 import pytest
 
 from components.config import ConfigError, namespace_selector, parse_stack_config
-from tests.support.program import RecordingMocks, run_program
 from tests.support.k8s import K8S_VERSION, integral
+from tests.support.program import RecordingMocks, run_program
 
 NAME_LABEL = "kubernetes.io/metadata.name"
 MLFLOW, POSTGRES, OTLP_GRPC, OTLP_HTTP, COLLECTOR_METRICS = 5000, 5432, 4317, 4318, 8888
@@ -104,8 +104,9 @@ def test_the_evaluator_follows_the_networkpolicy_semantics():
     assert allowed([policy(same_namespace_web)], web, db, 5)
     assert not allowed([policy(same_namespace_web)], web, db, 6)
     assert not allowed([policy(same_namespace_web)], other, db, 5)
-    both = {"from": [{"namespaceSelector": {"matchLabels": {"team": "x"}}, "podSelector": {"matchLabels": {"app": "no"}}}]}
-    either = {"from": [{"namespaceSelector": {"matchLabels": {"team": "x"}}}, {"podSelector": {"matchLabels": {"app": "no"}}}]}
+    team_x, app_no = {"matchLabels": {"team": "x"}}, {"matchLabels": {"app": "no"}}
+    both = {"from": [{"namespaceSelector": team_x, "podSelector": app_no}]}
+    either = {"from": [{"namespaceSelector": team_x}, {"podSelector": app_no}]}
     assert not allowed([policy(both)], other, db, 1)
     assert allowed([policy(either)], other, db, 1)
     assert allowed([policy(), policy(either)], other, db, 1)  # policies add up
@@ -145,8 +146,10 @@ def stranger(run) -> Pod:
 
 
 INGRESS_NGINX = Pod("ingress-nginx", {"app.kubernetes.io/name": "ingress-nginx"})
-OPENSHIFT_ROUTER = Pod("openshift-ingress", {"ingresscontroller.operator.openshift.io/deployment-ingresscontroller": "default"},
-                       {"policy-group.network.openshift.io/ingress": "", "network.openshift.io/policy-group": "ingress"})
+OPENSHIFT_ROUTER = Pod("openshift-ingress",
+                       {"ingresscontroller.operator.openshift.io/deployment-ingresscontroller": "default"},
+                       {"policy-group.network.openshift.io/ingress": "",
+                        "network.openshift.io/policy-group": "ingress"})
 APPS = Pod("apps", {"app": "chatbot"}, {"team": "ml"})
 ELSEWHERE = Pod("elsewhere", {"app": "chatbot"})
 
