@@ -180,7 +180,7 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
             }],
         },
     }
-    extensions = {"health_check": {"endpoint": f"0.0.0.0:{HEALTH_PORT}"}}
+    extensions: dict[str, dict] = {"health_check": {"endpoint": f"0.0.0.0:{HEALTH_PORT}"}}
     if persistent_queue:
         extensions["file_storage"] = {"directory": QUEUE_DIR, "create_directory": True}
     if basic_auth:

@@ -254,7 +254,7 @@ class StackConfig:
     @property
     def mlflow_api_url(self) -> str:
         """Where the machine running `pulumi up` reaches MLflow."""
-        return self.mlflow.api_url or self.exposure.url  # validated: one is set
+        return self.mlflow.api_url or self.exposure.url or ""  # validated: one is set
 
 
 # --------------------------------------------------------------------------- helpers
@@ -362,7 +362,7 @@ class _Reader:
         value = self.text(name)
         if value is not None and value not in choices:
             self.problems.add(self.at(name), f"must be one of {', '.join(choices)}, got {value!r}")
-        return value
+        return value or ""  # "" only when a problem is recorded
 
     def integer(self, name: str, minimum: int) -> int:
         value = self._typed(name, (int, float), "a whole number", False)
@@ -411,7 +411,7 @@ def _dns_label(reader: _Reader, name: str) -> str:
             f"{value!r} is not a DNS-1123 label (lower-case letters, digits and '-', at most 63, "
             "starting and ending with a letter or digit)",
         )
-    return value
+    return value or ""  # "" only when a problem is recorded
 
 
 def _dns_name(problems: _Problems, key: str, value: str | None) -> None:
@@ -629,20 +629,21 @@ def _artifacts(reader: _Reader) -> Artifacts:
 
 
 def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
+    admin_username, database = reader.text("adminUsername"), reader.text("database")
     auth = Auth(
         kind=reader.choice("kind", AUTH_KINDS),
-        admin_username=reader.text("adminUsername"),
-        database=reader.text("database"),
+        admin_username=admin_username or "",
+        database=database or "",
         allow_plain_http=reader.flag("allowPlainHttp"),
     )
-    if auth.admin_username is not None and not re.match(r"^[A-Za-z0-9._@-]+$", auth.admin_username):
+    if admin_username is not None and not re.match(r"^[A-Za-z0-9._@-]+$", admin_username):
         reader.problems.add(reader.at("adminUsername"), "use letters, digits and . _ @ - only")
-    if auth.database is not None:
-        if not _DATABASE_NAME.match(auth.database):
+    if database is not None:
+        if not _DATABASE_NAME.match(database):
             reader.problems.add(
-                reader.at("database"), f"{auth.database!r} must be a lower-case identifier such as mlflow_auth"
+                reader.at("database"), f"{database!r} must be a lower-case identifier such as mlflow_auth"
             )
-        elif auth.database == postgres_database:
+        elif database == postgres_database:
             reader.problems.add(
                 reader.at("database"),
                 "must differ from MLflow's own database (its tables would clash); keep the default mlflow_auth",
@@ -760,7 +761,7 @@ def _collector(reader: _Reader) -> Collector:
         route = rule.text("route")
         if route is not None and not re.match(r"^/[A-Za-z0-9._~/-]*$", route):
             rule.problems.add(rule.at("route"), f"{route!r} must be a literal path starting with '/'")
-        noise.append(NoiseRule(method=method, route=route))
+        noise.append(NoiseRule(method=method, route=route or ""))
     if len(set(noise)) != len(noise):
         reader.problems.add(reader.at("noise"), "lists a rule twice; remove the duplicate")
     return Collector(
@@ -969,10 +970,10 @@ def load_stack_config() -> StackConfig:
             values[key] = raw
         else:
             try:
-                values[key] = json.loads(raw)
-            except (TypeError, json.JSONDecodeError):
+                values[key] = json.loads(raw) if raw is not None else None
+            except json.JSONDecodeError:
                 values[key] = raw  # reported as the wrong type by the parser
-    config = parse_stack_config(values, defaults)
-    for warning in config.warnings:
+    stack = parse_stack_config(values, defaults)
+    for warning in stack.warnings:
         pulumi.log.warn(warning)
-    return config
+    return stack

@@ -205,7 +205,10 @@ class MlflowExperimentProvider(ResourceProvider):
             except MlflowApiError as error:
                 if error.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
-                experiment_id = client.get_by_name(name, action)["experiment_id"]  # created meanwhile
+                holder = client.get_by_name(name, action)  # created meanwhile
+                if holder is None:
+                    raise
+                experiment_id = holder["experiment_id"]
         else:
             # Adopt the holder of the name: same id, same traces.
             experiment_id = experiment["experiment_id"]
@@ -249,7 +252,10 @@ class MlflowExperimentProvider(ResourceProvider):
         for key in old_tags:
             if key not in tags and key in live:
                 client.call("POST", "delete-experiment-tag", action, json={"experiment_id": experiment_id, "key": key})
-        return _outputs(props, client.get(experiment_id, action))
+        converged = client.get(experiment_id, action)
+        if converged is None:
+            raise MlflowApiError(action, 404, ABSENT, f"experiment {experiment_id} was permanently deleted meanwhile")
+        return _outputs(props, converged)
 
     def read(self, id_: str, props: dict) -> ReadResult:
         client = _Client(props)

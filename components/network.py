@@ -28,7 +28,7 @@ from components.kube import NamespaceRef, labels_for, selector_for
 # The pods that talk to PostgreSQL, by the component name of their labels.
 POSTGRES_CLIENTS = (mlflow.SERVICE_NAME, mlflow.MIGRATION_COMPONENT, postgres.INIT_COMPONENT)
 # Peer: every pod in the policy's own namespace.
-OWN_NAMESPACE = {"podSelector": {}}
+OWN_NAMESPACE: dict[str, dict] = {"podSelector": {}}
 
 
 def _pods_named(component: str) -> dict:

@@ -208,6 +208,7 @@ class PostgresDatabase(pulumi.ComponentResource):
 
         if config.mode == "external":
             ext = config.external
+            assert ext is not None  # the config layer sets it in external mode
             self.connection = PostgresConnection(
                 host=ext.host, port=ext.port, database=ext.database, secret_name=ext.secret_name,
                 username_key=ext.username_key, password_key=ext.password_key,
