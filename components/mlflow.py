@@ -61,7 +61,10 @@ def backend_store_uri(connection: PostgresConnection, database: str | None = Non
 
 
 def artifacts_destination(artifacts: Artifacts) -> str:
-    return artifacts.uri if artifacts.kind == "s3" else ARTIFACTS_DIR
+    if artifacts.kind == "s3":
+        assert artifacts.uri, "the config layer requires artifacts.uri with kind s3"
+        return artifacts.uri
+    return ARTIFACTS_DIR
 
 
 def server_args(cfg: Mlflow, allowed_hosts: list[str]) -> list[str]:
@@ -133,8 +136,8 @@ def server_probes() -> dict:
 
 def _volumes(cfg: Mlflow, artifacts_claim: pulumi.Input[str] | None,
              auth_refs: AuthRefs | None) -> tuple[list[dict], list[dict]]:
-    volumes = [{"name": "tmp", "emptyDir": {}}]
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}]
+    volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[dict] = [{"name": "tmp", "mountPath": "/tmp"}]
     if auth_refs is not None:
         volumes.append({"name": "auth-config", "configMap": {"name": auth_refs.config_map_name}})
         mounts.append({"name": "auth-config", "mountPath": auth.CONFIG_DIR, "readOnly": True})
