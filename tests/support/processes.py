@@ -42,9 +42,10 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, process: su
     raise TimeoutError(f"{what}: not ready within {timeout:.0f}s\n{tail}")
 
 
-def stop(process: subprocess.Popen, timeout: float = 20) -> None:
+def stop(process: subprocess.Popen, timeout: float = 20, stop_signal: int = signal.SIGTERM) -> None:
+    """`stop_signal` to the process group (an image's STOPSIGNAL), SIGKILL after `timeout`."""
     if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
+        os.killpg(process.pid, stop_signal)
         try:
             process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -5,8 +5,8 @@ import re
 
 from components.config import project_defaults
 from tests.support.program import PROJECT_DIR
+from tests.support.readme import README, table_keys
 
-README = (PROJECT_DIR / "README.md").read_text()
 # Objects documented as a whole rather than key by key.
 DOCUMENTED_WHOLE = {"resources", "annotations", "experiments", "noise", "databases", "extraAllowedHosts"}
 
@@ -17,12 +17,6 @@ def leaf_keys(value, prefix=""):
             yield from leaf_keys(item, f"{prefix}.{key}" if prefix else key)
     else:
         yield prefix
-
-
-def table_keys(section: str) -> set[str]:
-    """First-column keys of the tables under a `## <section>` heading."""
-    text = README.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
-    return set(re.findall(r"^\| `([A-Za-z.]+)` \|", text, re.M))
 
 
 def test_every_config_key_is_in_the_readme_reference():

@@ -1,0 +1,53 @@
+"""Fixtures of the real-engine suite: the engine and the collector built from
+this repository, a control plane on loopback, the node agent that runs its
+pods as processes, and a copy of the program the CLI deploys. All are shared
+by the session and stopped at its end."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.support.cluster import ControlPlane
+from tests.support.collector import build_collector
+from tests.support.engine import PulumiProject, build_engine
+from tests.support.nodeagent import NodeAgent
+
+
+@pytest.fixture(scope="session")
+def engine() -> Path:
+    """engine/build.sh's output; no Go, module proxy or PyPI fails the suite, never skips it."""
+    return build_engine()
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    """A temp dir the postgres user can enter too (the bundled PostgreSQL runs as it)."""
+    path = Path(tempfile.mkdtemp(prefix="mlflow-tracing-engine-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(engine, workdir):
+    directory = workdir / "cluster"
+    directory.mkdir()
+    plane = ControlPlane(engine / "bin", directory).start()
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture(scope="session")
+def node(cluster, workdir):
+    agent = NodeAgent(cluster, workdir / "node", build_collector()).start()
+    yield agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def project(engine, workdir, cluster) -> PulumiProject:
+    return PulumiProject(engine, workdir / "pulumi", cluster.kubeconfig)

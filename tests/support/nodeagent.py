@@ -1,0 +1,529 @@
+"""A node for a control plane without kubelets: the real-engine suite's kubelet,
+kube-proxy, volume provisioner and ingress controller, on loopback.
+
+- **Pods** (no scheduler binds them; kube-controller-manager creates them for
+  Deployments, StatefulSets and Jobs): each container runs as a real process
+  through the kubelet emulation (`tests/support/kubelet.py`: env from Secrets,
+  ConfigMap files, `$(VAR)` expansion, read-only roots), its init containers
+  first. A pod turns Ready only when its declared startup and readiness probes
+  pass against the process; a Job's pod Succeeds only when its command exits 0.
+  A container that exits is restarted (Deployments, StatefulSets) or fails the
+  pod (Jobs, whose controller then retries). A deleted pod's processes stop.
+- **Images** are mapped to what this machine has: MLflow's to this venv's
+  `mlflow`, the collector's to the binary `collector/build.sh` built,
+  PostgreSQL's to Debian's server with the image's entrypoint (initdb with
+  `POSTGRES_USER`/`POSTGRES_PASSWORD`, `POSTGRES_DB` created). Any other
+  image fails its pod, saying so.
+- **Services**: one loopback TCP proxy per Service port, forwarding to a Ready
+  pod that the selector matches; each pod listens on ports of its own, so
+  rolling updates and restarts work as in a cluster. `<svc>.<ns>.svc[.cluster.local]:<port>`
+  in a pod's env, args and ConfigMap files becomes that proxy's address.
+- **Volumes**: a hostPath PersistentVolume for each pending claim (the
+  controller manager binds it); data survives pod restarts and replacements.
+- **Ingress**: a load-balancer address in its status, which pulumi-kubernetes
+  waits for.
+
+Everything is polled (bounded by the agent's own stop) and listens on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import requests
+
+from tests.support.cluster import ControlPlane
+from tests.support.kubelet import Kubelet
+from tests.support.processes import free_port, stop
+
+POLL_SECONDS = 0.5
+PROBE_TIMEOUT = 5
+MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:"
+POSTGRES_IMAGE = "postgres:"
+COLLECTOR_IMAGE = "otel/opentelemetry-collector-contrib:"
+POSTGRES_SOCKETS = "/var/run/postgresql"
+# The official image's entrypoint, reduced to what this stack relies on: a fresh data
+# directory is initialised with the superuser and password from the env, and POSTGRES_DB
+# is created; then the server runs in the foreground.
+POSTGRES_ENTRYPOINT = r"""
+set -eu
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  pwfile=$(mktemp); printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
+  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" --auth=scram-sha-256 -E UTF8 --locale=C >/dev/null
+  rm -f "$pwfile"
+  pg_ctl -D "$PGDATA" -o "-c listen_addresses= -k $SOCKETS" -w start >/dev/null
+  PGPASSWORD=$POSTGRES_PASSWORD psql -h "$SOCKETS" -U "$POSTGRES_USER" -d postgres -v ON_ERROR_STOP=1 -q \
+    -c "CREATE DATABASE \"$POSTGRES_DB\""
+  pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
+fi
+exec postgres -D "$PGDATA" -c listen_addresses=127.0.0.1 -k "$SOCKETS"
+"""
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def with_stand_ins(spec: dict, collector_binary: Path) -> dict:
+    """The pod spec with each container's image replaced by what runs it on this machine."""
+    spec = json.loads(json.dumps(spec))
+    for container in spec.get("initContainers", []) + spec["containers"]:
+        image = container["image"]
+        if image.startswith(COLLECTOR_IMAGE) and not container.get("command"):
+            container["command"] = [str(collector_binary)]
+        elif image.startswith(POSTGRES_IMAGE):
+            # The server and its tools refuse to run as root: the image's user runs them.
+            if not container.get("command"):
+                port = container["ports"][0]["containerPort"]
+                container["command"] = ["sh", "-c", POSTGRES_ENTRYPOINT]
+                container["env"] = [*container.get("env", []), {"name": "PGPORT", "value": str(port)},
+                                    {"name": "SOCKETS", "value": POSTGRES_SOCKETS}]
+            container["command"] = ["runuser", "-u", "postgres", "--", *container["command"]]
+        elif not image.startswith((MLFLOW_IMAGE, POSTGRES_IMAGE, COLLECTOR_IMAGE)):
+            raise ValueError(f"no stand-in for image {image!r} on this node")
+    return spec
+
+
+class ApiObjects:
+    """The kubelet emulation's view of one namespace: Secrets (decoded) and ConfigMaps, read from the API."""
+
+    def __init__(self, cluster: ControlPlane, namespace: str):
+        self.cluster, self.namespace = cluster, namespace
+
+    def get(self, kind: str, name: str) -> SimpleNamespace:
+        plural = {"Secret": "secrets", "ConfigMap": "configmaps"}[kind]
+        found = self.cluster.get(f"/api/v1/namespaces/{self.namespace}/{plural}/{name}")
+        if found is None:
+            raise LookupError(f"{kind} {self.namespace}/{name} does not exist")
+        if kind == "Secret":
+            found["stringData"] = {k: base64.b64decode(v).decode() for k, v in (found.get("data") or {}).items()}
+        return SimpleNamespace(outputs=found)
+
+
+class PodKubelet(Kubelet):
+    """The kubelet emulation for one pod: PVC volumes live in their PersistentVolume's directory."""
+
+    def __init__(self, *args: Any, claims: dict[str, Path], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.claims = claims
+
+    def _volume_dir(self, pod_owner: Any, volume: str) -> Path:
+        return self.claims.get(volume) or super()._volume_dir(pod_owner, volume)
+
+
+class ServiceProxy:
+    """kube-proxy for one Service port: a loopback listener that forwards each
+    connection to a Ready backend, or closes it when there is none."""
+
+    def __init__(self, port: int, backend: Callable[[], int | None]):
+        self.port, self.backend = port, backend
+        self.listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
+        self.listener.settimeout(POLL_SECONDS)
+        self.stopped = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except (TimeoutError, OSError):
+                continue
+            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
+
+    def _forward(self, client: socket.socket) -> None:
+        port = self.backend()
+        try:
+            upstream = socket.create_connection(("127.0.0.1", port), timeout=10) if port else None
+        except OSError:
+            upstream = None
+        if upstream is None:
+            client.close()
+            return
+        upstream.settimeout(None)
+
+        def pump(source: socket.socket, target: socket.socket) -> None:
+            try:
+                while data := source.recv(65536):
+                    target.sendall(data)
+            except OSError:
+                pass
+            finally:
+                for sock in (source, target):
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
+
+        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
+        pump(client, upstream)
+        client.close()
+        upstream.close()
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.listener.close()
+
+
+@dataclass
+class RunningPod:
+    namespace: str
+    name: str
+    uid: str
+    labels: dict[str, str]
+    ports: dict[int, int]  # containerPort -> loopback port of this pod
+    port_names: dict[str, int]  # port name -> containerPort
+    ip: str
+    ready: bool = False
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    postgres_containers: set[str] = field(default_factory=set)
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+
+class NodeAgent:
+    """Runs the cluster's pods as processes until `stop()`. `errors` collects what
+    could not be run; `logs` holds each container's output."""
+
+    def __init__(self, cluster: ControlPlane, workdir: Path, collector_binary: Path):
+        self.cluster, self.workdir, self.collector_binary = cluster, workdir, collector_binary
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.pods: dict[str, RunningPod] = {}
+        self.proxies: dict[tuple[str, str, int], ServiceProxy] = {}
+        self.errors: list[str] = []
+        self.ips = (f"10.244.0.{n}" for n in itertools.cycle(range(2, 255)))
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    # ------------------------------------------------------------------ public
+
+    def start(self) -> NodeAgent:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.thread.join(30)
+        for pod in list(self.pods.values()):
+            self._stop_pod(pod)
+        for proxy in self.proxies.values():
+            proxy.close()
+
+    def service_url(self, namespace: str, service: str, port: int) -> str:
+        """`http://127.0.0.1:<p>`: the Service's port as this machine reaches it (also before it exists, like a
+        port-forward that waits for its pod)."""
+        return f"http://127.0.0.1:{self._proxy(namespace, service, port).port}"
+
+    def container_log(self, namespace: str, pod_prefix: str, container: str) -> str:
+        """The output of the newest pod whose name starts with `pod_prefix`."""
+        logs = sorted(self.logs.glob(f"{namespace}-{pod_prefix}*-{container}.log"), key=lambda p: p.stat().st_mtime)
+        return logs[-1].read_text(errors="replace") if logs else ""
+
+    # ------------------------------------------------------------------ API helpers
+
+    def _api(self, method: str, path: str, body: Any = None, patch: bool = False) -> requests.Response:
+        headers = {"Content-Type": "application/merge-patch+json"} if patch else {}
+        return self.cluster.session().request(method, f"{self.cluster.url}{path}", timeout=10, headers=headers,
+                                              data=json.dumps(body) if body is not None else None)
+
+    def _list(self, path: str) -> list[dict]:
+        found = self.cluster.get(path)
+        return found.get("items", []) if found else []
+
+    # ------------------------------------------------------------------ the loop
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
+            for step in (self._provision_volumes, self._publish_ingresses, self._sync_pods):
+                try:
+                    step()
+                except (requests.RequestException, OSError, ValueError, KeyError) as error:
+                    self._error(f"{step.__name__}: {type(error).__name__}: {error}")
+            self.stopped.wait(POLL_SECONDS)
+
+    def _error(self, message: str) -> None:
+        with self.lock:
+            if message not in self.errors:
+                self.errors.append(message)
+
+    def _provision_volumes(self) -> None:
+        for claim in self._list("/api/v1/persistentvolumeclaims"):
+            meta, spec = claim["metadata"], claim["spec"]
+            if claim.get("status", {}).get("phase") != "Pending" or spec.get("volumeName"):
+                continue
+            name = f"pv-{meta['namespace']}-{meta['name']}"[:253]
+            if self.cluster.get(f"/api/v1/persistentvolumes/{name}") is not None:
+                continue
+            directory = self._claim_dir(meta["namespace"], meta["name"])
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o777)  # like a fresh volume with fsGroup: every pod user may write
+            volume = {
+                "apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": name},
+                "spec": {
+                    "capacity": {"storage": spec["resources"]["requests"]["storage"]},
+                    "accessModes": spec["accessModes"],
+                    "storageClassName": spec.get("storageClassName") or "",
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": str(directory)},
+                    "claimRef": {"namespace": meta["namespace"], "name": meta["name"], "uid": meta["uid"]},
+                },
+            }
+            self._api("POST", "/api/v1/persistentvolumes", volume).raise_for_status()
+
+    def _claim_dir(self, namespace: str, claim: str) -> Path:
+        return self.workdir / "volumes" / f"{namespace}-{claim}"
+
+    def _publish_ingresses(self) -> None:
+        for ingress in self._list("/apis/networking.k8s.io/v1/ingresses"):
+            if (ingress.get("status") or {}).get("loadBalancer", {}).get("ingress"):
+                continue
+            meta = ingress["metadata"]
+            self._api("PATCH", f"/apis/networking.k8s.io/v1/namespaces/{meta['namespace']}/ingresses/"
+                               f"{meta['name']}/status",
+                      {"status": {"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}}}, patch=True)
+
+    def _sync_pods(self) -> None:
+        listed = {pod["metadata"]["uid"]: pod for pod in self._list("/api/v1/pods")}
+        for uid, running in list(self.pods.items()):
+            if uid not in listed or listed[uid]["metadata"].get("deletionTimestamp"):
+                self._stop_pod(running)
+                del self.pods[uid]
+        for uid, pod in listed.items():
+            if uid not in self.pods and not pod["metadata"].get("deletionTimestamp") \
+                    and pod.get("status", {}).get("phase", "Pending") == "Pending":
+                self.pods[uid] = self._admit(pod)
+
+    # ------------------------------------------------------------------ pods
+
+    def _admit(self, pod: dict) -> RunningPod:
+        meta, spec = pod["metadata"], pod["spec"]
+        containers = spec.get("initContainers", []) + spec["containers"]
+        declared = [p for c in containers for p in c.get("ports", [])]
+        running = RunningPod(
+            namespace=meta["namespace"], name=meta["name"], uid=meta["uid"], labels=meta.get("labels") or {},
+            ports={p["containerPort"]: free_port() for p in declared},
+            port_names={p["name"]: p["containerPort"] for p in declared if "name" in p},
+            ip=next(self.ips),
+            postgres_containers={c["name"] for c in containers if c["image"].startswith(POSTGRES_IMAGE)},
+        )
+        threading.Thread(target=self._run_pod, args=(running, pod), daemon=True).start()
+        return running
+
+    def _path(self, pod: RunningPod) -> str:
+        return f"/api/v1/namespaces/{pod.namespace}/pods/{pod.name}"
+
+    def _set_status(self, pod: RunningPod, spec: dict, phase: str, ready: bool,
+                    states: dict[str, dict], restarts: int = 0) -> None:
+        conditions = [{"type": kind, "status": "True" if ok else "False", "lastTransitionTime": now()}
+                      for kind, ok in (("PodScheduled", True), ("Initialized", True),
+                                       ("ContainersReady", ready), ("Ready", ready))]
+        status = {
+            "phase": phase, "hostIP": "127.0.0.1", "podIP": pod.ip, "podIPs": [{"ip": pod.ip}],
+            "startTime": now(), "conditions": conditions,
+            "containerStatuses": [{
+                "name": c["name"], "image": c["image"], "imageID": "", "ready": ready and phase == "Running",
+                "started": phase == "Running", "restartCount": restarts,
+                "state": states.get(c["name"], {"waiting": {"reason": "ContainerCreating"}}),
+            } for c in spec["containers"]],
+        }
+        if not pod.stopped.is_set():
+            self._api("PATCH", f"{self._path(pod)}/status", {"status": status}, patch=True)
+
+    def _kubelet(self, pod: RunningPod, spec: dict) -> PodKubelet:
+        claims = {v["name"]: self._claim_dir(pod.namespace, v["persistentVolumeClaim"]["claimName"])
+                  for v in spec.get("volumes", []) if "persistentVolumeClaim" in v}
+        rewrites = {"0.0.0.0": "127.0.0.1"}
+        ports: dict[int, int] = {}
+        for service in self._list(f"/api/v1/namespaces/{pod.namespace}/services"):
+            name = service["metadata"]["name"]
+            for port in service["spec"].get("ports", []):
+                local = self._proxy(pod.namespace, name, port["port"]).port
+                ports[port["port"]] = local
+                for host in (f"{name}.{pod.namespace}.svc", f"{name}.{pod.namespace}.svc.cluster.local"):
+                    rewrites[f"{host}:{port['port']}"] = f"127.0.0.1:{local}"
+                    rewrites[host] = "127.0.0.1"
+        for container_port, local in pod.ports.items():  # the pod's own listeners
+            ports[container_port] = local
+            rewrites[f"0.0.0.0:{container_port}"] = f"127.0.0.1:{local}"
+            rewrites[f"port: {container_port}\n"] = f"port: {local}\n"  # a YAML `port:` of a listener
+        owner = SimpleNamespace(name=f"{pod.namespace}-{pod.name}", outputs={"spec": {"template": {"spec": spec}}})
+        kubelet = PodKubelet(ApiObjects(self.cluster, pod.namespace), self.workdir / "pods", rewrites, ports,
+                             claims=claims)
+        kubelet.owner = owner  # type: ignore[attr-defined]
+        return kubelet
+
+    def _start(self, pod: RunningPod, kubelet: PodKubelet, container: dict) -> subprocess.Popen:
+        argv, env = kubelet.prepare(kubelet.owner, container["name"])  # type: ignore[attr-defined]
+        log = self.logs / f"{pod.namespace}-{pod.name}-{container['name']}.log"
+        return subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
+                                cwd=self.workdir, start_new_session=True)
+
+    def _run_pod(self, pod: RunningPod, manifest: dict) -> None:
+        spec = with_stand_ins(manifest["spec"], self.collector_binary)
+        job = spec.get("restartPolicy", "Always") != "Always"
+        try:
+            self._wait_for_claims(pod, spec)
+            kubelet = self._kubelet(pod, spec)
+            kubelet._new_pod(kubelet.owner)  # type: ignore[attr-defined]
+            if any(c["image"].startswith(POSTGRES_IMAGE) for c in spec["containers"]):
+                self._give_volumes_to_postgres(kubelet, spec)
+            for container in spec.get("initContainers", []):
+                code = self._run_to_end(pod, kubelet, container)
+                if code != 0:
+                    self._set_status(pod, spec, "Failed" if job else "Pending", False,
+                                     {container["name"]: {"terminated": {"exitCode": code, "reason": "Error"}}})
+                    return
+            if job:
+                self._run_job(pod, kubelet, spec)
+            else:
+                self._serve(pod, kubelet, spec)
+        except Exception as error:  # noqa: BLE001 - any failure is the pod's, reported and kept
+            self._error(f"pod {pod.namespace}/{pod.name}: {type(error).__name__}: {error}")
+            if not pod.stopped.is_set():
+                self._set_status(pod, spec, "Failed", False, {})
+
+    def _give_volumes_to_postgres(self, kubelet: PodKubelet, spec: dict) -> None:
+        """The server refuses to run as root; its volumes become its user's, as fsGroup would make them."""
+        entry = pwd.getpwnam("postgres")
+        for container in spec.get("initContainers", []) + spec["containers"]:
+            for directory in kubelet.mounts(kubelet.owner, container).values():  # type: ignore[attr-defined]
+                shutil.chown(directory, entry.pw_uid, entry.pw_gid)
+
+    def _wait_for_claims(self, pod: RunningPod, spec: dict) -> None:
+        for volume in spec.get("volumes", []):
+            if "persistentVolumeClaim" not in volume:
+                continue
+            path = f"/api/v1/namespaces/{pod.namespace}/persistentvolumeclaims/" \
+                   f"{volume['persistentVolumeClaim']['claimName']}"
+            while not pod.stopped.is_set() and ((self.cluster.get(path) or {}).get("status") or {}).get(
+                    "phase") != "Bound":
+                time.sleep(POLL_SECONDS)
+
+    def _run_to_end(self, pod: RunningPod, kubelet: PodKubelet, container: dict) -> int:
+        process = self._start(pod, kubelet, container)
+        pod.processes[container["name"]] = process
+        while process.poll() is None:
+            if pod.stopped.wait(POLL_SECONDS):
+                stop(process)
+        return process.returncode
+
+    def _run_job(self, pod: RunningPod, kubelet: PodKubelet, spec: dict) -> None:
+        states = {}
+        for container in spec["containers"]:
+            code = self._run_to_end(pod, kubelet, container)
+            reason = "Completed" if code == 0 else "Error"
+            states[container["name"]] = {"terminated": {"exitCode": code, "reason": reason}}
+            if code != 0:
+                self._set_status(pod, spec, "Failed", False, states)
+                return
+        self._set_status(pod, spec, "Succeeded", False, states)
+
+    def _serve(self, pod: RunningPod, kubelet: PodKubelet, spec: dict) -> None:
+        restarts = 0
+        running = {"running": {"startedAt": now()}}
+        for container in spec["containers"]:
+            pod.processes[container["name"]] = self._start(pod, kubelet, container)
+        self._set_status(pod, spec, "Running", False, {c["name"]: running for c in spec["containers"]})
+        started = False
+        while not pod.stopped.is_set():
+            for container in spec["containers"]:
+                if pod.processes[container["name"]].poll() is not None and not pod.stopped.is_set():  # Always
+                    restarts += 1
+                    started, pod.ready = False, False
+                    self._set_status(pod, spec, "Running", False, {c["name"]: running for c in spec["containers"]},
+                                     restarts)
+                    pod.processes[container["name"]] = self._start(pod, kubelet, container)
+            if not started:
+                started = all(self._probe(pod, kubelet, c, "startupProbe") for c in spec["containers"])
+            ready = started and all(self._probe(pod, kubelet, c, "readinessProbe") for c in spec["containers"])
+            if ready != pod.ready:
+                pod.ready = ready
+                self._set_status(pod, spec, "Running", ready, {c["name"]: running for c in spec["containers"]},
+                                 restarts)
+            pod.stopped.wait(1 if ready else POLL_SECONDS)
+
+    def _probe(self, pod: RunningPod, kubelet: PodKubelet, container: dict, kind: str) -> bool:
+        """One run of the container's declared probe (a missing probe passes, as in a kubelet)."""
+        probe = container.get(kind)
+        if probe is None:
+            return True
+
+        def port_of(value: int | str) -> int:
+            return pod.ports[pod.port_names[value] if isinstance(value, str) else value]
+
+        try:
+            if "httpGet" in probe:
+                http = probe["httpGet"]
+                container_port = pod.port_names.get(http["port"], http["port"])
+                response = requests.get(f"http://127.0.0.1:{port_of(http['port'])}{http.get('path', '/')}",
+                                        headers={"Host": f"{pod.ip}:{container_port}", "User-Agent": "kube-probe/1.32"},
+                                        timeout=probe.get("timeoutSeconds", PROBE_TIMEOUT))
+                return 200 <= response.status_code < 400
+            if "tcpSocket" in probe:
+                address = ("127.0.0.1", port_of(probe["tcpSocket"]["port"]))
+                with socket.create_connection(address, timeout=PROBE_TIMEOUT):
+                    return True
+            if "exec" in probe:
+                _, env = kubelet.prepare(kubelet.owner, container["name"])  # type: ignore[attr-defined]
+                own = {str(k): str(v) for k, v in pod.ports.items()}
+                argv = [re.sub(r"\b\d+\b", lambda m: own.get(m.group(0), m.group(0)), arg)
+                        for arg in probe["exec"]["command"]]
+                return subprocess.run(argv, env=env, capture_output=True,
+                                      timeout=probe.get("timeoutSeconds", PROBE_TIMEOUT) + 5).returncode == 0
+        except (requests.RequestException, OSError, subprocess.TimeoutExpired):
+            return False
+        raise ValueError(f"unsupported probe {probe}")
+
+    def _stop_pod(self, pod: RunningPod) -> None:
+        pod.stopped.set()
+        for name, process in pod.processes.items():
+            # The postgres image's STOPSIGNAL: a fast shutdown that does not wait for clients.
+            stop(process, stop_signal=signal.SIGINT if name in pod.postgres_containers else signal.SIGTERM)
+
+    def wait_stopped(self, namespace: str, timeout: float) -> None:
+        """Until every process of the namespace's pods has exited (a kubelet's termination)."""
+        deadline = time.monotonic() + timeout
+        while any(p.poll() is None for pod in list(self.pods.values()) if pod.namespace == namespace
+                  for p in pod.processes.values()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"processes of namespace {namespace} still run after {timeout:.0f}s")
+            time.sleep(POLL_SECONDS)
+
+    # ------------------------------------------------------------------ services
+
+    def _proxy(self, namespace: str, service: str, port: int) -> ServiceProxy:
+        key = (namespace, service, port)
+        with self.lock:
+            if key not in self.proxies:
+                self.proxies[key] = ServiceProxy(free_port(), lambda: self._backend(*key))
+            return self.proxies[key]
+
+    def _backend(self, namespace: str, service: str, port: int) -> int | None:
+        found = self.cluster.get(f"/api/v1/namespaces/{namespace}/services/{service}")
+        if not found:
+            return None
+        selector = found["spec"].get("selector") or {}
+        target = next((p.get("targetPort", p["port"]) for p in found["spec"]["ports"] if p["port"] == port), None)
+        for pod in list(self.pods.values()):
+            if pod.namespace == namespace and pod.ready and selector.items() <= pod.labels.items():
+                container_port = pod.port_names.get(target, target) if isinstance(target, str) else target
+                if container_port in pod.ports:
+                    return pod.ports[container_port]
+        return None
