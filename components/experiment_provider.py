@@ -34,7 +34,7 @@ from pulumi.dynamic import (
 )
 from pulumi.runtime.rpc import UNKNOWN  # a value not known until apply (preview passes it to check/diff)
 
-from components.config import experiment_name_problem
+from components.names import experiment_name_problem
 
 API = "/api/2.0/mlflow/experiments"
 DEFAULT_TIMEOUT_SECONDS = 300

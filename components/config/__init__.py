@@ -1,0 +1,113 @@
+"""The typed stack configuration: the only package that reads `pulumi.Config`.
+
+`Pulumi.yaml` declares every key with its default; `parse_stack_config` merges a
+stack's values over those defaults (objects key by key, lists whole), rejects
+unknown keys, validates everything and returns frozen dataclasses. Every error
+names the key and the fix, and all errors are reported together before any
+resource is registered.
+
+A newcomer reads `types` (what a config is), `reader` (how raw values are
+read), then `stack` and the one module per section it calls.
+"""
+
+from components.config.collector import HTTP_METHODS
+from components.config.fields import version_from_image
+from components.config.mlflow import (
+    ACCESS_MODES,
+    LOOPBACK_HOSTS,
+    MEMORY_HEADROOM,
+    MLFLOW_CLI_MIB,
+    MLFLOW_JOB_RUNNER_MIB,
+    MLFLOW_WORKER_MIB,
+    mlflow_footprint_mib,
+)
+from components.config.network import (
+    ANY_NAMESPACE,
+    INGRESS_NGINX_NAMESPACE,
+    NAMESPACE_NAME_LABEL,
+    OPENSHIFT_ROUTER_SELECTOR,
+    namespace_selector,
+)
+from components.config.postgres import MLFLOW_DATABASE
+from components.config.reader import PROJECT, PROJECT_FILE, ConfigError, merge_over, project_defaults
+from components.config.stack import load_stack_config, parse_stack_config
+from components.config.types import (
+    ARTIFACT_KINDS,
+    AUTH_KINDS,
+    EXPOSURE_KINDS,
+    PLATFORMS,
+    POSTGRES_MODES,
+    Artifacts,
+    ArtifactsKind,
+    Auth,
+    AuthKind,
+    Collector,
+    Experiment,
+    Exposure,
+    ExposureKind,
+    ExternalPostgres,
+    GatewayRef,
+    Mlflow,
+    NetworkPolicies,
+    NoiseRule,
+    Platform,
+    Postgres,
+    PostgresMode,
+    Resources,
+    StackConfig,
+    Tls,
+)
+from components.names import experiment_name_problem, experiment_slug
+from components.quantities import quantity_bytes
+
+__all__ = [
+    "ACCESS_MODES",
+    "ANY_NAMESPACE",
+    "ARTIFACT_KINDS",
+    "AUTH_KINDS",
+    "EXPOSURE_KINDS",
+    "HTTP_METHODS",
+    "INGRESS_NGINX_NAMESPACE",
+    "LOOPBACK_HOSTS",
+    "MEMORY_HEADROOM",
+    "MLFLOW_CLI_MIB",
+    "MLFLOW_DATABASE",
+    "MLFLOW_JOB_RUNNER_MIB",
+    "MLFLOW_WORKER_MIB",
+    "NAMESPACE_NAME_LABEL",
+    "OPENSHIFT_ROUTER_SELECTOR",
+    "PLATFORMS",
+    "POSTGRES_MODES",
+    "PROJECT",
+    "PROJECT_FILE",
+    "Artifacts",
+    "ArtifactsKind",
+    "Auth",
+    "AuthKind",
+    "Collector",
+    "ConfigError",
+    "Experiment",
+    "Exposure",
+    "ExposureKind",
+    "ExternalPostgres",
+    "GatewayRef",
+    "Mlflow",
+    "NetworkPolicies",
+    "NoiseRule",
+    "Platform",
+    "Postgres",
+    "PostgresMode",
+    "Resources",
+    "StackConfig",
+    "Tls",
+    "experiment_name_problem",
+    "experiment_slug",
+    "load_stack_config",
+    "merge_over",
+    "mlflow_footprint_mib",
+    "namespace_selector",
+    "parse_stack_config",
+    "project_defaults",
+    "quantity_bytes",
+    "version_from_image",
+]

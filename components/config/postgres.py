@@ -1,0 +1,54 @@
+"""PostgreSQL, bundled in the stack or external: the databases the bundled
+server creates, and what an external server must be given."""
+
+from __future__ import annotations
+
+from components.config.fields import _DATABASE_NAME, _image, _resources, _storage_size
+from components.config.reader import _Reader
+from components.config.types import POSTGRES_MODES, ExternalPostgres, Postgres
+
+MLFLOW_DATABASE = "mlflow"  # what the bundled PostgreSQL creates for MLflow
+
+
+def _postgres(reader: _Reader) -> Postgres:
+    mode = reader.choice("mode", POSTGRES_MODES)
+    databases = reader.strings("databases")
+    for name in databases:
+        if not _DATABASE_NAME.match(name):
+            reader.problems.add(
+                reader.at("databases"),
+                f"{name!r} is not a plain PostgreSQL name (lower-case letters, digits, '_', not starting with a digit)",
+            )
+    if MLFLOW_DATABASE in databases:
+        reader.problems.add(reader.at("databases"), "mlflow is always created; list only the extra databases")
+    if len(set(databases)) != len(databases):
+        reader.problems.add(reader.at("databases"), "lists a database twice; remove the duplicate")
+    ext = reader.child("external")
+    external = None
+    if mode == "external":
+        missing = [name for name in ("host", "secretName") if not ext.value.get(name)]
+        for name in missing:
+            reader.problems.add(
+                ext.at(name),
+                "required with postgres.mode external (the server's host name, and the Secret holding "
+                "the user name and password)",
+            )
+        if databases:
+            reader.problems.add(reader.at("databases"), "extra databases are created only in bundled mode; remove them")
+        external = ExternalPostgres(
+            host=ext.text("host", optional=True) or "",
+            port=ext.integer("port", 1),
+            database=ext.text("database") or MLFLOW_DATABASE,
+            secret_name=ext.text("secretName", optional=True) or "",
+            username_key=ext.text("usernameKey") or "username",
+            password_key=ext.text("passwordKey") or "password",
+        )
+    return Postgres(
+        mode=mode,
+        image=_image(reader),
+        storage_size=_storage_size(reader, "storageSize"),
+        storage_class=reader.text("storageClass", optional=True),
+        databases=databases,
+        resources=_resources(reader.child("resources")),
+        external=external,
+    )

@@ -1,0 +1,193 @@
+"""What a parsed stack configuration is: frozen dataclasses, one per section of
+Pulumi.yaml, that the components read. The kinds and modes are `Literal` types,
+so a typo in a component is a type error; their tuples are what the parser accepts."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from components.quantities import quantity_bytes
+
+Platform = Literal["kubernetes", "openshift"]
+ExposureKind = Literal["ingress", "route", "httproute", "none"]
+PostgresMode = Literal["bundled", "external"]
+ArtifactsKind = Literal["pvc", "s3"]
+AuthKind = Literal["basic", "none"]
+
+PLATFORMS: tuple[Platform, ...] = get_args(Platform)
+EXPOSURE_KINDS: tuple[ExposureKind, ...] = get_args(ExposureKind)
+POSTGRES_MODES: tuple[PostgresMode, ...] = get_args(PostgresMode)
+ARTIFACT_KINDS: tuple[ArtifactsKind, ...] = get_args(ArtifactsKind)
+AUTH_KINDS: tuple[AuthKind, ...] = get_args(AuthKind)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Kubernetes requests and limits; both always carry cpu and memory."""
+
+    requests: Mapping[str, str]
+    limits: Mapping[str, str]
+
+    def as_k8s(self) -> dict[str, dict[str, str]]:
+        return {"requests": dict(self.requests), "limits": dict(self.limits)}
+
+    @property
+    def memory_limit_bytes(self) -> float:
+        return quantity_bytes(self.limits["memory"])
+
+
+@dataclass(frozen=True)
+class Tls:
+    enabled: bool
+    secret_name: str | None
+    cluster_issuer: str | None
+
+
+@dataclass(frozen=True)
+class GatewayRef:
+    name: str | None
+    namespace: str | None
+    section_name: str | None
+
+
+@dataclass(frozen=True)
+class Exposure:
+    kind: ExposureKind
+    host: str | None  # resolved: exposure.host, else mlflow.<domain>; None when kind is none
+    class_name: str | None
+    annotations: Mapping[str, str]
+    tls: Tls
+    gateway: GatewayRef
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.kind == "route" or self.tls.enabled else "http"
+
+    @property
+    def url(self) -> str | None:
+        return f"{self.scheme}://{self.host}" if self.host else None
+
+
+@dataclass(frozen=True)
+class ExternalPostgres:
+    host: str
+    port: int
+    database: str
+    secret_name: str
+    username_key: str
+    password_key: str
+
+
+@dataclass(frozen=True)
+class Postgres:
+    mode: PostgresMode
+    image: str
+    storage_size: str
+    storage_class: str | None
+    databases: tuple[str, ...]
+    resources: Resources
+    external: ExternalPostgres | None
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    kind: ArtifactsKind
+    size: str
+    storage_class: str | None
+    access_mode: str
+    uri: str | None
+    endpoint_url: str | None
+    secret_name: str | None
+
+
+@dataclass(frozen=True)
+class Auth:
+    """MLflow's basic-auth app: an admin user whose password is generated, and
+    its user store in a database of its own."""
+
+    kind: AuthKind
+    admin_username: str
+    database: str
+    allow_plain_http: bool = False  # the stack accepts passwords over plain HTTP (said at every `pulumi up`)
+
+    @property
+    def enabled(self) -> bool:
+        return self.kind == "basic"
+
+
+@dataclass(frozen=True)
+class Mlflow:
+    image: str  # any reference: no component depends on MLflow's version
+    replicas: int
+    workers: int
+    job_execution: bool
+    resources: Resources
+    artifacts: Artifacts
+    extra_allowed_hosts: tuple[str, ...]
+    api_url: str | None
+    auth: Auth
+
+
+@dataclass(frozen=True)
+class NoiseRule:
+    method: str
+    route: str
+
+
+@dataclass(frozen=True)
+class Collector:
+    image: str
+    version: str
+    replicas: int
+    resources: Resources
+    noise: tuple[NoiseRule, ...]
+    persistent_queue: bool
+
+
+@dataclass(frozen=True)
+class NetworkPolicies:
+    """Who may open connections to the stack's servers. Each entry is a
+    namespace label selector; an empty one matches every namespace."""
+
+    enabled: bool
+    ingress_namespaces: tuple[Mapping[str, str], ...]  # resolved: the platform's default when unset
+    otlp_namespaces: tuple[Mapping[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    services: tuple[str, ...]
+    default: bool
+    tags: Mapping[str, str]
+    renamed_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    namespace: str
+    create_namespace: bool
+    platform: Platform
+    domain: str
+    exposure: Exposure
+    postgres: Postgres
+    mlflow: Mlflow
+    collector: Collector
+    network_policies: NetworkPolicies
+    experiments: tuple[Experiment, ...]
+    warnings: tuple[str, ...]  # risky but allowed settings, said at every `pulumi up`
+
+    @property
+    def databases_to_create(self) -> tuple[str, ...]:
+        """What the bundled PostgreSQL creates beside `mlflow`: the configured
+        databases and MLflow's auth database."""
+        auth = (self.mlflow.auth.database,) if self.mlflow.auth.enabled else ()
+        return tuple(dict.fromkeys((*self.postgres.databases, *auth)))
+
+    @property
+    def mlflow_api_url(self) -> str:
+        """Where the machine running `pulumi up` reaches MLflow."""
+        return self.mlflow.api_url or self.exposure.url or ""  # validated: one is set
+
