@@ -14,7 +14,6 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.config import Auth
-from components.kube import NamespaceRef, labels_for
 
 CONFIG_DIR = "/etc/mlflow-auth"
 CONFIG_FILE = "basic_auth.ini"
@@ -47,12 +46,6 @@ class AuthRefs:
     config_map_name: pulumi.Input[str]
 
 
-def secret_env(refs: AuthRefs, names: dict[str, str]) -> list[dict]:
-    """Env vars (name -> Secret key) read from the auth Secret."""
-    return [{"name": name, "valueFrom": {"secretKeyRef": {"name": refs.secret_name, "key": key}}}
-            for name, key in names.items()]
-
-
 class MlflowAuth(pulumi.ComponentResource):
     """The admin credentials and auth config of MLflow's basic-auth app.
 
@@ -61,25 +54,25 @@ class MlflowAuth(pulumi.ComponentResource):
     refs: AuthRefs
     credentials: pulumi.Output[dict]
 
-    def __init__(self, name: str, *, config: Auth, database_uri: str, namespace: NamespaceRef,
+    def __init__(self, name: str, *, config: Auth, database_uri: str, metadata: dict,
                  opts: pulumi.ResourceOptions | None = None):
+        """`metadata`: the server's namespace and labels, which its auth objects carry too."""
         super().__init__("mlflow-tracing:index:MlflowAuth", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        meta = {"namespace": namespace.ref, "labels": labels_for("mlflow")}
         # MLflow wants >= 12 characters; URL- and header-safe specials only.
         password = random.RandomPassword(f"{name}-admin-password", length=32, special=True,
                                          override_special="-_.~", opts=child)
         secret_key = random.RandomPassword(f"{name}-flask-secret-key", length=64, special=False, opts=child)
         secret = k8s.core.v1.Secret(
             f"{name}-secret",
-            metadata=meta,
+            metadata=metadata,
             string_data={USERNAME_KEY: config.admin_username, PASSWORD_KEY: password.result,
                          SECRET_KEY_KEY: secret_key.result},
             opts=child,
         )
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
-            metadata=meta,
+            metadata=metadata,
             data={CONFIG_FILE: auth_config_ini(database_uri=database_uri, admin_username=config.admin_username)},
             opts=child,
         )

@@ -25,11 +25,13 @@ from components.kube import (
     content_checksum,
     labels_for,
     pod_security_context,
+    secret_env,
     selector_for,
     service_host,
 )
 
-SERVICE_NAME = "otel-collector"
+COMPONENT = "otel-collector"  # the label of the collector's pods and objects
+SERVICE_NAME = COMPONENT  # the Service and the Deployment are named after it
 GRPC_PORT = 4317
 HTTP_PORT = 4318
 HEALTH_PORT = 13133
@@ -241,7 +243,7 @@ def gomemlimit(memory_limit: str) -> str:
 
 
 def deployment_spec(cfg: Collector, platform: str, config_map: pulumi.Input[str],
-                    checksum: pulumi.Input[str], mlflow_auth: AuthRefs | None = None) -> dict:
+                    checksum: pulumi.Input[str], mlflow_auth: AuthRefs | None) -> dict:
     volumes = [{"name": "config", "configMap": {"name": config_map}}]
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
     if cfg.persistent_queue:
@@ -251,23 +253,23 @@ def deployment_spec(cfg: Collector, platform: str, config_map: pulumi.Input[str]
     health = {"httpGet": {"path": "/", "port": "health"}}
     return {
         "replicas": cfg.replicas,
-        "selector": {"matchLabels": selector_for("otel-collector")},
+        "selector": {"matchLabels": selector_for(COMPONENT)},
         "template": {
             "metadata": {
-                "labels": labels_for("otel-collector"),
+                "labels": labels_for(COMPONENT),
                 "annotations": {CHECKSUM_ANNOTATION: checksum},
             },
             "spec": {
                 "securityContext": pod_security_context(platform, COLLECTOR_UID),
                 "containers": [{
-                    "name": "otel-collector",
+                    "name": COMPONENT,
                     "image": cfg.image,
                     "args": [f"--config={CONFIG_DIR}/{CONFIG_FILE}"],
                     "env": [
                         {"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])},
                         # What the basicauth extension signs in with.
-                        *(auth.secret_env(mlflow_auth,
-                                          {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
+                        *(secret_env(mlflow_auth.secret_name,
+                                     {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
                           if mlflow_auth else []),
                     ],
                     "ports": [
@@ -296,10 +298,10 @@ class TraceCollector(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, config: Collector, experiments: tuple[Experiment, ...],
                  experiment_ids: pulumi.Output[dict[str, str]], mlflow_endpoint: str, namespace: NamespaceRef,
-                 platform: str, mlflow_auth: AuthRefs | None = None, opts: pulumi.ResourceOptions | None = None):
+                 platform: str, mlflow_auth: AuthRefs | None, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:TraceCollector", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        labels = labels_for("otel-collector")
+        labels = labels_for(COMPONENT)
         config_text = experiment_ids.apply(lambda ids: render_config(collector_config(
             experiments=routed_experiments(experiments, ids), noise=config.noise, version=config.version,
             mlflow_endpoint=mlflow_endpoint, persistent_queue=config.persistent_queue,
@@ -322,7 +324,7 @@ class TraceCollector(pulumi.ComponentResource):
             f"{name}-service",
             metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels},
             spec={
-                "selector": selector_for("otel-collector"),
+                "selector": selector_for(COMPONENT),
                 "ports": [
                     {"name": "otlp-grpc", "port": GRPC_PORT, "targetPort": "otlp-grpc", "appProtocol": "grpc"},
                     {"name": "otlp-http", "port": HTTP_PORT, "targetPort": "otlp-http", "appProtocol": "http"},

@@ -7,24 +7,26 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
+import pulumi
+
 from components.config import PROJECT
 
 CHECKSUM_ANNOTATION = "checksum/config"
 
 
-def labels_for(component: str, instance: str = PROJECT) -> dict[str, str]:
+def labels_for(component: str) -> dict[str, str]:
     """The recommended `app.kubernetes.io/*` labels of one component."""
     return {
         "app.kubernetes.io/name": component,
-        "app.kubernetes.io/instance": instance,
+        "app.kubernetes.io/instance": PROJECT,
         "app.kubernetes.io/part-of": PROJECT,
         "app.kubernetes.io/managed-by": "pulumi",
     }
 
 
-def selector_for(component: str, instance: str = PROJECT) -> dict[str, str]:
+def selector_for(component: str) -> dict[str, str]:
     """The stable subset of `labels_for` that selectors match on."""
-    labels = labels_for(component, instance)
+    labels = labels_for(component)
     return {key: labels[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
 
 
@@ -47,6 +49,21 @@ def container_security_context(read_only_root: bool = False) -> dict:
         "runAsNonRoot": True,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def secret_env(secret_name: pulumi.Input[str], keys: dict[str, str]) -> list[dict]:
+    """Env vars read from one Secret: {ENV_NAME: Secret key}, in that order.
+    `secret_name` may be a Pulumi output (the Secret's generated name)."""
+    return [{"name": env, "valueFrom": {"secretKeyRef": {"name": secret_name, "key": key}}}
+            for env, key in keys.items()]
+
+
+def claim_spec(size: str, access_mode: str, storage_class: str | None) -> dict:
+    """A PersistentVolumeClaim spec; without a storage class the cluster's default one serves it."""
+    spec: dict = {"accessModes": [access_mode], "resources": {"requests": {"storage": size}}}
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return spec
 
 
 def content_checksum(*contents: str) -> str:

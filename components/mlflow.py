@@ -17,15 +17,18 @@ from components.auth import AuthRefs, MlflowAuth
 from components.config import Artifacts, Mlflow
 from components.kube import (
     NamespaceRef,
+    claim_spec,
     container_security_context,
     labels_for,
     pod_security_context,
+    secret_env,
     selector_for,
     service_host,
 )
 from components.postgres import PostgresConnection, libpq_env
 
-SERVICE_NAME = "mlflow"
+COMPONENT = "mlflow"  # the label of the server's pods and objects
+SERVICE_NAME = COMPONENT  # the Service and the Deployment are named after it
 MIGRATION_COMPONENT = "mlflow-migrate"  # the migration Job
 PORT = 5000
 MLFLOW_UID = 1000  # the image has no USER; any non-root UID works with HOME=/tmp
@@ -36,8 +39,7 @@ MIGRATION_ANNOTATION = "mlflow-tracing/migration-job"
 LOOPBACK_HOSTS = ("localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*")
 
 
-def allowed_hosts_for(*, service: str, namespace: str, port: int, external_host: str | None,
-                      extra: tuple[str, ...] = ()) -> list[str]:
+def allowed_hosts_for(*, namespace: str, external_host: str | None, extra: tuple[str, ...] = ()) -> list[str]:
     """Every Host header value clients send, for `--allowed-hosts`.
 
     MLflow compares the raw header, port included, and a pattern without `*`
@@ -45,9 +47,9 @@ def allowed_hosts_for(*, service: str, namespace: str, port: int, external_host:
     stack itself uses `<svc>.<ns>.svc`; the `.svc.cluster.local` form, which
     some clients still send, is accepted too (another cluster domain's long
     form goes in `extra`)."""
-    short = service_host(service, namespace)
-    names = [service, f"{service}.{namespace}", short, f"{short}.cluster.local"]
-    hosts = [form for name in names for form in (name, f"{name}:{port}")]
+    short = service_host(SERVICE_NAME, namespace)
+    names = [SERVICE_NAME, f"{SERVICE_NAME}.{namespace}", short, f"{short}.cluster.local"]
+    hosts = [form for name in names for form in (name, f"{name}:{PORT}")]
     if external_host:
         hosts += [external_host, f"{external_host}:80", f"{external_host}:443"]
     hosts += [*LOOPBACK_HOSTS, *extra]
@@ -104,10 +106,9 @@ def server_env(cfg: Mlflow, connection: PostgresConnection, auth_refs: AuthRefs 
     ]
     artifacts = cfg.artifacts
     if artifacts.kind == "s3":
-        env += [
-            {"name": key, "valueFrom": {"secretKeyRef": {"name": artifacts.secret_name, "key": key}}}
-            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-        ]
+        assert artifacts.secret_name, "the config layer requires artifacts.secretName with kind s3"
+        env += secret_env(artifacts.secret_name,
+                          {key: key for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
         if artifacts.endpoint_url:
             env += [
                 {"name": "MLFLOW_S3_ENDPOINT_URL", "value": artifacts.endpoint_url},
@@ -116,7 +117,7 @@ def server_env(cfg: Mlflow, connection: PostgresConnection, auth_refs: AuthRefs 
     if auth_refs is not None:
         env += [
             {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": f"{auth.CONFIG_DIR}/{auth.CONFIG_FILE}"},
-            *auth.secret_env(auth_refs, {"MLFLOW_AUTH_ADMIN_PASSWORD": auth.PASSWORD_KEY,
+            *secret_env(auth_refs.secret_name, {"MLFLOW_AUTH_ADMIN_PASSWORD": auth.PASSWORD_KEY,
                                          "MLFLOW_FLASK_SERVER_SECRET_KEY": auth.SECRET_KEY_KEY}),
         ]
     return env
@@ -180,24 +181,24 @@ def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: st
 
 def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: list[str], platform: str,
                     migration_job: pulumi.Input[str], artifacts_claim: pulumi.Input[str] | None,
-                    auth_refs: AuthRefs | None = None) -> dict:
+                    auth_refs: AuthRefs | None) -> dict:
     volumes, mounts = _volumes(cfg, artifacts_claim, auth_refs)
     single_writer = cfg.artifacts.kind == "pvc" and cfg.artifacts.access_mode != "ReadWriteMany"
     return {
         "replicas": cfg.replicas,
-        "selector": {"matchLabels": selector_for("mlflow")},
+        "selector": {"matchLabels": selector_for(COMPONENT)},
         # A ReadWriteOnce volume cannot be mounted by the old and the new pod at once.
         "strategy": {"type": "Recreate"} if single_writer else {"type": "RollingUpdate"},
         "template": {
             "metadata": {
-                "labels": labels_for("mlflow"),
+                "labels": labels_for(COMPONENT),
                 # The migration Job's name changes when it is re-run: the pods follow it.
                 "annotations": {MIGRATION_ANNOTATION: migration_job},
             },
             "spec": {
                 "securityContext": pod_security_context(platform, MLFLOW_UID),
                 "containers": [{
-                    "name": "mlflow",
+                    "name": COMPONENT,
                     "image": cfg.image,
                     "command": server_args(cfg, allowed_hosts),
                     "env": server_env(cfg, connection, auth_refs),
@@ -220,8 +221,6 @@ class MlflowServer(pulumi.ComponentResource):
     clients and `credentials` (a Pulumi secret) holds them for `pulumi up`."""
 
     internal_url: str
-    service_name: str
-    port: int
     deployment: k8s.apps.v1.Deployment
     service: k8s.core.v1.Service
     auth_refs: AuthRefs | None
@@ -231,28 +230,22 @@ class MlflowServer(pulumi.ComponentResource):
                  platform: str, external_host: str | None, database_ready: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:MlflowServer", name, None, opts)
-        meta = {"namespace": namespace.ref, "labels": labels_for("mlflow")}
+        meta = {"namespace": namespace.ref, "labels": labels_for(COMPONENT)}
 
         self.auth_refs, self.credentials = None, None
         if config.auth.enabled:
             mlflow_auth = MlflowAuth(
                 f"{name}-auth", config=config.auth, database_uri=backend_store_uri(connection, config.auth.database),
-                namespace=namespace, opts=pulumi.ResourceOptions(parent=self),
+                metadata=meta, opts=pulumi.ResourceOptions(parent=self),
             )
             self.auth_refs, self.credentials = mlflow_auth.refs, mlflow_auth.credentials
 
         artifacts_claim = None
         if config.artifacts.kind == "pvc":
-            claim_spec = {
-                "accessModes": [config.artifacts.access_mode],
-                "resources": {"requests": {"storage": config.artifacts.size}},
-            }
-            if config.artifacts.storage_class:
-                claim_spec["storageClassName"] = config.artifacts.storage_class
             claim = k8s.core.v1.PersistentVolumeClaim(
                 f"{name}-artifacts",
                 metadata={**meta, "name": f"{SERVICE_NAME}-artifacts"},
-                spec=claim_spec,
+                spec=claim_spec(config.artifacts.size, config.artifacts.access_mode, config.artifacts.storage_class),
                 # Artifacts are user data: a `pulumi destroy` or a replacement keeps them.
                 opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
             )
@@ -265,8 +258,7 @@ class MlflowServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=database_ready),
         )
         allowed_hosts = allowed_hosts_for(
-            service=SERVICE_NAME, namespace=namespace.name, port=PORT,
-            external_host=external_host, extra=config.extra_allowed_hosts,
+            namespace=namespace.name, external_host=external_host, extra=config.extra_allowed_hosts,
         )
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
@@ -279,11 +271,10 @@ class MlflowServer(pulumi.ComponentResource):
             f"{name}-service",
             metadata={**meta, "name": SERVICE_NAME},
             spec={
-                "selector": selector_for("mlflow"),
+                "selector": selector_for(COMPONENT),
                 "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.service_name, self.port = SERVICE_NAME, PORT
         self.internal_url = f"http://{service_host(SERVICE_NAME, namespace.name)}:{PORT}"
         self.register_outputs({"internalUrl": self.internal_url})

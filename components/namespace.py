@@ -7,11 +7,13 @@ import pulumi_kubernetes as k8s
 
 from components.kube import NamespaceRef, labels_for
 
+COMPONENT = "namespace"  # the label of the namespace the stack creates
+
 
 def namespace_labels(platform: str) -> dict[str, str]:
     """Pod Security Admission `restricted` on Kubernetes. OpenShift applies its
     own SCCs (restricted-v2) and synchronises these labels itself."""
-    labels = labels_for("namespace")
+    labels = labels_for(COMPONENT)
     if platform == "kubernetes":
         labels.update({
             "pod-security.kubernetes.io/enforce": "restricted",

@@ -26,7 +26,7 @@ from components.config import NetworkPolicies
 from components.kube import NamespaceRef, labels_for, selector_for
 
 # The pods that talk to PostgreSQL, by the component name of their labels.
-POSTGRES_CLIENTS = (mlflow.SERVICE_NAME, mlflow.MIGRATION_COMPONENT, postgres.INIT_COMPONENT)
+POSTGRES_CLIENTS = (mlflow.COMPONENT, mlflow.MIGRATION_COMPONENT, postgres.INIT_COMPONENT)
 # Peer: every pod in the policy's own namespace.
 OWN_NAMESPACE: dict[str, dict] = {"podSelector": {}}
 
@@ -61,15 +61,15 @@ def network_policies_for(config: NetworkPolicies, *, bundled_postgres: bool) -> 
     """The policies of the stack, each as {metadata, spec} without a namespace.
     An external PostgreSQL server is not ours to fence."""
     policies = [
-        _ingress_policy(mlflow.SERVICE_NAME, [OWN_NAMESPACE, *_namespaces(config.ingress_namespaces)], (mlflow.PORT,)),
+        _ingress_policy(mlflow.COMPONENT, [OWN_NAMESPACE, *_namespaces(config.ingress_namespaces)], (mlflow.PORT,)),
         _ingress_policy(
-            collector.SERVICE_NAME, [OWN_NAMESPACE, *_namespaces(config.otlp_namespaces)],
+            collector.COMPONENT, [OWN_NAMESPACE, *_namespaces(config.otlp_namespaces)],
             (collector.GRPC_PORT, collector.HTTP_PORT),
         ),
     ]
     if bundled_postgres:
         policies.append(
-            _ingress_policy(postgres.SERVICE_NAME, [_pods_named(c) for c in POSTGRES_CLIENTS], (postgres.PORT,))
+            _ingress_policy(postgres.COMPONENT, [_pods_named(c) for c in POSTGRES_CLIENTS], (postgres.PORT,))
         )
     return policies
 

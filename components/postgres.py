@@ -17,15 +17,18 @@ from components.config import MLFLOW_DATABASE, Postgres
 from components.kube import (
     CHECKSUM_ANNOTATION,
     NamespaceRef,
+    claim_spec,
     container_security_context,
     content_checksum,
     labels_for,
     pod_security_context,
+    secret_env,
     selector_for,
     service_host,
 )
 
-SERVICE_NAME = "postgres"
+COMPONENT = "postgres"  # the label of the server's pods and objects
+SERVICE_NAME = COMPONENT  # the Service and the StatefulSet are named after it
 INIT_COMPONENT = "postgres-init"  # the database-creation Job
 PORT = 5432
 USERNAME = "mlflow"
@@ -75,16 +78,8 @@ def database_init_sql(databases: list[str] | tuple[str, ...]) -> str:
 
 def libpq_env(connection: PostgresConnection) -> list[dict]:
     """libpq's PGUSER/PGPASSWORD from the credentials Secret."""
-    return [
-        {
-            "name": "PGUSER",
-            "valueFrom": {"secretKeyRef": {"name": connection.secret_name, "key": connection.username_key}},
-        },
-        {
-            "name": "PGPASSWORD",
-            "valueFrom": {"secretKeyRef": {"name": connection.secret_name, "key": connection.password_key}},
-        },
-    ]
+    return secret_env(connection.secret_name,
+                      {"PGUSER": connection.username_key, "PGPASSWORD": connection.password_key})
 
 
 def init_container(image: str, connection: PostgresConnection, resources: dict) -> dict:
@@ -112,7 +107,7 @@ def init_container(image: str, connection: PostgresConnection, resources: dict) 
 def postgres_container(cfg: Postgres) -> dict:
     ready = ["sh", "-c", f'pg_isready -q -h 127.0.0.1 -p {PORT} -U "$POSTGRES_USER" -d {MLFLOW_DATABASE}']
     return {
-        "name": "postgres",
+        "name": COMPONENT,
         "image": cfg.image,
         "ports": [{"name": "postgres", "containerPort": PORT}],
         "env": [
@@ -151,20 +146,15 @@ def password_sync_container(server: dict) -> dict:
 
 def statefulset_spec(cfg: Postgres, platform: str, secret_name: pulumi.Input[str]) -> dict:
     container = postgres_container(cfg)
-    container["env"].append(
-        {"name": "POSTGRES_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret_name, "key": PASSWORD_KEY}}}
-    )
-    claim_spec = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": cfg.storage_size}}}
-    if cfg.storage_class:
-        claim_spec["storageClassName"] = cfg.storage_class
+    container["env"] += secret_env(secret_name, {"POSTGRES_PASSWORD": PASSWORD_KEY})
     return {
         "serviceName": SERVICE_NAME,
         "replicas": 1,
-        "selector": {"matchLabels": selector_for("postgres")},
+        "selector": {"matchLabels": selector_for(COMPONENT)},
         # The data volume outlives the StatefulSet: deleting or scaling it keeps the PVC.
         "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
         "template": {
-            "metadata": {"labels": labels_for("postgres")},
+            "metadata": {"labels": labels_for(COMPONENT)},
             "spec": {
                 "securityContext": pod_security_context(platform, POSTGRES_UID),
                 "initContainers": [password_sync_container(container)],
@@ -172,7 +162,10 @@ def statefulset_spec(cfg: Postgres, platform: str, secret_name: pulumi.Input[str
                 "volumes": [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
             },
         },
-        "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": labels_for("postgres")}, "spec": claim_spec}],
+        "volumeClaimTemplates": [{
+            "metadata": {"name": "data", "labels": labels_for(COMPONENT)},
+            "spec": claim_spec(cfg.storage_size, "ReadWriteOnce", cfg.storage_class),
+        }],
     }
 
 
@@ -222,7 +215,7 @@ class PostgresDatabase(pulumi.ComponentResource):
         )
         secret = k8s.core.v1.Secret(
             f"{name}-credentials",
-            metadata={"namespace": namespace.ref, "labels": labels_for("postgres")},
+            metadata={"namespace": namespace.ref, "labels": labels_for(COMPONENT)},
             string_data={USERNAME_KEY: USERNAME, PASSWORD_KEY: password.result},
             opts=child,
         )
@@ -233,15 +226,15 @@ class PostgresDatabase(pulumi.ComponentResource):
         )
         statefulset = k8s.apps.v1.StatefulSet(
             f"{name}-statefulset",
-            metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels_for("postgres")},
+            metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels_for(COMPONENT)},
             spec=statefulset_spec(config, platform, secret.metadata.name),
             opts=child,
         )
         service = k8s.core.v1.Service(
             f"{name}-service",
-            metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels_for("postgres")},
+            metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels_for(COMPONENT)},
             spec={
-                "selector": selector_for("postgres"),
+                "selector": selector_for(COMPONENT),
                 "ports": [{"name": "postgres", "port": PORT, "targetPort": "postgres"}],
             },
             opts=child,

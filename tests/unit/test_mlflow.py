@@ -25,8 +25,7 @@ def server(dev):
 
 
 def test_allowed_hosts_cover_every_form_clients_send():
-    allowed = allowed_hosts_for(service="mlflow", namespace="obs", port=5000, external_host="mlflow.example.com",
-                                extra=("mlflow.corp.net",))
+    allowed = allowed_hosts_for(namespace="obs", external_host="mlflow.example.com", extra=("mlflow.corp.net",))
     for name in ("mlflow", "mlflow.obs", "mlflow.obs.svc", "mlflow.obs.svc.cluster.local"):
         assert host_accepted(allowed, name) and host_accepted(allowed, f"{name}:5000"), name
     for host in ("mlflow.example.com", "mlflow.example.com:443", "localhost", "localhost:8080", "127.0.0.1:5000",
@@ -43,8 +42,7 @@ def test_server_runs_uvicorn_on_all_interfaces_with_the_generated_host_list(dev,
     assert arg_after(args, "--host") == "0.0.0.0" and arg_after(args, "--port") == "5000"
     assert arg_after(args, "--workers") == "2"
     allowed = arg_after(args, "--allowed-hosts").split(",")
-    assert allowed == allowed_hosts_for(service="mlflow", namespace="mlflow", port=5000,
-                                        external_host="mlflow.localtest.me")
+    assert allowed == allowed_hosts_for(namespace="mlflow", external_host="mlflow.localtest.me")
     assert dev.get("Service", "mlflow").outputs["spec"]["ports"][0]["port"] == 5000
 
 
