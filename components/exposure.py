@@ -25,7 +25,7 @@ def _tls_secret(exposure: Exposure) -> str:
     return exposure.tls.secret_name or DEFAULT_TLS_SECRET
 
 
-def ingress_manifest(exposure: Exposure) -> tuple[dict, dict]:
+def ingress_manifest(exposure: Exposure, service: str, port: int) -> tuple[dict, dict]:
     """(annotations, spec) of the Ingress."""
     annotations = dict(NGINX_ANNOTATIONS)
     if exposure.tls.cluster_issuer:
@@ -37,7 +37,7 @@ def ingress_manifest(exposure: Exposure) -> tuple[dict, dict]:
             "http": {"paths": [{
                 "path": "/",
                 "pathType": "Prefix",
-                "backend": {"service": {"name": mlflow.SERVICE_NAME, "port": {"number": mlflow.PORT}}},
+                "backend": {"service": {"name": service, "port": {"number": port}}},
             }]},
         }],
     }
@@ -48,19 +48,19 @@ def ingress_manifest(exposure: Exposure) -> tuple[dict, dict]:
     return annotations, spec
 
 
-def route_manifest(exposure: Exposure) -> tuple[dict, dict]:
+def route_manifest(exposure: Exposure, service: str) -> tuple[dict, dict]:
     """(annotations, spec) of the OpenShift Route: edge TLS, HTTP redirected."""
     tls: dict = {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}
     spec = {
         "host": exposure.host,
-        "to": {"kind": "Service", "name": mlflow.SERVICE_NAME, "weight": 100},
+        "to": {"kind": "Service", "name": service, "weight": 100},
         "port": {"targetPort": "http"},
         "tls": tls,
     }
     return {**ROUTE_ANNOTATIONS, **exposure.annotations}, spec
 
 
-def httproute_manifest(exposure: Exposure) -> tuple[dict, dict]:
+def httproute_manifest(exposure: Exposure, service: str, port: int) -> tuple[dict, dict]:
     """(annotations, spec) of the Gateway API HTTPRoute."""
     gateway = exposure.gateway
     parent = {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": gateway.name}
@@ -73,7 +73,7 @@ def httproute_manifest(exposure: Exposure) -> tuple[dict, dict]:
         "hostnames": [exposure.host],
         "rules": [{
             "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-            "backendRefs": [{"name": mlflow.SERVICE_NAME, "port": mlflow.PORT}],
+            "backendRefs": [{"name": service, "port": port}],
         }],
     }
     return dict(exposure.annotations), spec
@@ -92,26 +92,26 @@ class MlflowExposure(pulumi.ComponentResource):
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:MlflowExposure", name, None, opts)
         child = pulumi.ResourceOptions(parent=self, depends_on=[server.service])
-        service = mlflow.SERVICE_NAME
+        service, port = server.service_name, server.port
         labels = labels_for(mlflow.COMPONENT)
         self.url = config.url
         self.resource = None
         if config.kind == "ingress":
-            annotations, spec = ingress_manifest(config)
+            annotations, spec = ingress_manifest(config, service, port)
             self.resource = k8s.networking.v1.Ingress(
                 f"{name}-ingress",
                 metadata={"name": service, "namespace": namespace.ref, "labels": labels, "annotations": annotations},
                 spec=spec, opts=child,
             )
         elif config.kind == "route":
-            annotations, spec = route_manifest(config)
+            annotations, spec = route_manifest(config, service)
             self.resource = k8s.apiextensions.CustomResource(
                 f"{name}-route", api_version="route.openshift.io/v1", kind="Route",
                 metadata={"name": service, "namespace": namespace.ref, "labels": labels, "annotations": annotations},
                 spec=spec, opts=child,
             )
         elif config.kind == "httproute":
-            annotations, spec = httproute_manifest(config)
+            annotations, spec = httproute_manifest(config, service, port)
             self.resource = k8s.apiextensions.CustomResource(
                 f"{name}-httproute", api_version="gateway.networking.k8s.io/v1", kind="HTTPRoute",
                 metadata={"name": service, "namespace": namespace.ref, "labels": labels, "annotations": annotations},

@@ -221,6 +221,8 @@ class MlflowServer(pulumi.ComponentResource):
     clients and `credentials` (a Pulumi secret) holds them for `pulumi up`."""
 
     internal_url: str
+    service_name: str  # the Service an exposure routes to, on `port`
+    port: int
     deployment: k8s.apps.v1.Deployment
     service: k8s.core.v1.Service
     auth_refs: AuthRefs | None
@@ -276,5 +278,6 @@ class MlflowServer(pulumi.ComponentResource):
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
+        self.service_name, self.port = SERVICE_NAME, PORT
         self.internal_url = f"http://{service_host(SERVICE_NAME, namespace.name)}:{PORT}"
         self.register_outputs({"internalUrl": self.internal_url})
