@@ -1,6 +1,9 @@
-"""Marks each test with its suite (`integration`, `engine`) by directory, so
-`-m "not engine"` and the like select suites without per-module markers."""
+"""Shared by every suite: each test marked with its suite (`integration`,
+`engine`) by directory, so `-m "not engine"` and the like select suites
+without per-module markers; and the session's work directory."""
 
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -14,3 +17,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         suite = item.path.relative_to(TESTS).parts[0]
         if suite in MARKED_SUITES:
             item.add_marker(suite)
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    """A temp dir the postgres user can enter too (pytest's own are root-only): PostgreSQL runs as it."""
+    path = Path(tempfile.mkdtemp(prefix="mlflow-tracing-"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -5,8 +5,6 @@ by the session and stopped at its end."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,15 +19,6 @@ from tests.support.nodeagent import NodeAgent
 def engine() -> Path:
     """engine/build.sh's output; no Go, module proxy or PyPI fails the suite, never skips it."""
     return build_engine()
-
-
-@pytest.fixture(scope="session")
-def workdir():
-    """A temp dir the postgres user can enter too (the bundled PostgreSQL runs as it)."""
-    path = Path(tempfile.mkdtemp(prefix="mlflow-tracing-engine-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ the session."""
 from __future__ import annotations
 
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -20,15 +19,6 @@ from tests.support.program import ProgramRun, run_program
 def declared() -> ProgramRun:
     """The dev stack as the program declares it."""
     return run_program("dev")
-
-
-@pytest.fixture(scope="session")
-def workdir():
-    """A temp dir the postgres user can enter too (pytest's own are root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="mlflow-tracing-it-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

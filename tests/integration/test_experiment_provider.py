@@ -17,7 +17,7 @@ from pulumi.dynamic.dynamic import serialize_provider
 
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
 from tests.support.otlp import one_span_request
-from tests.support.processes import free_port
+from tests.support.processes import forward_bytes, free_port
 from tests.support.program import PROJECT_DIR
 
 API = "/api/2.0/mlflow/experiments"
@@ -155,15 +155,6 @@ def forward_later(target_port: int, delay: float) -> tuple[int, threading.Event]
     forwards to `target_port`: a server that comes up after the call began."""
     port, stop = free_port(), threading.Event()
 
-    def pipe(a: socket.socket, b: socket.socket) -> None:
-        try:
-            while data := a.recv(65536):
-                b.sendall(data)
-        except OSError:
-            pass
-        finally:
-            b.close()
-
     def serve() -> None:
         time.sleep(delay)
         with socket.create_server(("127.0.0.1", port)) as server:
@@ -174,8 +165,8 @@ def forward_later(target_port: int, delay: float) -> tuple[int, threading.Event]
                 except TimeoutError:
                     continue
                 upstream = socket.create_connection(("127.0.0.1", target_port))
-                threading.Thread(target=pipe, args=(client, upstream), daemon=True).start()
-                threading.Thread(target=pipe, args=(upstream, client), daemon=True).start()
+                threading.Thread(target=forward_bytes, args=(client, upstream), daemon=True).start()
+                threading.Thread(target=forward_bytes, args=(upstream, client), daemon=True).start()
 
     threading.Thread(target=serve, daemon=True).start()
     return port, stop

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +30,7 @@ from components.collector import (
     USERNAME_ENV,
     render_config,
 )
-from tests.support.processes import free_port, stop, wait_until
+from tests.support.processes import free_port, run_build, stop, wait_until
 from tests.support.program import PROJECT_DIR, ProgramRun, RecordingMocks, run_program
 
 BUILD_SCRIPT = PROJECT_DIR / "collector" / "build.sh"
@@ -43,18 +42,7 @@ TEST_CREDENTIALS = {USERNAME_ENV: "collector-test", PASSWORD_ENV: "collector-tes
 
 def build_collector() -> Path:
     """The path of the built otelcol-mlflow binary; raises with the build's output on failure."""
-    process = subprocess.Popen(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=BUILD_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        raise RuntimeError(f"collector/build.sh did not finish within {BUILD_TIMEOUT}s:\n{err[-4000:]}") from None
-    if process.returncode != 0:
-        raise RuntimeError(f"collector/build.sh failed (exit {process.returncode}); the collector tests need "
-                           f"Go and the Go module proxy:\n{err[-4000:]}")
-    binary = Path(out.strip().splitlines()[-1])
+    binary = Path(run_build(BUILD_SCRIPT, BUILD_TIMEOUT, "Go and the Go module proxy"))
     if not os.access(binary, os.X_OK):
         raise RuntimeError(f"collector/build.sh printed {binary}, which is not an executable")
     return binary

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import yaml
 
 from components.config import PROJECT
+from tests.support.processes import run_build
 from tests.support.program import PROJECT_DIR
 
 BUILD_SCRIPT = PROJECT_DIR / "engine" / "build.sh"
@@ -30,18 +30,7 @@ PASSPHRASE = "engine-tests-only"
 
 def build_engine() -> Path:
     """The engine directory (bin/, venv/); raises with the build's output on failure."""
-    process = subprocess.Popen(["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=BUILD_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        raise RuntimeError(f"engine/build.sh did not finish within {BUILD_TIMEOUT}s:\n{err[-4000:]}") from None
-    if process.returncode != 0:
-        raise RuntimeError(f"engine/build.sh failed (exit {process.returncode}); the engine suite needs Go, the Go "
-                           f"module proxy and PyPI:\n{err[-4000:]}")
-    return Path(out.strip().splitlines()[-1])
+    return Path(run_build(BUILD_SCRIPT, BUILD_TIMEOUT, "Go, the Go module proxy and PyPI"))
 
 
 @dataclass

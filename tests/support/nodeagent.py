@@ -50,7 +50,7 @@ import requests
 
 from tests.support.cluster import ControlPlane
 from tests.support.kubelet import Kubelet
-from tests.support.processes import free_port, stop
+from tests.support.processes import forward_bytes, free_port, stop
 
 POLL_SECONDS = 0.5
 PROBE_TIMEOUT = 5
@@ -157,21 +157,8 @@ class ServiceProxy:
             return
         upstream.settimeout(None)
 
-        def pump(source: socket.socket, target: socket.socket) -> None:
-            try:
-                while data := source.recv(65536):
-                    target.sendall(data)
-            except OSError:
-                pass
-            finally:
-                for sock in (source, target):
-                    try:
-                        sock.shutdown(socket.SHUT_RDWR)
-                    except OSError:
-                        pass
-
-        threading.Thread(target=pump, args=(upstream, client), daemon=True).start()
-        pump(client, upstream)
+        threading.Thread(target=forward_bytes, args=(upstream, client), daemon=True).start()
+        forward_bytes(client, upstream)
         client.close()
         upstream.close()
 

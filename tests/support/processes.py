@@ -42,6 +42,37 @@ def wait_until(check: Callable[[], bool], timeout: float, what: str, process: su
     raise TimeoutError(f"{what}: not ready within {timeout:.0f}s\n{tail}")
 
 
+def run_build(script: Path, timeout: float, needs: str) -> str:
+    """Run a build script of this repository; its last line of output (a path). A failure or
+    a timeout raises with the script's errors and what it `needs`."""
+    process = subprocess.Popen(["bash", str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    try:
+        out, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise RuntimeError(f"{script} did not finish within {timeout:.0f}s:\n{err[-4000:]}") from None
+    if process.returncode != 0:
+        raise RuntimeError(f"{script} failed (exit {process.returncode}); it needs {needs}:\n{err[-4000:]}")
+    return out.strip().splitlines()[-1]
+
+
+def forward_bytes(source: socket.socket, target: socket.socket) -> None:
+    """Copy one direction of a TCP connection until it ends, then close both ways."""
+    try:
+        while data := source.recv(65536):
+            target.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, target):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 def stop(process: subprocess.Popen, timeout: float = 20, stop_signal: int = signal.SIGTERM) -> None:
     """`stop_signal` to the process group (an image's STOPSIGNAL), SIGKILL after `timeout`."""
     if process.poll() is None:
