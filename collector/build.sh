@@ -25,23 +25,30 @@ BUILDER_MODULE="go.opentelemetry.io/collector/cmd/builder"
 
 [[ -f "${MANIFEST}" ]] || die "manifest not found: ${MANIFEST}"
 
-# Read a scalar key from the top-level `dist:` block of the manifest (no YAML library needed).
-dist_field() {
-  awk -v key="$1" '
-    /^[^[:space:]#]/ { in_dist = ($0 ~ /^dist:[[:space:]]*$/); next }
-    in_dist && $0 ~ "^[[:space:]]+" key ":" {
-      sub("^[[:space:]]+" key ":[[:space:]]*", "")
-      sub("[[:space:]]+#.*$", "")
-      gsub(/^["'\'']|["'\'']$/, "")
-      print
-      exit
-    }
-  ' "${MANIFEST}"
+# The manifest, read by a YAML parser (PyYAML, from requirements-dev.txt):
+#   manifest dist     -> dist.version, dist.name, dist.output_path, one per line
+#   manifest modules  -> "<module> <version>" of every component and provider
+manifest() {
+  python3 - "${MANIFEST}" "$1" <<'EOF' || die "cannot read ${MANIFEST}: needs python3 with PyYAML (pip install -r requirements-dev.txt)"
+import sys
+
+import yaml
+
+with open(sys.argv[1]) as stream:
+    document = yaml.safe_load(stream)
+if sys.argv[2] == "dist":
+    dist = document.get("dist") or {}
+    for key in ("version", "name", "output_path"):
+        print(dist.get(key) or "")
+else:
+    for section in ("receivers", "processors", "connectors", "exporters", "extensions", "providers"):
+        for entry in document.get(section) or []:
+            print(*entry["gomod"].split()[:2])
+EOF
 }
 
-VERSION="$(dist_field version)"
-DIST_NAME="$(dist_field name)"
-OUTPUT_PATH="$(dist_field output_path)"
+{ read -r VERSION; read -r DIST_NAME; read -r DECLARED_OUTPUT_PATH; } < <(manifest dist)
+OUTPUT_PATH="${DECLARED_OUTPUT_PATH}"
 [[ -n "${VERSION}" ]] || die "dist.version is not set in ${MANIFEST}"
 [[ "${VERSION}" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "dist.version '${VERSION}' is not X.Y.Z in ${MANIFEST}"
 [[ -n "${DIST_NAME}" ]] || die "dist.name is not set in ${MANIFEST}"
@@ -50,7 +57,7 @@ OUTPUT_PATH="$(dist_field output_path)"
 
 EXPECTED_OUTPUT="${REPO_ROOT}/.cache/otelcol/${VERSION}"
 [[ "${OUTPUT_PATH%/}" == "${EXPECTED_OUTPUT}" ]] ||
-  die "dist.output_path must be .cache/otelcol/${VERSION} (got '$(dist_field output_path)'); keep it in sync with dist.version"
+  die "dist.output_path must be .cache/otelcol/${VERSION} (got '${DECLARED_OUTPUT_PATH}'); keep it in sync with dist.version"
 
 BIN_DIR="${REPO_ROOT}/.cache/otelcol/bin"
 BUILDER="${BIN_DIR}/builder"
@@ -142,7 +149,7 @@ if ! collector_up_to_date; then
       die "${module} is not in the module graph: ${resolved}"
     [[ "${resolved}" == "${version}" ]] ||
       die "${module} resolved to ${resolved}, the manifest says ${version}"
-  done < <(awk '$1 == "-" && $2 == "gomod:" { print $3, $4 }' "${MANIFEST}")
+  done < <(manifest modules)
   (cd "${REPO_ROOT}" && "${BUILDER}" --config "${MANIFEST}" --skip-get-modules --skip-generate) ||
     die "OCB build failed (see output above); manifest: ${MANIFEST}"
   [[ -x "${BINARY}" ]] || die "builder finished but ${BINARY} was not produced"
