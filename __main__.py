@@ -12,6 +12,7 @@ from components.collector import TraceCollector
 from components.config import load_stack_config
 from components.experiments import MlflowExperiments
 from components.exposure import MlflowExposure
+from components.kept import KeptObjects
 from components.mlflow import MlflowServer
 from components.namespace import StackNamespace
 from components.network import StackNetworkPolicies
@@ -19,8 +20,12 @@ from components.postgres import PostgresDatabase
 
 config = load_stack_config()
 
+# What `destroy` keeps (namespace, artifact volume) is taken over by the next `up`.
+kept = KeptObjects("kept-objects", cluster=config.cluster).provider
+
 namespace = StackNamespace(
-    "namespace", namespace=config.namespace, create=config.create_namespace, platform=config.platform
+    "namespace", namespace=config.namespace, create=config.create_namespace, platform=config.platform,
+    kept_provider=kept,
 ).ref
 
 if config.network_policies.enabled:
@@ -43,6 +48,7 @@ server = MlflowServer(
     namespace=namespace,
     platform=config.platform,
     external_host=config.exposure.host,
+    kept_provider=kept,
     database_ready=database.ready,
 )
 

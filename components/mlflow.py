@@ -230,7 +230,7 @@ class MlflowServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, config: Mlflow, connection: PostgresConnection, namespace: NamespaceRef,
                  platform: str, external_host: str | None, database_ready: list[pulumi.Resource],
-                 opts: pulumi.ResourceOptions | None = None):
+                 kept_provider: k8s.Provider, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:MlflowServer", name, None, opts)
         meta = {"namespace": namespace.ref, "labels": labels_for(COMPONENT)}
 
@@ -248,8 +248,9 @@ class MlflowServer(pulumi.ComponentResource):
                 f"{name}-artifacts",
                 metadata={**meta, "name": f"{SERVICE_NAME}-artifacts"},
                 spec=claim_spec(config.artifacts.size, config.artifacts.access_mode, config.artifacts.storage_class),
-                # Artifacts are user data: a `pulumi destroy` or a replacement keeps them.
-                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+                # Artifacts are user data: a `pulumi destroy` or a replacement keeps them,
+                # and the next up takes the claim over again (components/kept.py).
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, provider=kept_provider),
             )
             artifacts_claim = claim.metadata.name
 

@@ -24,18 +24,20 @@ def namespace_labels(platform: str) -> dict[str, str]:
 
 
 class StackNamespace(pulumi.ComponentResource):
-    """`ref` is what workloads put in `metadata.namespace`."""
+    """`ref` is what workloads put in `metadata.namespace`; `kept_provider` creates
+    the namespace, which `destroy` keeps (components/kept.py)."""
 
     ref: NamespaceRef
 
-    def __init__(self, name: str, *, namespace: str, create: bool, platform: str,
+    def __init__(self, name: str, *, namespace: str, create: bool, platform: str, kept_provider: k8s.Provider,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:StackNamespace", name, None, opts)
         if create:
             resource = k8s.core.v1.Namespace(
                 name, metadata={"name": namespace, "labels": namespace_labels(platform)},
-                # Deleting a namespace deletes every volume in it: keep it on destroy.
-                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True),
+                # Deleting a namespace deletes every volume in it: keep it on destroy,
+                # and take it over again on the next up.
+                opts=pulumi.ResourceOptions(parent=self, retain_on_delete=True, provider=kept_provider),
             )
             self.ref = NamespaceRef(name=namespace, ref=resource.metadata.name)
         else:

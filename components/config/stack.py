@@ -3,6 +3,7 @@ check against earlier ones), then all problems raised at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -23,7 +24,7 @@ from components.config.reader import (
     merge_over,
     project_defaults,
 )
-from components.config.types import PLATFORMS, StackConfig
+from components.config.types import PLATFORMS, ClusterTarget, StackConfig
 
 
 def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> StackConfig:
@@ -94,4 +95,6 @@ def load_stack_config() -> StackConfig:
     stack = parse_stack_config(values, defaults)
     for warning in stack.warnings:
         pulumi.log.warn(warning)
-    return stack
+    kubernetes = pulumi.Config("kubernetes")
+    cluster = ClusterTarget(context=kubernetes.get("context"), kubeconfig=kubernetes.get_secret("kubeconfig"))
+    return dataclasses.replace(stack, cluster=cluster)

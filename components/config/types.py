@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 from components.quantities import quantity_bytes
 
@@ -166,6 +166,15 @@ class Experiment:
 
 
 @dataclass(frozen=True)
+class ClusterTarget:
+    """The cluster as the stack's `kubernetes:context` / `kubernetes:kubeconfig` name it
+    (None: the ambient kubeconfig and its current context, as for the default provider)."""
+
+    context: str | None = None
+    kubeconfig: Any = None  # a Pulumi secret when set: a kubeconfig may hold credentials
+
+
+@dataclass(frozen=True)
 class StackConfig:
     namespace: str
     create_namespace: bool
@@ -178,6 +187,7 @@ class StackConfig:
     network_policies: NetworkPolicies
     experiments: tuple[Experiment, ...]
     warnings: tuple[str, ...]  # risky but allowed settings, said at every `pulumi up`
+    cluster: ClusterTarget = ClusterTarget()
 
     @property
     def databases_to_create(self) -> tuple[str, ...]:

@@ -224,18 +224,12 @@ def test_destroy_keeps_the_namespace_the_volumes_and_restorable_experiments(stac
         assert stages[experiment_id] == "deleted"
 
 
-def test_up_after_destroy_refuses_to_overwrite_the_kept_objects(stack):
-    """The kept namespace and artifact claim exist: pulumi-kubernetes refuses to create them
-    over the existing objects unless told to adopt them (README, Data safety)."""
-    result = stack.up()
-    assert result.returncode != 0 and "already exists" in result.output
-
-
 def test_up_after_destroy_restores_the_experiments_with_their_ids(stack, mlflow_url, before_destroy):
-    """Adopting the kept objects: a new generated database password over the old data volume,
-    MLflow still signs in, and the provider adopts and restores each soft-deleted experiment."""
+    """The kept namespace and artifact claim are taken over; a new generated database password
+    over the old data volume, and MLflow still signs in; the experiment provider adopts and
+    restores each soft-deleted experiment."""
     assert before_destroy, "runs after the destroy test"
-    stack.up(env={"PULUMI_K8S_UPSERT_EXISTING_OBJECTS": "true"}).check("up after destroy, adopting the kept objects")
+    stack.up().check("up after destroy")
     assert stack.outputs()["experimentIds"] == before_destroy
     for experiment_id in before_destroy.values():
         assert experiment(mlflow_url, experiment_id)["lifecycle_stage"] == "active"

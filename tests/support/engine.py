@@ -89,8 +89,8 @@ class PulumiProject:
             self.run("plugin", "install", "resource", provider, f"v{version}", "--file",
                      str(engine / "bin" / f"pulumi-resource-{provider}")).check(f"plugin install {provider}")
 
-    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT, env: dict[str, str] | None = None) -> Result:
-        done = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=self.project, env={**self.env, **(env or {})},
+    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> Result:
+        done = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=self.project, env=self.env,
                               capture_output=True, text=True, timeout=timeout)
         return Result(done.returncode, done.stdout, done.stderr)
 
@@ -121,14 +121,14 @@ class Stack:
         prefix = f"{PROJECT}:"
         return {key[len(prefix):]: value for key, value in (document.get("config") or {}).items()}
 
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        return self.project.run(*args, "--stack", self.name, env=env)
+    def cli(self, *args: str) -> Result:
+        return self.project.run(*args, "--stack", self.name)
 
     def preview(self) -> Result:
         return self.cli("preview", "--json")
 
-    def up(self, *flags: str, env: dict[str, str] | None = None) -> Result:
-        return self.cli("up", "--yes", "--skip-preview", *flags, env=env)
+    def up(self, *flags: str) -> Result:
+        return self.cli("up", "--yes", "--skip-preview", *flags)
 
     def destroy(self) -> Result:
         return self.cli("destroy", "--yes", "--skip-preview")

@@ -288,10 +288,13 @@ class NodeAgent:
 
     def _sync_pods(self) -> None:
         listed = {pod["metadata"]["uid"]: pod for pod in self._list("/api/v1/pods")}
-        for uid, running in list(self.pods.items()):
-            if uid not in listed or listed[uid]["metadata"].get("deletionTimestamp"):
-                self._stop_pod(running)
-                del self.pods[uid]
+        gone = [uid for uid in self.pods if uid not in listed or listed[uid]["metadata"].get("deletionTimestamp")]
+        for uid in gone:  # out of every Service at once, as kube-proxy drops a deleted pod's endpoint
+            self.pods[uid].ready = False
+            self.pods[uid].stopped.set()
+        for uid in gone:  # forgotten only once its processes have exited (wait_stopped relies on it)
+            self._stop_pod(self.pods[uid])
+            del self.pods[uid]
         for uid, pod in listed.items():
             if uid not in self.pods and not pod["metadata"].get("deletionTimestamp") \
                     and pod.get("status", {}).get("phase", "Pending") == "Pending":
@@ -423,28 +426,34 @@ class NodeAgent:
         self._set_status(pod, spec, "Succeeded", False, states)
 
     def _serve(self, pod: RunningPod, kubelet: PodKubelet, spec: dict) -> None:
-        restarts = 0
+        """Keep the containers running; Ready once the startup and readiness probes pass, unready
+        again after the readiness probe's failureThreshold consecutive failures (as a kubelet)."""
+        restarts, failures, started = 0, 0, False
         running = {"running": {"startedAt": now()}}
+        readiness = [c["readinessProbe"] for c in spec["containers"] if "readinessProbe" in c]
+        threshold = min((probe.get("failureThreshold", 3) for probe in readiness), default=1)
+        period = min((probe.get("periodSeconds", 10) for probe in readiness), default=10)
         for container in spec["containers"]:
             pod.processes[container["name"]] = self._start(pod, kubelet, container)
         self._set_status(pod, spec, "Running", False, {c["name"]: running for c in spec["containers"]})
-        started = False
         while not pod.stopped.is_set():
             for container in spec["containers"]:
                 if pod.processes[container["name"]].poll() is not None and not pod.stopped.is_set():  # Always
                     restarts += 1
-                    started, pod.ready = False, False
+                    started, failures, pod.ready = False, 0, False
                     self._set_status(pod, spec, "Running", False, {c["name"]: running for c in spec["containers"]},
                                      restarts)
                     pod.processes[container["name"]] = self._start(pod, kubelet, container)
             if not started:
                 started = all(self._probe(pod, kubelet, c, "startupProbe") for c in spec["containers"])
-            ready = started and all(self._probe(pod, kubelet, c, "readinessProbe") for c in spec["containers"])
+            passed = started and all(self._probe(pod, kubelet, c, "readinessProbe") for c in spec["containers"])
+            failures = 0 if passed else failures + 1
+            ready = passed or (pod.ready and failures < threshold)
             if ready != pod.ready:
                 pod.ready = ready
                 self._set_status(pod, spec, "Running", ready, {c["name"]: running for c in spec["containers"]},
                                  restarts)
-            pod.stopped.wait(1 if ready else POLL_SECONDS)
+            pod.stopped.wait(period if ready else POLL_SECONDS)
 
     def _probe(self, pod: RunningPod, kubelet: PodKubelet, container: dict, kind: str) -> bool:
         """One run of the container's declared probe (a missing probe passes, as in a kubelet)."""
@@ -479,6 +488,7 @@ class NodeAgent:
         raise ValueError(f"unsupported probe {probe}")
 
     def _stop_pod(self, pod: RunningPod) -> None:
+        pod.ready = False
         pod.stopped.set()
         for name, process in pod.processes.items():
             # The postgres image's STOPSIGNAL: a fast shutdown that does not wait for clients.
@@ -509,7 +519,8 @@ class NodeAgent:
         selector = found["spec"].get("selector") or {}
         target = next((p.get("targetPort", p["port"]) for p in found["spec"]["ports"] if p["port"] == port), None)
         for pod in list(self.pods.values()):
-            if pod.namespace == namespace and pod.ready and selector.items() <= pod.labels.items():
+            if pod.namespace == namespace and pod.ready and not pod.stopped.is_set() \
+                    and selector.items() <= pod.labels.items():
                 container_port = pod.port_names.get(target, target) if isinstance(target, str) else target
                 if container_port in pod.ports:
                     return pod.ports[container_port]

@@ -60,6 +60,7 @@ class Registered:
     parent: str = ""
     dependencies: list[str] = field(default_factory=list)
     aliases: list[str] = field(default_factory=list)
+    provider: str = ""  # "<provider urn>::<id>" when an explicit provider is set
 
     @property
     def kind(self) -> str:
@@ -142,12 +143,13 @@ class RecordingMonitor(MockMonitor):
 
     def __init__(self, mocks: RecordingMocks):
         super().__init__(mocks)
-        self.links: dict[tuple[str, str], tuple[str, str, list[str], list[str]]] = {}
+        self.links: dict[tuple[str, str], tuple[str, str, list[str], list[str], str]] = {}
 
     def RegisterResource(self, request):
         response = super().RegisterResource(request)
         aliases = [alias.spec.name for alias in request.aliases if alias.spec.name]
-        self.links[(request.type, request.name)] = (response.urn, request.parent, list(request.dependencies), aliases)
+        self.links[(request.type, request.name)] = (response.urn, request.parent, list(request.dependencies), aliases,
+                                                    request.provider)
         return response
 
 
@@ -188,7 +190,7 @@ def run_program(stack: str = "dev", mocks: RecordingMocks | None = None, **overr
     values = {k: _sync_await(pulumi.Output.from_input(v).future()) for k, v in exports.items()}
     secrets = {k for k, v in exports.items() if _sync_await(pulumi.Output.from_input(v).is_secret())}
     for resource in mocks.registered:
-        resource.urn, resource.parent, resource.dependencies, resource.aliases = monitor.links.get(
-            (resource.typ, resource.name), ("", "", [], [])
+        resource.urn, resource.parent, resource.dependencies, resource.aliases, resource.provider = monitor.links.get(
+            (resource.typ, resource.name), ("", "", [], [], "")
         )
     return ProgramRun(mocks.registered, values, secrets)

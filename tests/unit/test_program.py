@@ -86,3 +86,14 @@ def test_every_resource_belongs_to_a_component(run):
             assert parent_type in ("pulumi:pulumi:Stack", *{r.typ for r in run.resources}), resource.name
         else:
             assert parent_type.startswith(f"{PROJECT}:index:"), (resource.typ, resource.name, parent_type)
+
+
+def test_only_what_destroy_keeps_is_taken_over_on_the_next_up(run):
+    """The namespace and the artifact claim survive `destroy` and must not fail the next
+    `up` with `already exists`; every other resource keeps the default provider, whose
+    refusal protects against a rename without an alias deleting what it just updated."""
+    (provider,) = run.of_type("pulumi:providers:kubernetes")
+    assert provider.inputs["upsertExistingObjects"] in (True, "true")
+    adopted = {(r.kind, r.k8s_name) for r in run.resources if r.provider.startswith(provider.urn)}
+    kept = {(r.kind, r.k8s_name) for r in run.resources if r.kind in ("Namespace", "PersistentVolumeClaim")}
+    assert adopted == kept
