@@ -5,6 +5,7 @@ by the session and stopped at its end."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,8 @@ def node(cluster, workdir):
     agent = NodeAgent(cluster, workdir / "node", build_collector()).start()
     yield agent
     agent.stop()
+    for error in agent.errors:  # what the node could not do: shown in the run's warnings summary
+        warnings.warn(f"node agent: {error}", stacklevel=1)
 
 
 @pytest.fixture(scope="session")

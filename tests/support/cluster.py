@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import textwrap
-import time
 from pathlib import Path
 from typing import Any
 
@@ -151,13 +150,6 @@ class ControlPlane:
             return None
         response.raise_for_status()
         return response.json()
-
-    def wait_gone(self, path: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while self.get(path) is not None:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{path} still exists after {timeout:.0f}s")
-            time.sleep(1)
 
     def stop(self) -> None:
         for process in reversed(self.processes):

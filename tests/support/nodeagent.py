@@ -217,11 +217,6 @@ class NodeAgent:
         port-forward that waits for its pod)."""
         return f"http://127.0.0.1:{self._proxy(namespace, service, port).port}"
 
-    def container_log(self, namespace: str, pod_prefix: str, container: str) -> str:
-        """The output of the newest pod whose name starts with `pod_prefix`."""
-        logs = sorted(self.logs.glob(f"{namespace}-{pod_prefix}*-{container}.log"), key=lambda p: p.stat().st_mtime)
-        return logs[-1].read_text(errors="replace") if logs else ""
-
     # ------------------------------------------------------------------ API helpers
 
     def _api(self, method: str, path: str, body: Any = None, patch: bool = False) -> requests.Response:
