@@ -24,7 +24,13 @@ BUILD_SCRIPT = PROJECT_DIR / "engine" / "build.sh"
 BUILD_TIMEOUT = 3600  # cold ~21 min on 2 cores, warm ~1-2 min
 COMMAND_TIMEOUT = 900
 PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components")
-PROVIDERS = {"kubernetes": "4.32.0", "random": "4.21.1"}
+# The provider plugins build.sh builds: the versions of their SDKs in engine/constraints.txt.
+PROVIDERS = {
+    package.removeprefix("pulumi-"): version
+    for package, _, version in (line.partition("==") for line in
+                                (PROJECT_DIR / "engine" / "constraints.txt").read_text().splitlines())
+    if package in ("pulumi-kubernetes", "pulumi-random")
+}
 PASSPHRASE = "engine-tests-only"
 
 

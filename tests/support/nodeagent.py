@@ -117,11 +117,12 @@ class ApiObjects:
 
 
 class PodKubelet(Kubelet):
-    """The kubelet emulation for one pod: PVC volumes live in their PersistentVolume's directory."""
+    """The kubelet emulation for one pod (`owner`, in the emulation's form of a pod's owner):
+    PVC volumes live in their PersistentVolume's directory."""
 
-    def __init__(self, *args: Any, claims: dict[str, Path], **kwargs: Any):
+    def __init__(self, *args: Any, owner: SimpleNamespace, claims: dict[str, Path], **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self.claims = claims
+        self.owner, self.claims = owner, claims
 
     def _volume_dir(self, pod_owner: Any, volume: str) -> Path:
         return self.claims.get(volume) or super()._volume_dir(pod_owner, volume)
@@ -349,13 +350,11 @@ class NodeAgent:
             rewrites[f"0.0.0.0:{container_port}"] = f"127.0.0.1:{local}"
             rewrites[f"port: {container_port}\n"] = f"port: {local}\n"  # a YAML `port:` of a listener
         owner = SimpleNamespace(name=f"{pod.namespace}-{pod.name}", outputs={"spec": {"template": {"spec": spec}}})
-        kubelet = PodKubelet(ApiObjects(self.cluster, pod.namespace), self.workdir / "pods", rewrites, ports,
-                             claims=claims)
-        kubelet.owner = owner  # type: ignore[attr-defined]
-        return kubelet
+        return PodKubelet(ApiObjects(self.cluster, pod.namespace), self.workdir / "pods", rewrites, ports,
+                          owner=owner, claims=claims)
 
     def _start(self, pod: RunningPod, kubelet: PodKubelet, container: dict) -> subprocess.Popen:
-        argv, env = kubelet.prepare(kubelet.owner, container["name"])  # type: ignore[attr-defined]
+        argv, env = kubelet.prepare(kubelet.owner, container["name"])
         log = self.logs / f"{pod.namespace}-{pod.name}-{container['name']}.log"
         return subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
                                 cwd=self.workdir, start_new_session=True)
@@ -366,7 +365,7 @@ class NodeAgent:
         try:
             self._wait_for_claims(pod, spec)
             kubelet = self._kubelet(pod, spec)
-            kubelet._new_pod(kubelet.owner)  # type: ignore[attr-defined]
+            kubelet._new_pod(kubelet.owner)
             if any(c["image"].startswith(POSTGRES_IMAGE) for c in spec["containers"]):
                 self._give_volumes_to_postgres(kubelet, spec)
             for container in spec.get("initContainers", []):
@@ -388,7 +387,7 @@ class NodeAgent:
         """The server refuses to run as root; its volumes become its user's, as fsGroup would make them."""
         entry = pwd.getpwnam("postgres")
         for container in spec.get("initContainers", []) + spec["containers"]:
-            for directory in kubelet.mounts(kubelet.owner, container).values():  # type: ignore[attr-defined]
+            for directory in kubelet.mounts(kubelet.owner, container).values():
                 shutil.chown(directory, entry.pw_uid, entry.pw_gid)
 
     def _wait_for_claims(self, pod: RunningPod, spec: dict) -> None:
@@ -472,7 +471,7 @@ class NodeAgent:
                 with socket.create_connection(address, timeout=PROBE_TIMEOUT):
                     return True
             if "exec" in probe:
-                _, env = kubelet.prepare(kubelet.owner, container["name"])  # type: ignore[attr-defined]
+                _, env = kubelet.prepare(kubelet.owner, container["name"])
                 own = {str(k): str(v) for k, v in pod.ports.items()}
                 argv = [re.sub(r"\b\d+\b", lambda m: own.get(m.group(0), m.group(0)), arg)
                         for arg in probe["exec"]["command"]]
