@@ -54,6 +54,7 @@ from tests.support.processes import forward_bytes, free_port, stop
 
 POLL_SECONDS = 0.5
 PROBE_TIMEOUT = 5
+BACKEND_WAIT_SECONDS = 30
 MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:"
 POSTGRES_IMAGE = "postgres:"
 COLLECTOR_IMAGE = "otel/opentelemetry-collector-contrib:"
@@ -148,7 +149,7 @@ class ServiceProxy:
             threading.Thread(target=self._forward, args=(client,), daemon=True).start()
 
     def _forward(self, client: socket.socket) -> None:
-        port = self.backend()
+        port = self._wait_for_backend()
         try:
             upstream = socket.create_connection(("127.0.0.1", port), timeout=10) if port else None
         except OSError:
@@ -162,6 +163,20 @@ class ServiceProxy:
         forward_bytes(client, upstream)
         client.close()
         upstream.close()
+
+    def _wait_for_backend(self) -> int | None:
+        """A Ready backend's port, waiting for one (bounded) like a port-forward waiting for its pod:
+        right after a rollout the agent's view of readiness may trail the API's by a poll."""
+        deadline = time.monotonic() + BACKEND_WAIT_SECONDS
+        while not self.stopped.is_set():
+            try:
+                port = self.backend()
+            except (requests.RequestException, OSError):
+                port = None
+            if port or time.monotonic() > deadline:
+                return port
+            time.sleep(POLL_SECONDS)
+        return None
 
     def close(self) -> None:
         self.stopped.set()
