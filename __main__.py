@@ -17,6 +17,7 @@ from components.mlflow import MlflowServer
 from components.namespace import StackNamespace
 from components.network import StackNetworkPolicies
 from components.postgres import PostgresDatabase
+from components.trace_upkeep import JobTarget, TraceUpkeep
 
 config = load_stack_config()
 
@@ -71,6 +72,22 @@ traces = TraceCollector(
     mlflow_auth=server.auth_refs,
     namespace=namespace,
     platform=config.platform,
+)
+
+# After every change, a Job proves traces flow; a CronJob keeps the trace store bounded.
+TraceUpkeep(
+    "trace-upkeep",
+    verify=config.verify,
+    retention=config.retention,
+    experiments=traces.experiments,
+    retention_days={e.name: e.retention_days for e in config.experiments},
+    noise=config.collector.noise,
+    target=JobTarget(image=config.mlflow.image, platform=config.platform, mlflow_url=server.internal_url,
+                     mlflow_auth=server.auth_refs),
+    collector_url=traces.http_endpoint,
+    namespace=namespace,
+    revisions=[traces.config_checksum, server.pod_revision],
+    after=[traces.deployment, server.deployment],
 )
 
 pulumi.export("namespace", config.namespace)

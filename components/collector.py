@@ -295,6 +295,9 @@ class TraceCollector(pulumi.ComponentResource):
 
     grpc_endpoint: str
     http_endpoint: str
+    experiments: pulumi.Output[list[RoutedExperiment]]  # with their MLflow IDs, as the config routes them
+    config_checksum: pulumi.Output[str]  # changes whenever the config does
+    deployment: k8s.apps.v1.Deployment
 
     def __init__(self, name: str, *, config: Collector, experiments: tuple[Experiment, ...],
                  experiment_ids: pulumi.Output[dict[str, str]], mlflow_endpoint: str, namespace: NamespaceRef,
@@ -302,11 +305,13 @@ class TraceCollector(pulumi.ComponentResource):
         super().__init__("mlflow-tracing:index:TraceCollector", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = labels_for(COMPONENT)
-        config_text = experiment_ids.apply(lambda ids: render_config(collector_config(
-            experiments=routed_experiments(experiments, ids), noise=config.noise, version=config.version,
+        self.experiments = experiment_ids.apply(lambda ids: routed_experiments(experiments, ids))
+        config_text = self.experiments.apply(lambda routed: render_config(collector_config(
+            experiments=routed, noise=config.noise, version=config.version,
             mlflow_endpoint=mlflow_endpoint, persistent_queue=config.persistent_queue,
             basic_auth=mlflow_auth is not None,
         )))
+        self.config_checksum = config_text.apply(content_checksum)
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"namespace": namespace.ref, "labels": labels},
@@ -316,8 +321,7 @@ class TraceCollector(pulumi.ComponentResource):
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels},
-            spec=deployment_spec(config, platform, config_map.metadata.name, config_text.apply(content_checksum),
-                                 mlflow_auth),
+            spec=deployment_spec(config, platform, config_map.metadata.name, self.config_checksum, mlflow_auth),
             opts=child,
         )
         k8s.core.v1.Service(

@@ -9,6 +9,8 @@ in the config layer).
 
 from __future__ import annotations
 
+import json
+
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -19,6 +21,7 @@ from components.kube import (
     NamespaceRef,
     claim_spec,
     container_security_context,
+    content_checksum,
     labels_for,
     pod_security_context,
     secret_env,
@@ -224,6 +227,7 @@ class MlflowServer(pulumi.ComponentResource):
     service_name: str  # the Service an exposure routes to, on `port`
     port: int
     deployment: k8s.apps.v1.Deployment
+    pod_revision: pulumi.Output[str]  # changes whenever the pods do (image, args, env, migration)
     service: k8s.core.v1.Service
     auth_refs: AuthRefs | None
     credentials: pulumi.Output[dict] | None
@@ -263,13 +267,16 @@ class MlflowServer(pulumi.ComponentResource):
         allowed_hosts = allowed_hosts_for(
             namespace=namespace.name, external_host=external_host, extra=config.extra_allowed_hosts,
         )
+        spec = deployment_spec(config, connection, allowed_hosts, platform, migration.metadata.name,
+                               artifacts_claim, self.auth_refs)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={**meta, "name": SERVICE_NAME},
-            spec=deployment_spec(config, connection, allowed_hosts, platform, migration.metadata.name,
-                                 artifacts_claim, self.auth_refs),
+            spec=spec,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[migration]),
         )
+        self.pod_revision = pulumi.Output.from_input(spec["template"]).apply(
+            lambda template: content_checksum(json.dumps(template, sort_keys=True)))
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata={**meta, "name": SERVICE_NAME},

@@ -55,8 +55,10 @@ from components.config.types import (
     Postgres,
     PostgresMode,
     Resources,
+    Retention,
     StackConfig,
     Tls,
+    Verify,
 )
 from components.names import experiment_name_problem, experiment_slug
 from components.quantities import quantity_bytes
@@ -100,8 +102,10 @@ __all__ = [
     "Postgres",
     "PostgresMode",
     "Resources",
+    "Retention",
     "StackConfig",
     "Tls",
+    "Verify",
     "experiment_name_problem",
     "experiment_slug",
     "load_stack_config",

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 from components.config.reader import _Problems, _Reader
 from components.config.types import Experiment
+from components.config.upkeep import retention_days
 from components.names import experiment_name_problem, experiment_slug
 
 
-def _experiments(readers: list[_Reader], key: str, problems: _Problems) -> tuple[Experiment, ...]:
+def _experiments(readers: list[_Reader], key: str, problems: _Problems,
+                 default_retention_days: int | None = None) -> tuple[Experiment, ...]:
+    """`default_retention_days`: the limit of experiments that set no `retentionDays`."""
     experiments = []
     for item in readers:
-        item.only("name", "services", "default", "tags", "renamedFrom")
+        item.only("name", "services", "default", "tags", "renamedFrom", "retentionDays")
         name = item.value.get("name")
         problem = experiment_name_problem(name)
         if problem:
@@ -23,6 +26,8 @@ def _experiments(readers: list[_Reader], key: str, problems: _Problems) -> tuple
                 default=item.flag("default") if "default" in item.value else False,
                 tags=item.string_map("tags") if "tags" in item.value else {},
                 renamed_from=item.strings("renamedFrom") if "renamedFrom" in item.value else (),
+                retention_days=retention_days(item, "retentionDays") if "retentionDays" in item.value
+                else default_retention_days,
             )
         )
     if not experiments:

@@ -25,6 +25,7 @@ from components.config.reader import (
     project_defaults,
 )
 from components.config.types import PLATFORMS, ClusterTarget, StackConfig
+from components.config.upkeep import _retention, _verify
 
 
 def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> StackConfig:
@@ -48,6 +49,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     postgres = _postgres(_Reader(merged["postgres"], "postgres", problems))
     postgres_database = postgres.external.database if postgres.external else MLFLOW_DATABASE
     mlflow = _mlflow(_Reader(merged["mlflow"], "mlflow", problems), exposure, postgres_database)
+    retention, default_retention_days = _retention(_Reader(merged["retention"], "retention", problems))
     config = StackConfig(
         namespace=namespace,
         create_namespace=root.flag("createNamespace"),
@@ -60,7 +62,9 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
         network_policies=_network_policies(
             _Reader(merged["networkPolicies"], "networkPolicies", problems), platform, exposure
         ),
-        experiments=_experiments(root.objects("experiments"), "experiments", problems),
+        experiments=_experiments(root.objects("experiments"), "experiments", problems, default_retention_days),
+        verify=_verify(_Reader(merged["verify"], "verify", problems)),
+        retention=retention,
         warnings=tuple(problems.warnings),  # evaluated last: every section has been read
     )
     if problems.items:

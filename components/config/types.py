@@ -163,6 +163,23 @@ class Experiment:
     default: bool
     tags: Mapping[str, str]
     renamed_from: tuple[str, ...] = ()
+    retention_days: int | None = None  # resolved: its own limit, else retention.days; None keeps everything
+
+
+@dataclass(frozen=True)
+class Verify:
+    """The post-deploy check: a Job that sends traces through the collector after every change."""
+
+    enabled: bool
+    timeout_seconds: int
+
+
+@dataclass(frozen=True)
+class Retention:
+    """The CronJob that deletes traces past their experiment's limit."""
+
+    schedule: str
+    batch_size: int
 
 
 @dataclass(frozen=True)
@@ -186,6 +203,8 @@ class StackConfig:
     collector: Collector
     network_policies: NetworkPolicies
     experiments: tuple[Experiment, ...]
+    verify: Verify
+    retention: Retention
     warnings: tuple[str, ...]  # risky but allowed settings, said at every `pulumi up`
     cluster: ClusterTarget = ClusterTarget()
 

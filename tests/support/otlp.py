@@ -115,3 +115,11 @@ def export_grpc(target: str, request: ExportTraceServiceRequest) -> None:
     """OTLP/gRPC; raises unless the receiver accepted the request."""
     with grpc.insecure_channel(target) as channel:
         TraceServiceStub(channel).Export(request, timeout=10)
+
+
+def aged_traces(service: str, count: int, age_seconds: float) -> ExportTraceServiceRequest:
+    """`count` single-span traces of `service` that started `age_seconds` ago."""
+    start = time.time_ns() - int(age_seconds * 1e9)
+    spans = [Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="chat", kind=Span.SPAN_KIND_SERVER,
+                  start_time_unix_nano=start, end_time_unix_nano=start + 5_000_000) for _ in range(count)]
+    return export_request({service: spans})

@@ -47,6 +47,7 @@ VARIANTS = {
                                    "gateway": {"name": "gw", "sectionName": "https"}}},
     "ingress-tls": {"exposure": {"kind": "ingress", "tls": {"enabled": True, "clusterIssuer": "le"}}},
     "persistent-queue": {"collector": {"persistentQueue": True}},
+    "retention": {"retention": {"days": 30}},
 }
 
 
@@ -94,14 +95,20 @@ class ProgramRun:
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.typ == typ]
 
-    def containers(self) -> list[tuple[Registered, dict]]:
-        """Every container and init container of every workload."""
+    def pods(self) -> list[tuple[Registered, dict]]:
+        """(workload, pod spec) of every workload, CronJobs included."""
         found = []
         for resource in self.resources:
-            pod = ((resource.outputs.get("spec") or {}).get("template") or {}).get("spec") or {}
-            for container in pod.get("initContainers", []) + pod.get("containers", []):
-                found.append((resource, container))
+            spec = resource.outputs.get("spec") or {}
+            template = spec.get("template") or ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
+            if template:
+                found.append((resource, template["spec"]))
         return found
+
+    def containers(self) -> list[tuple[Registered, dict]]:
+        """Every container and init container of every workload."""
+        return [(resource, container) for resource, pod in self.pods()
+                for container in pod.get("initContainers", []) + pod.get("containers", [])]
 
 
 def unwrap_secrets(value: Any) -> Any:

@@ -19,7 +19,8 @@ WRITABLE_ROOT = {
     "postgres": "the official image's entrypoint (initdb, the socket in /var/run/postgresql) is not run by "
                 "the integration suite, so a read-only root is unproven for it",
 }
-POD_SPEC_VARIANTS = ("persistent-queue", "s3", "external-postgres", "basic-auth")  # the variants that change a pod spec
+# The variants that change a pod spec.
+POD_SPEC_VARIANTS = ("persistent-queue", "s3", "external-postgres", "basic-auth", "retention")
 
 
 @pytest.fixture(scope="module", params=[*STACKS, *POD_SPEC_VARIANTS])
@@ -32,11 +33,7 @@ def stack(request, stack_runs):
 
 def pods(run) -> list[tuple[str, dict]]:
     """(resource name, pod spec) of every workload."""
-    found = [
-        (resource.name, template["spec"])
-        for resource in run.resources
-        if (template := (resource.outputs.get("spec") or {}).get("template"))
-    ]
+    found = [(resource.name, pod) for resource, pod in run.pods()]
     assert found, "no workload to check"
     return found
 

@@ -1,0 +1,332 @@
+"""The stack's in-cluster trace jobs, shipped in a ConfigMap and run by the MLflow
+image's Python (standard library only):
+
+    python trace_jobs.py verify     after every change: traces flow to their experiments, noise does not
+    python trace_jobs.py retention  on a schedule: delete traces older than each experiment's limit
+
+Settings come from the environment, set by `components/trace_upkeep.py`:
+MLFLOW_URL, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (basic auth,
+absent without it), COLLECTOR_URL (verify) and TRACE_JOB_PLAN (JSON).
+
+A failure prints one line, naming the broken hop and where to look, and exits 1.
+The pod's `terminationMessagePolicy: FallbackToLogsOnError` makes that line the
+container's termination message, which `pulumi up` shows when the Job fails.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+POLL_SECONDS = 1.0
+REQUEST_TIMEOUT = 10
+TRACE_PREFIX = "tr-"  # MLflow's ID of an OTLP trace: this prefix and the OTel trace ID in hex
+SPAN_KIND_SERVER = 2
+CHECK_ATTRIBUTE = "mlflow_tracing.check"  # carried by every synthetic span, set to the run's ID
+
+
+class HopFailure(Exception):
+    """A broken hop of the trace path: its message is the line the job prints."""
+
+
+class Unreachable(Exception):
+    """No HTTP answer at all (connection refused, DNS, timeout)."""
+
+
+@dataclass(frozen=True)
+class Http:
+    """JSON over HTTP with optional basic auth; an HTTP error is an answer, not an exception."""
+
+    base_url: str
+    username: str | None = None
+    password: str | None = None
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.base_url.rstrip('/')}{path}", data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.username is not None:
+            token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
+        try:
+            with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
+                return response.status, _json(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, _json(error.read())
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise Unreachable(f"{method} {self.base_url}{path}: {reason}") from error
+
+
+def _json(raw: bytes) -> dict:
+    try:
+        value = json.loads(raw or b"{}")
+    except ValueError:
+        return {"text": raw[:200].decode(errors="replace")}
+    return value if isinstance(value, dict) else {}
+
+
+def mlflow_from_env() -> Http:
+    return Http(os.environ["MLFLOW_URL"], os.environ.get("MLFLOW_TRACKING_USERNAME"),
+                os.environ.get("MLFLOW_TRACKING_PASSWORD"))
+
+
+def experiment_stage(mlflow: Http, experiment_id: str) -> tuple[int, str]:
+    """(HTTP status, lifecycle stage) of an experiment, by ID."""
+    status, body = mlflow.call("GET", "/api/2.0/mlflow/experiments/get?"
+                               + urllib.parse.urlencode({"experiment_id": experiment_id}))
+    return status, body.get("experiment", {}).get("lifecycle_stage", "")
+
+
+def delete_traces(mlflow: Http, experiment_id: str, **selection: Any) -> int:
+    """DeleteTraces in one experiment: by `request_ids`, or `max_timestamp_millis` and `max_traces`."""
+    status, body = mlflow.call("POST", "/api/2.0/mlflow/traces/delete-traces",
+                               {"experiment_id": experiment_id, **selection})
+    if status != 200:
+        raise HopFailure(f"MLflow refused to delete traces in experiment {experiment_id}: HTTP {status} {body}")
+    return int(body.get("traces_deleted", 0))
+
+
+# --- verify -----------------------------------------------------------------------------------
+
+
+def otlp_span(service: str, name: str, attributes: dict[str, str]) -> tuple[str, dict]:
+    """(OTel trace ID in hex, OTLP/JSON resourceSpans) of one finished root span."""
+    trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
+    now = time.time_ns()
+    span = {
+        "traceId": trace_id, "spanId": span_id, "name": name, "kind": SPAN_KIND_SERVER,
+        "startTimeUnixNano": str(now - 1_000_000), "endTimeUnixNano": str(now),
+        "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in attributes.items()],
+    }
+    return trace_id, {
+        "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
+        "scopeSpans": [{"scope": {"name": "mlflow-tracing"}, "spans": [span]}],
+    }
+
+
+@dataclass
+class Probe:
+    """One synthetic trace and where it must (or, for noise, must not) be stored."""
+
+    what: str  # for messages
+    trace_id: str  # OTel, hex
+    expected: str | None  # experiment ID; None for noise
+    found_in: str | None = None
+
+    @property
+    def mlflow_id(self) -> str:
+        return TRACE_PREFIX + self.trace_id
+
+
+def _looking_at(namespace: str, component: str) -> str:
+    return f"kubectl -n {namespace} get pods -l app.kubernetes.io/name={component}; " \
+           f"kubectl -n {namespace} logs -l app.kubernetes.io/name={component} --tail=50"
+
+
+def check_experiments(mlflow: Http, plan: dict, deadline: float) -> None:
+    """Every experiment the collector exports to exists and is active, and MLflow accepts the
+    credentials the collector signs in with (the same Secret)."""
+    for experiment in plan["experiments"]:
+        while True:
+            try:
+                status, stage = experiment_stage(mlflow, experiment["id"])
+            except Unreachable as error:
+                if time.monotonic() > deadline:
+                    raise HopFailure(f"MLflow unreachable: {error}. Look at: "
+                                     f"{_looking_at(plan['namespace'], 'mlflow')}") from None
+                time.sleep(POLL_SECONDS)
+                continue
+            if status >= 500 and time.monotonic() < deadline:
+                time.sleep(POLL_SECONDS)
+                continue
+            break
+        name, experiment_id = experiment["name"], experiment["id"]
+        if status in (401, 403):
+            raise HopFailure(
+                f"export refused: MLflow answers HTTP {status} to the credentials the collector signs in with "
+                f"(Secret {plan.get('credentialsSecret') or 'none: auth is off in the stack'}); MLflow's auth "
+                f"database holds another password for that user. Look at: kubectl -n {plan['namespace']} logs "
+                f"deploy/otel-collector")
+        if status == 404:
+            raise HopFailure(
+                f"export refused: the collector exports experiment {name!r} to ID {experiment_id}, which MLflow does "
+                f"not have (HTTP 404): the ID is stale. Run `pulumi up` (it refreshes and re-creates the experiment)")
+        if status != 200:
+            raise HopFailure(f"MLflow answered HTTP {status} for experiment {name!r} (ID {experiment_id}). "
+                             f"Look at: {_looking_at(plan['namespace'], 'mlflow')}")
+        if stage != "active":
+            raise HopFailure(
+                f"export goes to a deleted experiment: {name!r} (ID {experiment_id}) is {stage} in MLflow, so its "
+                f"traces are hidden. Restore it, or run `pulumi up`, which refreshes and restores it")
+
+
+def send_through_collector(collector_url: str, plan: dict, probes: list[Probe], run_id: str,
+                           deadline: float) -> None:
+    """One OTLP/JSON request with a synthetic trace per experiment and the noise request."""
+    resource_spans = []
+    for experiment in plan["experiments"]:
+        trace_id, spans = otlp_span(experiment["service"], "mlflow-tracing check", {CHECK_ATTRIBUTE: run_id})
+        probes.append(Probe(f"the trace of experiment {experiment['name']!r} (service {experiment['service']!r})",
+                            trace_id, experiment["id"]))
+        resource_spans.append(spans)
+    noise = plan["noise"]
+    trace_id, spans = otlp_span(noise["service"], noise["name"], {**noise["attributes"], CHECK_ATTRIBUTE: run_id})
+    probes.append(Probe(f"the probe request {noise['name']!r}", trace_id, None))
+    resource_spans.append(spans)
+
+    collector = Http(collector_url)
+    while True:
+        try:
+            status, body = collector.call("POST", "/v1/traces", {"resourceSpans": resource_spans})
+            break
+        except Unreachable as error:
+            if time.monotonic() > deadline:
+                raise HopFailure(f"collector unreachable: {error}. Look at: "
+                                 f"{_looking_at(plan['namespace'], 'otel-collector')}; its NetworkPolicy") from None
+            time.sleep(POLL_SECONDS)
+    if status != 200:
+        raise HopFailure(f"collector refused OTLP: HTTP {status} {body}. Look at: "
+                         f"kubectl -n {plan['namespace']} logs deploy/otel-collector")
+
+
+def trace_location(mlflow: Http, probe: Probe) -> str | None:
+    """The experiment ID that holds the probe's trace, or None while MLflow has no such trace."""
+    status, body = mlflow.call("GET", f"/api/3.0/mlflow/traces/{probe.mlflow_id}")
+    if status == 404:
+        return None
+    if status != 200:
+        raise HopFailure(f"MLflow answered HTTP {status} when reading trace {probe.mlflow_id}: {body}")
+    location = body.get("trace", {}).get("trace_info", {}).get("trace_location", {})
+    return str(location.get("mlflow_experiment", {}).get("experiment_id"))
+
+
+def await_delivery(mlflow: Http, plan: dict, probes: list[Probe], deadline: float) -> None:
+    """Poll MLflow until every synthetic trace is stored; then give the noise the same time to show."""
+    names = {e["id"]: e["name"] for e in plan["experiments"]}
+    pending = [p for p in probes if p.expected is not None]
+    last_error: Unreachable | None = None
+    while pending:
+        try:
+            for probe in list(pending):
+                probe.found_in = trace_location(mlflow, probe)
+                if probe.found_in is None:
+                    continue
+                if probe.found_in != probe.expected:
+                    raise HopFailure(
+                        f"trace in the wrong experiment: {probe.what} is stored in experiment {probe.found_in} "
+                        f"({names.get(probe.found_in, 'not one of the stack')}), not {probe.expected}. Look at the "
+                        f"routing table in the collector's ConfigMap and the experiments' `services`")
+                pending.remove(probe)
+            last_error = None
+        except Unreachable as error:
+            last_error = error
+        if pending and time.monotonic() > deadline:
+            if last_error is not None:
+                raise HopFailure(f"MLflow unreachable: {last_error}. Look at: "
+                                 f"{_looking_at(plan['namespace'], 'mlflow')}")
+            raise HopFailure(
+                f"timeout: after {plan['timeoutSeconds']} s MLflow holds no trace for "
+                f"{', '.join(p.what for p in pending)}; the collector accepted it. Look at: kubectl -n "
+                f"{plan['namespace']} logs deploy/otel-collector (export errors name MLflow's answer)")
+        if pending:
+            time.sleep(POLL_SECONDS)
+    time.sleep(plan["noiseGraceSeconds"])  # the noise travelled in the same request
+    for probe in probes:
+        if probe.expected is None:
+            probe.found_in = trace_location(mlflow, probe)
+            if probe.found_in is not None:
+                raise HopFailure(
+                    f"noise stored: {probe.what} was stored in experiment {probe.found_in} "
+                    f"({names.get(probe.found_in, 'not one of the stack')}): no rule of `collector.noise` drops it. "
+                    f"Look at the filter/noise processor in the collector's ConfigMap")
+
+
+def remove_probes(mlflow: Http, probes: list[Probe]) -> None:
+    """Delete every synthetic trace that reached MLflow: the check leaves nothing behind."""
+    by_experiment: dict[str, list[str]] = {}
+    for probe in probes:
+        if probe.found_in is not None:
+            by_experiment.setdefault(probe.found_in, []).append(probe.mlflow_id)
+    for experiment_id, trace_ids in by_experiment.items():
+        delete_traces(mlflow, experiment_id, request_ids=trace_ids)
+
+
+def verify(plan: dict, mlflow: Http, collector_url: str) -> str:
+    """The whole check; returns the success line or raises HopFailure."""
+    began = time.monotonic()
+    deadline = began + plan["timeoutSeconds"]
+    run_id = os.urandom(8).hex()
+    check_experiments(mlflow, plan, deadline)
+    probes: list[Probe] = []
+    try:
+        send_through_collector(collector_url, plan, probes, run_id, deadline)
+        await_delivery(mlflow, plan, probes, deadline)
+    finally:
+        try:
+            remove_probes(mlflow, probes)
+        except (Unreachable, HopFailure):
+            pass  # the verdict above matters more than the clean-up
+    routed = ", ".join(f"{e['service']} -> {e['name']} ({e['id']})" for e in plan["experiments"])
+    return (f"ok: traces flow through the collector to MLflow ({routed}); the probe request was dropped; "
+            f"{time.monotonic() - began:.1f} s")
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+def retention(plan: dict, mlflow: Http, now_ms: int | None = None) -> list[str]:
+    """Delete traces older than each experiment's limit, at most `batchSize` per request,
+    until a request deletes fewer. Experiments that are gone or soft-deleted are left alone."""
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    lines = []
+    for experiment in plan["experiments"]:
+        name, experiment_id, days = experiment["name"], experiment["id"], experiment["days"]
+        status, stage = experiment_stage(mlflow, experiment_id)
+        if status == 404 or (status == 200 and stage != "active"):
+            lines.append(f"{name} ({experiment_id}): {'gone' if status == 404 else stage}; left alone")
+            continue
+        if status != 200:
+            raise HopFailure(f"MLflow answered HTTP {status} for experiment {name!r} (ID {experiment_id})")
+        cutoff = now_ms - days * 86_400_000
+        deleted, batch = 0, plan["batchSize"]
+        while True:
+            count = delete_traces(mlflow, experiment_id, max_timestamp_millis=cutoff, max_traces=batch)
+            deleted += count
+            if count < batch:
+                break
+        lines.append(f"{name} ({experiment_id}): deleted {deleted} traces older than {days} days")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in ("verify", "retention"):
+        print("usage: trace_jobs.py verify|retention", file=sys.stderr)
+        return 2
+    plan = json.loads(os.environ["TRACE_JOB_PLAN"])
+    mlflow = mlflow_from_env()
+    try:
+        if argv[1] == "verify":
+            print(verify(plan, mlflow, os.environ["COLLECTOR_URL"]))
+        else:
+            for line in retention(plan, mlflow):
+                print(f"retention: {line}")
+    except HopFailure as failure:
+        print(f"{argv[1]} failed: {failure}", flush=True)
+        return 1
+    except Unreachable as error:
+        print(f"{argv[1]} failed: MLflow unreachable: {error}", flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

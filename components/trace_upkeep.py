@@ -1,0 +1,226 @@
+"""The stack's upkeep of its traces: a post-deploy check that proves traces flow,
+and a retention CronJob that keeps the trace store bounded.
+
+Both run `components/trace_jobs.py` (shipped in a ConfigMap) in the MLflow image,
+inside the namespace, so they cross the same Services, DNS, NetworkPolicies and
+authentication as real clients. The check is a Job whose pod template carries
+the revisions of the collector's config and of MLflow's pods: when either
+changes, the Job is replaced and runs again, after the collector has rolled,
+and a failure fails `pulumi up` with the line the script printed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_kubernetes as k8s
+
+from components import auth, collector, trace_jobs
+from components.auth import AuthRefs
+from components.collector import RoutedExperiment
+from components.config import NoiseRule, Retention, Verify
+from components.kube import (
+    CHECKSUM_ANNOTATION,
+    NamespaceRef,
+    container_security_context,
+    content_checksum,
+    labels_for,
+    pod_security_context,
+    secret_env,
+)
+from components.mlflow import MLFLOW_UID
+
+COMPONENT = "trace-check"  # the post-deploy check's Job
+RETENTION_COMPONENT = "trace-retention"  # the retention CronJob
+SCRIPTS_DIR = "/opt/mlflow-tracing"
+SCRIPT_FILE = "trace_jobs.py"
+SCRIPT = Path(trace_jobs.__file__).read_text()
+# What the check's synthetic trace carries when it must reach the default experiment,
+# which receives every service no experiment lists.
+UNROUTED_SERVICE = "mlflow-tracing-check"
+# The kubelet's probes, for the probe request when no noise rule is configured.
+KUBE_PROBE_AGENT = "kube-probe/1.32"
+JOB_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
+DEADLINE_MARGIN_SECONDS = 60  # pod start and clean-up on top of the check's own timeout
+RETENTION_DEADLINE_SECONDS = 3600
+
+
+def check_service(experiment: RoutedExperiment, experiments: list[RoutedExperiment]) -> str | None:
+    """The service.name that routes a trace to `experiment`: its first service; for the default
+    experiment without services, one no experiment lists; None when nothing is routed to it."""
+    if experiment.services:
+        return experiment.services[0]
+    if experiment.default:
+        listed = {service for e in experiments for service in e.services}
+        candidates = (UNROUTED_SERVICE, *(f"{UNROUTED_SERVICE}-{n}" for n in range(1, len(listed) + 1)))
+        return next(c for c in candidates if c not in listed)
+    return None
+
+
+def probe_request(rules: tuple[NoiseRule, ...]) -> dict:
+    """The probe-noise span the check sends: the first noise rule's request, else a kubelet probe."""
+    if rules:
+        rule = rules[0]
+        return {"name": f"{rule.method} {rule.route}",
+                "attributes": {"http.method": rule.method, "http.target": rule.route}}
+    return {"name": "GET /healthz", "attributes": {"user_agent.original": KUBE_PROBE_AGENT}}
+
+
+def check_plan(*, experiments: list[RoutedExperiment], noise: tuple[NoiseRule, ...], namespace: str,
+               timeout_seconds: int, credentials_secret: str | None) -> dict:
+    """What `trace_jobs.py verify` checks: each routed experiment with the service that reaches
+    it, and one probe request sent as the default experiment's traffic."""
+    routed = [{"name": e.name, "id": e.experiment_id, "service": service}
+              for e in experiments if (service := check_service(e, experiments)) is not None]
+    default = next(e for e in experiments if e.default)
+    return {
+        "namespace": namespace,
+        "timeoutSeconds": timeout_seconds,
+        # The noise travels in the same request as the traces; once they are stored, a
+        # noise span that was let through has left its batch too.
+        "noiseGraceSeconds": collector.BATCH_TIMEOUT_SECONDS + 1,
+        "credentialsSecret": credentials_secret,
+        "experiments": routed,
+        "noise": {**probe_request(noise), "service": check_service(default, experiments)},
+    }
+
+
+def retention_plan(experiments: list[RoutedExperiment], limits: dict[str, int | None], batch_size: int) -> dict:
+    """What `trace_jobs.py retention` deletes: the experiments with a limit, in days."""
+    return {
+        "batchSize": batch_size,
+        "experiments": [{"name": e.name, "id": e.experiment_id, "days": limits[e.name]}
+                        for e in experiments if limits.get(e.name) is not None],
+    }
+
+
+@dataclass(frozen=True)
+class JobTarget:
+    """Where the jobs run and whom they talk to."""
+
+    image: str  # MLflow's: its Python runs the script
+    platform: str
+    mlflow_url: str
+    mlflow_auth: AuthRefs | None
+
+
+def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map: pulumi.Input[str]) -> dict:
+    """One run of `trace_jobs.py <command>`; on failure its last line becomes the termination message."""
+    credentials = (secret_env(target.mlflow_auth.secret_name,
+                              {collector.USERNAME_ENV: auth.USERNAME_KEY, collector.PASSWORD_ENV: auth.PASSWORD_KEY})
+                   if target.mlflow_auth else [])
+    return {
+        "restartPolicy": "Never",
+        "securityContext": pod_security_context(target.platform, MLFLOW_UID),
+        "containers": [{
+            "name": command,
+            "image": target.image,
+            "command": ["python", f"{SCRIPTS_DIR}/{SCRIPT_FILE}", command],
+            "env": [
+                {"name": "MLFLOW_URL", "value": target.mlflow_url},
+                *env,
+                {"name": "HOME", "value": "/tmp"},
+                {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
+                *credentials,
+            ],
+            "resources": JOB_RESOURCES,
+            "securityContext": container_security_context(read_only_root=True),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "volumeMounts": [{"name": "scripts", "mountPath": SCRIPTS_DIR, "readOnly": True},
+                             {"name": "tmp", "mountPath": "/tmp"}],
+        }],
+        "volumes": [{"name": "scripts", "configMap": {"name": config_map}}, {"name": "tmp", "emptyDir": {}}],
+    }
+
+
+def check_job_spec(target: JobTarget, *, plan: pulumi.Input[str], collector_url: str, config_map: pulumi.Input[str],
+                   revision: pulumi.Input[str], timeout_seconds: int) -> dict:
+    """One attempt: the check waits for every hop itself, so a retry would only repeat its verdict."""
+    return {
+        "backoffLimit": 0,
+        "activeDeadlineSeconds": timeout_seconds + DEADLINE_MARGIN_SECONDS,
+        "template": {
+            "metadata": {"labels": labels_for(COMPONENT), "annotations": {CHECKSUM_ANNOTATION: revision}},
+            "spec": job_pod_spec(target, command="verify", config_map=config_map, env=[
+                {"name": "COLLECTOR_URL", "value": collector_url},
+                {"name": "TRACE_JOB_PLAN", "value": plan},
+            ]),
+        },
+    }
+
+
+def retention_cronjob_spec(target: JobTarget, *, plan: pulumi.Input[str], schedule: str,
+                           config_map: pulumi.Input[str]) -> dict:
+    """Never two runs at once; a missed run is made up within the hour, then waits for the next."""
+    return {
+        "schedule": schedule,
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": RETENTION_DEADLINE_SECONDS,
+        "successfulJobsHistoryLimit": 1,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {
+            "metadata": {"labels": labels_for(RETENTION_COMPONENT)},
+            "spec": {
+                "backoffLimit": 2,
+                "activeDeadlineSeconds": RETENTION_DEADLINE_SECONDS,
+                "template": {
+                    "metadata": {"labels": labels_for(RETENTION_COMPONENT)},
+                    "spec": job_pod_spec(target, command="retention", config_map=config_map,
+                                         env=[{"name": "TRACE_JOB_PLAN", "value": plan}]),
+                },
+            },
+        },
+    }
+
+
+class TraceUpkeep(pulumi.ComponentResource):
+    """The post-deploy check (a Job, when `verify.enabled`) and the retention CronJob (when an
+    experiment has a limit), with the script they run in a ConfigMap."""
+
+    def __init__(self, name: str, *, verify: Verify, retention: Retention,
+                 experiments: pulumi.Output[list[RoutedExperiment]], retention_days: dict[str, int | None],
+                 noise: tuple[NoiseRule, ...], target: JobTarget, collector_url: str, namespace: NamespaceRef,
+                 revisions: list[pulumi.Output[str]], after: list[pulumi.Resource],
+                 opts: pulumi.ResourceOptions | None = None):
+        """`revisions`: what the check re-runs on (the collector's config, MLflow's pods);
+        `after`: what must be rolled out before it runs."""
+        super().__init__("mlflow-tracing:index:TraceUpkeep", name, None, opts)
+        has_retention = any(days is not None for days in retention_days.values())
+        if not verify.enabled and not has_retention:
+            self.register_outputs({})
+            return
+        child = pulumi.ResourceOptions(parent=self)
+        scripts = k8s.core.v1.ConfigMap(
+            f"{name}-scripts",
+            metadata={"namespace": namespace.ref, "labels": labels_for(COMPONENT)},
+            data={SCRIPT_FILE: SCRIPT},
+            opts=child,
+        )
+        if verify.enabled:
+            secret = target.mlflow_auth.secret_name if target.mlflow_auth else None
+            plan = pulumi.Output.all(experiments, secret).apply(lambda args: json.dumps(check_plan(
+                experiments=args[0], noise=noise, namespace=namespace.name,
+                timeout_seconds=verify.timeout_seconds, credentials_secret=args[1],
+            )))
+            revision = pulumi.Output.all(*revisions, SCRIPT).apply(lambda parts: content_checksum(*parts))
+            k8s.batch.v1.Job(
+                f"{name}-check",
+                metadata={"namespace": namespace.ref, "labels": labels_for(COMPONENT)},
+                spec=check_job_spec(target, plan=plan, collector_url=collector_url, config_map=scripts.metadata.name,
+                                    revision=revision, timeout_seconds=verify.timeout_seconds),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after),
+            )
+        if has_retention:
+            plan = experiments.apply(lambda routed: json.dumps(retention_plan(routed, retention_days,
+                                                                              retention.batch_size)))
+            k8s.batch.v1.CronJob(
+                f"{name}-retention",
+                metadata={"namespace": namespace.ref, "labels": labels_for(RETENTION_COMPONENT)},
+                spec=retention_cronjob_spec(target, plan=plan, schedule=retention.schedule,
+                                            config_map=scripts.metadata.name),
+                opts=child,
+            )
+        self.register_outputs({})
