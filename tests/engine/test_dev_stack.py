@@ -125,7 +125,7 @@ def test_up_deploys_the_stack_with_running_pods(stack, cluster, mlflow_url):
     assert set(ids) == {"llamastack-traces"}
     assert experiment(mlflow_url, ids["llamastack-traces"])["name"] == "llamastack-traces"
     assert exported_ids(collector_config(cluster)) == set(ids.values())
-    for component in ("postgres-init", "mlflow-migrate"):
+    for component in ("postgres-init", "mlflow-migrate", "trace-check"):
         assert job_of(cluster, component)["status"].get("succeeded") == 1
 
 
@@ -140,6 +140,7 @@ def test_a_second_up_changes_nothing(stack):
 
 def test_adding_an_experiment_creates_it_and_rolls_the_collector(stack, cluster, mlflow_url, otlp_url):
     before = collector_template(cluster)["metadata"]["annotations"][CHECKSUM_ANNOTATION]
+    first_check = job_of(cluster, "trace-check")["metadata"]["name"]
     config = stack.config()
     config["experiments"] = [*_default_experiments(), {"name": "chat", "services": ["chat-api"]}]
     stack.configure(config)
@@ -149,6 +150,12 @@ def test_adding_an_experiment_creates_it_and_rolls_the_collector(stack, cluster,
     assert experiment(mlflow_url, ids["chat"])["lifecycle_stage"] == "active"
     assert exported_ids(collector_config(cluster)) == set(ids.values())
     assert collector_template(cluster)["metadata"]["annotations"][CHECKSUM_ANNOTATION] != before
+    # The post-deploy check ran again, after the collector rolled, and proved the new route.
+    check = job_of(cluster, "trace-check")
+    assert check["metadata"]["name"] != first_check and check["status"].get("succeeded") == 1
+    plan = json.loads(next(e["value"] for e in check["spec"]["template"]["spec"]["containers"][0]["env"]
+                           if e["name"] == "TRACE_JOB_PLAN"))
+    assert {(e["name"], e["id"]) for e in plan["experiments"]} == set(ids.items())
     send_and_wait(otlp_url, mlflow_url, "chat-api", ids["chat"])
 
 

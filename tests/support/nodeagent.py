@@ -370,7 +370,7 @@ class NodeAgent:
 
     def _start(self, pod: RunningPod, kubelet: PodKubelet, container: dict) -> subprocess.Popen:
         argv, env = kubelet.prepare(kubelet.owner, container["name"])
-        log = self.logs / f"{pod.namespace}-{pod.name}-{container['name']}.log"
+        log = self._log_path(pod, container)
         return subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
                                 cwd=self.workdir, start_new_session=True)
 
@@ -429,10 +429,22 @@ class NodeAgent:
             code = self._run_to_end(pod, kubelet, container)
             reason = "Completed" if code == 0 else "Error"
             states[container["name"]] = {"terminated": {"exitCode": code, "reason": reason}}
+            if code != 0 and container.get("terminationMessagePolicy") == "FallbackToLogsOnError":
+                states[container["name"]]["terminated"]["message"] = self._log_tail(pod, container)
             if code != 0:
                 self._set_status(pod, spec, "Failed", False, states)
                 return
         self._set_status(pod, spec, "Succeeded", False, states)
+
+    def _log_path(self, pod: RunningPod, container: dict) -> Path:
+        return self.logs / f"{pod.namespace}-{pod.name}-{container['name']}.log"
+
+    def _log_tail(self, pod: RunningPod, container: dict) -> str:
+        """What a kubelet makes the termination message of a failed container under
+        FallbackToLogsOnError: the end of its log, at most 80 lines and 2048 bytes."""
+        log = self._log_path(pod, container)
+        lines = log.read_bytes().splitlines()[-80:] if log.exists() else []
+        return b"\n".join(lines)[-2048:].decode(errors="replace")
 
     def _serve(self, pod: RunningPod, kubelet: PodKubelet, spec: dict) -> None:
         """Keep the containers running; Ready once the startup and readiness probes pass, unready
