@@ -80,7 +80,7 @@ TraceUpkeep(
     verify=config.verify,
     retention=config.retention,
     experiments=traces.experiments,
-    retention_days={e.name: e.retention_days for e in config.experiments},
+    retention_days=config.retention_limits,
     noise=config.collector.noise,
     target=JobTarget(image=config.mlflow.image, platform=config.platform, mlflow_url=server.internal_url,
                      mlflow_auth=server.auth_refs),

@@ -35,6 +35,7 @@ from components.mlflow import MLFLOW_UID
 
 COMPONENT = "trace-check"  # the post-deploy check's Job
 RETENTION_COMPONENT = "trace-retention"  # the retention CronJob
+SCRIPTS_COMPONENT = "trace-jobs"  # the ConfigMap with the script both run
 SCRIPTS_DIR = "/opt/mlflow-tracing"
 SCRIPT_FILE = "trace_jobs.py"
 SCRIPT = Path(trace_jobs.__file__).read_text()
@@ -195,7 +196,7 @@ class TraceUpkeep(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         scripts = k8s.core.v1.ConfigMap(
             f"{name}-scripts",
-            metadata={"namespace": namespace.ref, "labels": labels_for(COMPONENT)},
+            metadata={"namespace": namespace.ref, "labels": labels_for(SCRIPTS_COMPONENT)},
             data={SCRIPT_FILE: SCRIPT},
             opts=child,
         )

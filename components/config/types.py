@@ -216,6 +216,11 @@ class StackConfig:
         return tuple(dict.fromkeys((*self.postgres.databases, *auth)))
 
     @property
+    def retention_limits(self) -> dict[str, int | None]:
+        """Experiment name -> days its traces are kept (None: forever)."""
+        return {experiment.name: experiment.retention_days for experiment in self.experiments}
+
+    @property
     def mlflow_api_url(self) -> str:
         """Where the machine running `pulumi up` reaches MLflow."""
         return self.mlflow.api_url or self.exposure.url or ""  # validated: one is set
