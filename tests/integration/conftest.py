@@ -12,7 +12,7 @@ import pytest
 from tests.support.collector import build_collector
 from tests.support.kubelet import Kubelet, postgres_bin_dir
 from tests.support.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
-from tests.support.program import ProgramRun, run_program
+from tests.support.program import BASIC_AUTH_MLFLOW, ProgramRun, run_program
 
 
 @pytest.fixture(scope="session")
@@ -48,6 +48,31 @@ def databases_created(declared, kubelet):
 @pytest.fixture(scope="session")
 def mlflow_server(declared, kubelet, databases_created, mlflow_port, workdir):
     server = MlflowProcess(kubelet, declared, mlflow_port, workdir / "mlflow.log")
+    server.migrate()
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_run() -> ProgramRun:
+    """The dev stack with basic auth, as every other stack runs."""
+    return run_program("dev", mlflow=BASIC_AUTH_MLFLOW)
+
+
+@pytest.fixture(scope="session")
+def admin(auth_run) -> tuple[str, str]:
+    """The generated admin's (username, password)."""
+    (secret,) = [s for s in auth_run.kinds("Secret") if "flask-secret-key" in s.outputs["stringData"]]
+    return secret.outputs["stringData"]["username"], secret.outputs["stringData"]["password"]
+
+
+@pytest.fixture(scope="session")
+def auth_server(auth_run, postgres, workdir):
+    """The basic-auth stack's MLflow, its auth database created and both migrated by the declared steps."""
+    port = free_port()
+    kubelet = kubelet_for(auth_run, workdir / "auth", postgres, port)
+    run_job(kubelet, "postgres-init")  # creates the auth database beside mlflow
+    server = MlflowProcess(kubelet, auth_run, port, workdir / "mlflow-auth.log")
     server.migrate()
     yield server.start()
     server.stop()

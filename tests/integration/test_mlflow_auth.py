@@ -16,35 +16,10 @@ from components.experiment_provider import MlflowApiError, MlflowExperimentProvi
 from tests.support.collector import CollectorProcess, RealIdMocks, configmap_config
 from tests.support.kubelet import POD_HOST
 from tests.support.otlp import one_span_request
-from tests.support.processes import MlflowProcess, free_port, kubelet_for, run_job, wait_until
-from tests.support.program import PORT_FORWARD, run_program
+from tests.support.processes import kubelet_for, wait_until
+from tests.support.program import BASIC_AUTH_MLFLOW, run_program
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
-# Basic auth, with `pulumi up` reaching MLflow through a port-forward as these tests do (loopback).
-BASIC_AUTH = {"auth": {"kind": "basic"}, "apiUrl": PORT_FORWARD}
-
-
-@pytest.fixture(scope="module")
-def auth_run():
-    return run_program("dev", mlflow=BASIC_AUTH)
-
-
-@pytest.fixture(scope="module")
-def admin(auth_run) -> tuple[str, str]:
-    (secret,) = [s for s in auth_run.kinds("Secret") if "flask-secret-key" in s.outputs["stringData"]]
-    return secret.outputs["stringData"]["username"], secret.outputs["stringData"]["password"]
-
-
-@pytest.fixture(scope="module")
-def auth_server(auth_run, postgres, workdir):
-    port = free_port()
-    kubelet = kubelet_for(auth_run, workdir / "auth", postgres, port)
-    run_job(kubelet, "postgres-init")  # creates the auth database beside mlflow
-    server = MlflowProcess(kubelet, auth_run, port, workdir / "mlflow-auth.log")
-    server.migrate()
-    yield server.start()
-    server.stop()
-
 
 def provider_props(server, credentials) -> dict:
     return {"name": f"auth-{uuid.uuid4().hex[:8]}", "tracking_url": server.url, "tags": {}, "artifact_location": None,
@@ -109,7 +84,7 @@ def test_the_collector_exports_with_the_credentials_its_pod_declares(auth_server
     name = f"collector-auth-{uuid.uuid4().hex[:8]}"
     created = session.post(f"{auth_server.url}/api/2.0/mlflow/experiments/create", json={"name": name}, timeout=10)
     experiment_id = created.json()["experiment_id"]
-    run = run_program("dev", mocks=RealIdMocks({name: experiment_id}), mlflow=BASIC_AUTH,
+    run = run_program("dev", mocks=RealIdMocks({name: experiment_id}), mlflow=BASIC_AUTH_MLFLOW,
                       experiments=[{"name": name, "default": True}])
     container = run.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]["containers"][0]
     # The env a kubelet gives the pod: the credentials resolved from the auth Secret.

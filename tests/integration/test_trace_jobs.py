@@ -17,62 +17,39 @@ import requests
 from components.collector import GRPC_PORT, HTTP_PORT
 from tests.support.collector import CollectorProcess, RealIdMocks, configmap_config
 from tests.support.otlp import aged_traces
-from tests.support.processes import MlflowProcess, free_port, kubelet_for, run_job
-from tests.support.program import PORT_FORWARD, ProgramRun, run_program
+from tests.support.processes import kubelet_for
+from tests.support.program import BASIC_AUTH_MLFLOW, ProgramRun, run_program
 
-BASIC_AUTH = {"auth": {"kind": "basic"}, "apiUrl": PORT_FORWARD}
 TIMEOUT = 30  # verify.timeoutSeconds of the failing runs: the smallest the config accepts
 CHECK_JOB = "trace-upkeep-check"
 DAY = 86_400
 
 
 @pytest.fixture(scope="module")
-def auth_run() -> ProgramRun:
-    return run_program("dev", mlflow=BASIC_AUTH)
-
-
-@pytest.fixture(scope="module")
-def admin(auth_run) -> tuple[str, str]:
-    (secret,) = [s for s in auth_run.kinds("Secret") if "flask-secret-key" in s.outputs["stringData"]]
-    return secret.outputs["stringData"]["username"], secret.outputs["stringData"]["password"]
-
-
-@pytest.fixture(scope="module")
-def server(auth_run, postgres, workdir):
-    port = free_port()
-    kubelet = kubelet_for(auth_run, workdir / "jobs", postgres, port)
-    run_job(kubelet, "postgres-init")
-    mlflow = MlflowProcess(kubelet, auth_run, port, workdir / "mlflow-jobs.log")
-    mlflow.migrate()
-    yield mlflow.start()
-    mlflow.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server, admin) -> requests.Session:
+def api(auth_server, admin) -> requests.Session:
     session = requests.Session()
     session.auth = admin
     return session
 
 
-def create_experiment(api, server, name: str) -> str:
-    response = api.post(f"{server.url}/api/2.0/mlflow/experiments/create", json={"name": name}, timeout=10)
+def create_experiment(api, auth_server, name: str) -> str:
+    response = api.post(f"{auth_server.url}/api/2.0/mlflow/experiments/create", json={"name": name}, timeout=10)
     response.raise_for_status()
     return response.json()["experiment_id"]
 
 
 @pytest.fixture(scope="module")
-def experiments(api, server) -> dict[str, str]:
+def experiments(api, auth_server) -> dict[str, str]:
     """name -> ID of the stack's experiments in the real MLflow."""
     suffix = uuid.uuid4().hex[:6]
-    return {name: create_experiment(api, server, name) for name in (f"default-{suffix}", f"chat-{suffix}")}
+    return {name: create_experiment(api, auth_server, name) for name in (f"default-{suffix}", f"chat-{suffix}")}
 
 
 def stack(experiments: dict[str, str], ids: dict[str, str] | None = None, **overrides) -> ProgramRun:
     """The basic-auth stack routing `chat-api` to the chat experiment; `ids` replaces the IDs
     the experiments resolve to (a stale one, say)."""
     default, chat = experiments
-    return run_program("dev", mocks=RealIdMocks({**experiments, **(ids or {})}), mlflow=BASIC_AUTH,
+    return run_program("dev", mocks=RealIdMocks({**experiments, **(ids or {})}), mlflow=BASIC_AUTH_MLFLOW,
                        experiments=[{"name": default, "default": True}, {"name": chat, "services": ["chat-api"]}],
                        **overrides)
 
@@ -83,32 +60,32 @@ def good(experiments) -> ProgramRun:
 
 
 @pytest.fixture(scope="module")
-def collector(good, server, collector_binary, postgres, workdir):
+def collector(good, auth_server, collector_binary, postgres, workdir):
     container = good.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]["containers"][0]
-    env = kubelet_for(good, workdir / "jobs", postgres, server.port).env(container, {})
-    process = CollectorProcess(collector_binary, configmap_config(good), server.url, workdir / "jobs-collector",
+    env = kubelet_for(good, workdir / "jobs", postgres, auth_server.port).env(container, {})
+    process = CollectorProcess(collector_binary, configmap_config(good), auth_server.url, workdir / "jobs-collector",
                                env=env).start()
     yield process
     process.stop()
 
 
-def run_check(run: ProgramRun, server, collector, postgres, workdir, **kubelet_options) -> tuple[int, str]:
+def run_check(run: ProgramRun, auth_server, collector, postgres, workdir, **kubelet_options) -> tuple[int, str]:
     """The check Job's pod, with the Services' addresses mapped to the processes; (exit code, output)."""
-    rewrites = {f"mlflow.mlflow.svc:{5000}": f"127.0.0.1:{server.port}",
+    rewrites = {f"mlflow.mlflow.svc:{5000}": f"127.0.0.1:{auth_server.port}",
                 f"otel-collector.mlflow.svc:{HTTP_PORT}": f"127.0.0.1:{collector.ports.http}",
                 f"otel-collector.mlflow.svc:{GRPC_PORT}": f"127.0.0.1:{collector.ports.grpc}"}
-    kubelet = kubelet_for(run, workdir / "check", postgres, server.port, rewrites=rewrites, **kubelet_options)
+    kubelet = kubelet_for(run, workdir / "check", postgres, auth_server.port, rewrites=rewrites, **kubelet_options)
     (job,) = [j for j in run.kinds("Job") if j.name == CHECK_JOB]
     done = kubelet.run_pod_to_completion(job, timeout=TIMEOUT + 60)
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-def trace_count(api, server, experiment_id: str) -> int:
+def trace_count(api, auth_server, experiment_id: str) -> int:
     found, token = 0, None
     while True:
         body = {"locations": [{"type": "MLFLOW_EXPERIMENT", "mlflow_experiment": {"experiment_id": experiment_id}}],
                 "max_results": 500, **({"page_token": token} if token else {})}
-        page = api.post(f"{server.url}/api/3.0/mlflow/traces/search", json=body, timeout=30).json()
+        page = api.post(f"{auth_server.url}/api/3.0/mlflow/traces/search", json=body, timeout=30).json()
         found += len(page.get("traces", []))
         token = page.get("next_page_token")
         if not token:
@@ -122,29 +99,29 @@ def only_line(output: str) -> str:
     return lines[0]
 
 
-def test_a_good_stack_passes_and_the_check_leaves_nothing_behind(good, server, collector, api, experiments,
+def test_a_good_stack_passes_and_the_check_leaves_nothing_behind(good, auth_server, collector, api, experiments,
                                                                postgres, workdir):
-    before = {name: trace_count(api, server, i) for name, i in experiments.items()}
-    code, output = run_check(good, server, collector, postgres, workdir)
+    before = {name: trace_count(api, auth_server, i) for name, i in experiments.items()}
+    code, output = run_check(good, auth_server, collector, postgres, workdir)
     assert code == 0, output
     assert output.startswith("ok: traces flow through the collector to MLflow"), output
     for name, experiment_id in experiments.items():
         assert f"-> {name} ({experiment_id})" in output
-    assert {name: trace_count(api, server, i) for name, i in experiments.items()} == before
+    assert {name: trace_count(api, auth_server, i) for name, i in experiments.items()} == before
 
 
-def test_wrong_credentials_are_named_as_an_export_refused_with_401(good, server, collector, postgres, workdir):
+def test_wrong_credentials_are_named_as_an_export_refused_with_401(good, auth_server, collector, postgres, workdir):
     (secret,) = [s for s in good.kinds("Secret") if "flask-secret-key" in s.outputs["stringData"]]
     wrong = {**secret.outputs["stringData"], "password": "not-the-admin-password"}
-    code, output = run_check(good, server, collector, postgres, workdir, user_secrets={secret.k8s_name: wrong})
+    code, output = run_check(good, auth_server, collector, postgres, workdir, user_secrets={secret.k8s_name: wrong})
     assert code == 1
     assert only_line(output).startswith("verify failed: export refused: MLflow answers HTTP 401"), output
 
 
-def test_a_stale_experiment_id_is_named_with_its_id(experiments, server, collector, postgres, workdir):
+def test_a_stale_experiment_id_is_named_with_its_id(experiments, auth_server, collector, postgres, workdir):
     default = next(iter(experiments))
     stale = stack(experiments, ids={default: "987654"}, verify={"timeoutSeconds": TIMEOUT})
-    code, output = run_check(stale, server, collector, postgres, workdir)
+    code, output = run_check(stale, auth_server, collector, postgres, workdir)
     assert code == 1
     line = only_line(output)
     assert line.startswith(f"verify failed: export refused: the collector exports experiment '{default}' to ID "
@@ -152,35 +129,35 @@ def test_a_stale_experiment_id_is_named_with_its_id(experiments, server, collect
 
 
 def test_a_noise_rule_missing_from_the_running_collector_is_named_and_the_noise_removed(
-        good, experiments, server, collector, api, postgres, workdir):
+        good, experiments, auth_server, collector, api, postgres, workdir):
     """The collector runs a config without the rule the stack declares (drift, an old pod): the
     probe request is stored, the check says where, and deletes it with its own traces."""
     default_id = next(iter(experiments.values()))
-    before = trace_count(api, server, default_id)
-    collector.configure(configmap_config(stack(experiments, collector={"noise": []})), server.url)
+    before = trace_count(api, auth_server, default_id)
+    collector.configure(configmap_config(stack(experiments, collector={"noise": []})), auth_server.url)
     collector.restart()
     try:
-        code, output = run_check(good, server, collector, postgres, workdir)
+        code, output = run_check(good, auth_server, collector, postgres, workdir)
     finally:
-        collector.configure(configmap_config(good), server.url)
+        collector.configure(configmap_config(good), auth_server.url)
         collector.restart()
     assert code == 1
     assert only_line(output).startswith("verify failed: noise stored: the probe request 'GET /v1/models' was "
                                         f"stored in experiment {default_id}"), output
-    assert trace_count(api, server, default_id) == before
+    assert trace_count(api, auth_server, default_id) == before
 
 
-def test_traces_routed_to_another_experiment_are_named(good, experiments, server, collector, postgres, workdir):
+def test_traces_routed_to_another_experiment_are_named(good, experiments, auth_server, collector, postgres, workdir):
     default, chat = experiments
-    swapped = run_program("dev", mocks=RealIdMocks(experiments), mlflow=BASIC_AUTH,
+    swapped = run_program("dev", mocks=RealIdMocks(experiments), mlflow=BASIC_AUTH_MLFLOW,
                           experiments=[{"name": default, "default": True, "services": ["chat-api"]},
                                        {"name": chat, "services": ["other"]}])
-    collector.configure(configmap_config(swapped), server.url)
+    collector.configure(configmap_config(swapped), auth_server.url)
     collector.restart()
     try:
-        code, output = run_check(good, server, collector, postgres, workdir)
+        code, output = run_check(good, auth_server, collector, postgres, workdir)
     finally:
-        collector.configure(configmap_config(good), server.url)
+        collector.configure(configmap_config(good), auth_server.url)
         collector.restart()
     assert code == 1
     assert only_line(output).startswith(
@@ -188,42 +165,37 @@ def test_traces_routed_to_another_experiment_are_named(good, experiments, server
         f"stored in experiment {experiments[default]} ({default})"), output
 
 
-def test_the_collector_down_is_named(good, server, collector, postgres, workdir):
-    collector.stop()
+@pytest.mark.parametrize(("down", "line"), [
+    ("collector", "verify failed: collector unreachable: POST http://127.0.0.1:"),
+    ("auth_server", "verify failed: MLflow unreachable: GET http://127.0.0.1:"),
+])
+def test_a_stopped_server_is_named(down, line, good, auth_server, collector, postgres, workdir):
+    process = {"collector": collector, "auth_server": auth_server}[down]
+    process.stop()
     try:
-        code, output = run_check(good, server, collector, postgres, workdir)
+        code, output = run_check(good, auth_server, collector, postgres, workdir)
     finally:
-        collector.start()
+        process.start()
     assert code == 1
-    assert only_line(output).startswith("verify failed: collector unreachable: POST http://127.0.0.1:"), output
-
-
-def test_mlflow_down_is_named(good, server, collector, postgres, workdir):
-    server.stop()
-    try:
-        code, output = run_check(good, server, collector, postgres, workdir)
-    finally:
-        server.start()
-    assert code == 1
-    assert only_line(output).startswith("verify failed: MLflow unreachable: GET http://127.0.0.1:"), output
+    assert only_line(output).startswith(line), output
 
 
 # --- retention -----------------------------------------------------------------------------------
 
 
-def ingest(server, admin, experiment_id: str, count: int, age_seconds: float, batch: int = 1000) -> None:
+def ingest(auth_server, admin, experiment_id: str, count: int, age_seconds: float, batch: int = 1000) -> None:
     """`count` single-span traces that started `age_seconds` ago, straight into MLflow."""
     for start in range(0, count, batch):
         request = aged_traces("chat-api", min(batch, count - start), age_seconds)
-        requests.post(f"{server.url}/v1/traces", data=request.SerializeToString(), auth=admin, timeout=120,
+        requests.post(f"{auth_server.url}/v1/traces", data=request.SerializeToString(), auth=admin, timeout=120,
                       headers={"Content-Type": "application/x-protobuf",
                                "x-mlflow-experiment-id": experiment_id}).raise_for_status()
 
 
-def run_retention(run: ProgramRun, server, postgres, workdir) -> tuple[int, str, float]:
+def run_retention(run: ProgramRun, auth_server, postgres, workdir) -> tuple[int, str, float]:
     """The CronJob's pod, once; (exit code, output, seconds)."""
-    kubelet = kubelet_for(run, workdir / "retention", postgres, server.port,
-                          rewrites={"mlflow.mlflow.svc:5000": f"127.0.0.1:{server.port}"})
+    kubelet = kubelet_for(run, workdir / "retention", postgres, auth_server.port,
+                          rewrites={"mlflow.mlflow.svc:5000": f"127.0.0.1:{auth_server.port}"})
     (cronjob,) = run.kinds("CronJob")
     job_spec = cronjob.outputs["spec"]["jobTemplate"]["spec"]
     pod_owner = SimpleNamespace(name="trace-retention", outputs={"spec": job_spec})
@@ -233,48 +205,48 @@ def run_retention(run: ProgramRun, server, postgres, workdir) -> tuple[int, str,
 
 
 @pytest.fixture(scope="module")
-def retention_stack(api, server, admin) -> tuple[ProgramRun, dict[str, str]]:
+def retention_stack(api, auth_server, admin) -> tuple[ProgramRun, dict[str, str]]:
     """`limited` keeps 7 days, `kept` sets no limit, `retired` has one but is soft-deleted;
     each holds traces 30 days old and 1 day old."""
     suffix = uuid.uuid4().hex[:6]
-    ids = {role: create_experiment(api, server, f"{role}-{suffix}") for role in ("limited", "kept", "retired")}
+    ids = {role: create_experiment(api, auth_server, f"{role}-{suffix}") for role in ("limited", "kept", "retired")}
     for experiment_id in ids.values():
-        ingest(server, admin, experiment_id, 120, 30 * DAY)
-        ingest(server, admin, experiment_id, 40, 1 * DAY)
+        ingest(auth_server, admin, experiment_id, 120, 30 * DAY)
+        ingest(auth_server, admin, experiment_id, 40, 1 * DAY)
     experiments = [{"name": f"limited-{suffix}", "default": True, "retentionDays": 7},
                    {"name": f"kept-{suffix}", "services": ["kept"]},
                    {"name": f"retired-{suffix}", "services": ["retired"], "retentionDays": 7}]
     run = run_program("dev", mocks=RealIdMocks({f"{role}-{suffix}": i for role, i in ids.items()}),
-                      mlflow=BASIC_AUTH, experiments=experiments, retention={"batchSize": 50})
-    api.post(f"{server.url}/api/2.0/mlflow/experiments/delete", json={"experiment_id": ids["retired"]},
+                      mlflow=BASIC_AUTH_MLFLOW, experiments=experiments, retention={"batchSize": 50})
+    api.post(f"{auth_server.url}/api/2.0/mlflow/experiments/delete", json={"experiment_id": ids["retired"]},
              timeout=10).raise_for_status()
     return run, ids
 
 
 def test_retention_deletes_old_traces_keeps_recent_ones_and_leaves_other_experiments_alone(
-        retention_stack, api, server, postgres, workdir):
+        retention_stack, api, auth_server, postgres, workdir):
     run, ids = retention_stack
-    code, output, _ = run_retention(run, server, postgres, workdir)
+    code, output, _ = run_retention(run, auth_server, postgres, workdir)
     assert code == 0, output
-    assert trace_count(api, server, ids["limited"]) == 40  # 120 old ones gone in batches of 50
-    assert trace_count(api, server, ids["kept"]) == 160  # no limit: everything kept
-    assert trace_count(api, server, ids["retired"]) == 160  # soft-deleted: left alone
+    assert trace_count(api, auth_server, ids["limited"]) == 40  # 120 old ones gone in batches of 50
+    assert trace_count(api, auth_server, ids["kept"]) == 160  # no limit: everything kept
+    assert trace_count(api, auth_server, ids["retired"]) == 160  # soft-deleted: left alone
     assert f"({ids['limited']}): deleted 120 traces older than 7 days" in output
     assert f"({ids['retired']}): deleted; left alone" in output
-    code, output, _ = run_retention(run, server, postgres, workdir)
+    code, output, _ = run_retention(run, auth_server, postgres, workdir)
     assert code == 0 and f"({ids['limited']}): deleted 0 traces" in output  # idempotent
-    assert trace_count(api, server, ids["limited"]) == 40
+    assert trace_count(api, auth_server, ids["limited"]) == 40
 
 
-def test_retention_over_ten_thousand_traces_finishes_in_bounded_time(api, server, admin, postgres, workdir):
+def test_retention_over_ten_thousand_traces_finishes_in_bounded_time(api, auth_server, admin, postgres, workdir):
     name = f"bulk-{uuid.uuid4().hex[:6]}"
-    experiment_id = create_experiment(api, server, name)
-    ingest(server, admin, experiment_id, 10_000, 10 * DAY)
-    run = run_program("dev", mocks=RealIdMocks({name: experiment_id}), mlflow=BASIC_AUTH,
+    experiment_id = create_experiment(api, auth_server, name)
+    ingest(auth_server, admin, experiment_id, 10_000, 10 * DAY)
+    run = run_program("dev", mocks=RealIdMocks({name: experiment_id}), mlflow=BASIC_AUTH_MLFLOW,
                       experiments=[{"name": name, "default": True, "retentionDays": 1}])
-    code, output, seconds = run_retention(run, server, postgres, workdir)
+    code, output, seconds = run_retention(run, auth_server, postgres, workdir)
     assert code == 0, output
     assert "deleted 10000 traces older than 1 days" in output
-    assert trace_count(api, server, experiment_id) == 0
+    assert trace_count(api, auth_server, experiment_id) == 0
     print(f"\nretention: 10,000 traces deleted in {seconds:.1f} s (batches of 500, the default)")
     assert seconds < 600

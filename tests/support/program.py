@@ -34,6 +34,9 @@ DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
 # Ingress with TLS on, or `pulumi up` through `kubectl port-forward svc/mlflow 5000`.
 TLS_INGRESS = {"kind": "ingress", "className": "nginx", "tls": {"enabled": True}}
 PORT_FORWARD = "http://localhost:5000"
+# The mlflow section of a basic-auth stack whose `pulumi up` reaches MLflow through a
+# port-forward (loopback), as the integration suite does.
+BASIC_AUTH_MLFLOW = {"auth": {"kind": "basic"}, "apiUrl": PORT_FORWARD}
 # Settings over the dev stack that each change the resource graph in a way no stack file does.
 # A variant's top-level key replaces the stack's whole object (merged over the declared defaults).
 VARIANTS = {
@@ -41,7 +44,7 @@ VARIANTS = {
                       "auth": {"kind": "none"}}},  # no sign-in, as dev
     # With basic auth, so that it has a generated secret for the leak scan to look for.
     "external-postgres": {"postgres": {"mode": "external", "external": {"host": "db", "secretName": "pg"}},
-                          "mlflow": {"auth": {"kind": "basic"}, "apiUrl": PORT_FORWARD}},
+                          "mlflow": BASIC_AUTH_MLFLOW},
     "basic-auth": {"mlflow": {"auth": {"kind": "basic"}}, "exposure": TLS_INGRESS},
     "httproute-tls": {"exposure": {"kind": "httproute", "tls": {"enabled": True},
                                    "gateway": {"name": "gw", "sectionName": "https"}}},
