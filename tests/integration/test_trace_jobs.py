@@ -80,6 +80,19 @@ def run_check(run: ProgramRun, auth_server, collector, postgres, workdir, **kube
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
+def run_check_on_drifted_collector(good: ProgramRun, running: ProgramRun, auth_server, collector, postgres,
+                                   workdir) -> tuple[int, str]:
+    """The check of `good` while the collector runs the config of `running` (a hand-edited
+    ConfigMap, a pod left on an old config); the collector is put back afterwards."""
+    collector.configure(configmap_config(running), auth_server.url)
+    collector.restart()
+    try:
+        return run_check(good, auth_server, collector, postgres, workdir)
+    finally:
+        collector.configure(configmap_config(good), auth_server.url)
+        collector.restart()
+
+
 def trace_count(api, auth_server, experiment_id: str) -> int:
     found, token = 0, None
     while True:
@@ -134,13 +147,8 @@ def test_a_noise_rule_missing_from_the_running_collector_is_named_and_the_noise_
     probe request is stored, the check says where, and deletes it with its own traces."""
     default_id = next(iter(experiments.values()))
     before = trace_count(api, auth_server, default_id)
-    collector.configure(configmap_config(stack(experiments, collector={"noise": []})), auth_server.url)
-    collector.restart()
-    try:
-        code, output = run_check(good, auth_server, collector, postgres, workdir)
-    finally:
-        collector.configure(configmap_config(good), auth_server.url)
-        collector.restart()
+    without_rules = stack(experiments, collector={"noise": []})
+    code, output = run_check_on_drifted_collector(good, without_rules, auth_server, collector, postgres, workdir)
     assert code == 1
     assert only_line(output).startswith("verify failed: noise stored: the probe request 'GET /v1/models' was "
                                         f"stored in experiment {default_id}"), output
@@ -152,13 +160,7 @@ def test_traces_routed_to_another_experiment_are_named(good, experiments, auth_s
     swapped = run_program("dev", mocks=RealIdMocks(experiments), mlflow=BASIC_AUTH_MLFLOW,
                           experiments=[{"name": default, "default": True, "services": ["chat-api"]},
                                        {"name": chat, "services": ["other"]}])
-    collector.configure(configmap_config(swapped), auth_server.url)
-    collector.restart()
-    try:
-        code, output = run_check(good, auth_server, collector, postgres, workdir)
-    finally:
-        collector.configure(configmap_config(good), auth_server.url)
-        collector.restart()
+    code, output = run_check_on_drifted_collector(good, swapped, auth_server, collector, postgres, workdir)
     assert code == 1
     assert only_line(output).startswith(
         f"verify failed: trace in the wrong experiment: the trace of experiment '{chat}' (service 'chat-api') is "
