@@ -360,7 +360,7 @@ class Bench:
         stored_per_s = (self.stored() - window_stored) / window
         sending_ended = time.monotonic()
         expected = sum(c.accepted_real for c in clients)
-        stored = self._drain(stored_before, expected)
+        stored = self._drain(stored_before, expected, drops_before=sum(counters_before[n] for n in DROP_COUNTERS))
         drain_seconds = time.monotonic() - sending_ended
         unseen = latency.finish(timeout=10)
         peaks.finish()
@@ -391,15 +391,16 @@ class Bench:
             collector_counters={name: value for name, value in delta.items() if value},
         )
 
-    def _drain(self, stored_before: int, expected: int) -> int:
+    def _drain(self, stored_before: int, expected: int, drops_before: float) -> int:
         """Spans stored since `stored_before` once all `expected` arrived, or the collector counted the
-        rest as dropped, or nothing moved for STALL_SECONDS with an empty queue, or DRAIN_TIMEOUT passed."""
+        rest as dropped (since `drops_before`), or nothing moved for STALL_SECONDS with an empty queue, or
+        DRAIN_TIMEOUT passed."""
         assert self.collector
         deadline = time.monotonic() + DRAIN_TIMEOUT
         last, moved_at = -1, time.monotonic()
         while True:
             stored = self.stored() - stored_before
-            dropped = sum(self.counters().get(name, 0) for name in DROP_COUNTERS)
+            dropped = sum(self.counters()[name] for name in DROP_COUNTERS) - drops_before
             if stored != last:
                 last, moved_at = stored, time.monotonic()
             stalled = time.monotonic() - moved_at > STALL_SECONDS and self.collector.queued_batches() == 0
