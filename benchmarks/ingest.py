@@ -14,7 +14,8 @@ Per step: spans sent, stored (counted in PostgreSQL) and lost once the pipeline 
 latency from a span's end to its trace showing in MLflow's trace search (p50/p95/p99 over two
 sampled traces per client batch); CPU seconds per 1,000 spans and peak PSS of MLflow, the
 collector and PostgreSQL; the collector's own counters (queue, refusals, failed sends). Prints a
-table, writes JSON with --json, and exits non-zero when a goal is missed.
+table, writes JSON with --json, and exits 1 when a goal is missed, 2 when the run itself failed
+(naming the process that ended).
 
     .venv/bin/python -m benchmarks.ingest                              # ~8 min
     .venv/bin/python -m benchmarks.ingest --quick --json ingest.json   # ~4 min
@@ -28,6 +29,7 @@ import copy
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -204,19 +206,26 @@ class PeakSampler(threading.Thread):
         self.roots, self.collector = roots, collector
         self.peak_mib = dict.fromkeys(roots, 0.0)
         self.queue_peak = 0
+        self.error: requests.RequestException | None = None
         self._halt = threading.Event()
 
     def run(self) -> None:
         while True:
             for name, root in self.roots.items():
                 self.peak_mib[name] = max(self.peak_mib[name], pss_bytes(process_tree(root)) / MIB)
-            self.queue_peak = max(self.queue_peak, self.collector.queued_batches())
+            try:
+                self.queue_peak = max(self.queue_peak, self.collector.queued_batches())
+            except requests.RequestException as error:
+                self.error = error
+                return
             if self._halt.wait(1.0):
                 return
 
     def finish(self) -> None:
         self._halt.set()
         self.join(30)
+        if self.error:
+            raise RuntimeError(f"the collector's metrics endpoint failed: {self.error}") from self.error
 
 
 @dataclass(frozen=True)
@@ -313,6 +322,12 @@ class Bench:
         for process in (self.collector, self.mlflow, self.postgres):
             if process:
                 process.stop()
+
+    def exited(self) -> list[str]:
+        """The processes of the stack that have ended (a run's error usually starts there)."""
+        processes = {"PostgreSQL": self.postgres.process, "MLflow": self.mlflow and self.mlflow.process,
+                     "the collector": self.collector and self.collector.process}
+        return [name for name, process in processes.items() if process is not None and process.poll() is not None]
 
     def target(self, path: str) -> Target:
         assert self.mlflow and self.collector
@@ -525,6 +540,11 @@ def main() -> int:
             run(Step(f"collector {fraction} knee", "collector", offered=fraction * knee))
         run(Step("collector noise mix", "collector", offered=0.5 * knee * (4 + 3 * NOISE_PER_CHAT) / 4,
                  noise_per_chat=NOISE_PER_CHAT))
+    except (RuntimeError, OSError, subprocess.SubprocessError, requests.RequestException) as error:
+        ended = bench.exited()
+        print(f"benchmark aborted: {error}" + (f" ({', '.join(ended)} no longer running)" if ended else ""),
+              file=sys.stderr)
+        return 2
     finally:
         bench.stop()
         shutil.rmtree(workdir, ignore_errors=True)
