@@ -29,39 +29,10 @@ from components.config import MEMORY_HEADROOM, merge_over, quantity_bytes
 from tests.support import k8s
 from tests.support.otlp import one_span_request
 from tests.support.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
+from tests.support.procfs import process_tree, pss_bytes
 from tests.support.program import PORT_FORWARD, run_program, stack_values
 
 MIB = 1024 * 1024
-
-
-def process_tree(root: int) -> list[int]:
-    """`root` and every descendant, from /proc."""
-    parents: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += parents.get(pid, [])
-    return tree
-
-
-def pss_bytes(pids: list[int]) -> int:
-    """Proportional set size summed over `pids`: shared pages counted once overall."""
-    total = 0
-    for pid in pids:
-        try:
-            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
-                    total += int(line.split()[1]) * 1024
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-    return total
 
 
 def sample(root: int, count: int, interval: float) -> tuple[float, float, int]:

@@ -166,11 +166,19 @@ class CollectorProcess:
         self.stop()
         self.start()
 
+    def metric_totals(self) -> dict[str, float]:
+        """The collector's own metrics (its Prometheus telemetry endpoint), each summed over its labels."""
+        totals: dict[str, float] = {}
+        metrics = requests.get(f"http://127.0.0.1:{self.ports.metrics}/metrics", timeout=5).text
+        for line in metrics.splitlines():
+            if line and not line.startswith("#"):
+                name = line.split("{", 1)[0].split(" ", 1)[0]
+                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+        return totals
+
     def queued_batches(self) -> int:
         """Batches waiting in the exporters' queues (`otelcol_exporter_queue_size`)."""
-        metrics = requests.get(f"http://127.0.0.1:{self.ports.metrics}/metrics", timeout=5).text
-        return sum(int(float(line.rsplit(" ", 1)[1])) for line in metrics.splitlines()
-                   if line.startswith("otelcol_exporter_queue_size{"))
+        return int(self.metric_totals().get("otelcol_exporter_queue_size", 0))
 
     def log_text(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
