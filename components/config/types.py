@@ -118,9 +118,19 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class Autoscaling:
+    """A HorizontalPodAutoscaler on CPU (of the requests); when enabled it owns the replica count."""
+
+    enabled: bool
+    min_replicas: int
+    max_replicas: int
+    target_cpu_percent: int
+
+
+@dataclass(frozen=True)
 class Mlflow:
     image: str  # any reference: no component depends on MLflow's version
-    replicas: int
+    replicas: int  # without autoscaling
     workers: int
     job_execution: bool
     resources: Resources
@@ -128,6 +138,12 @@ class Mlflow:
     extra_allowed_hosts: tuple[str, ...]
     api_url: str | None
     auth: Auth
+    autoscaling: Autoscaling
+
+    @property
+    def scales_out(self) -> bool:
+        """Whether more than one server may run at once."""
+        return self.replicas > 1 or self.autoscaling.enabled
 
 
 @dataclass(frozen=True)
@@ -140,10 +156,18 @@ class NoiseRule:
 class Collector:
     image: str
     version: str
-    replicas: int
+    replicas: int  # without autoscaling
     resources: Resources
     noise: tuple[NoiseRule, ...]
-    persistent_queue: bool
+    persistent_queue: bool  # a StatefulSet: each pod keeps its queue on a volume of its own
+    queue_volume_size: str
+    queue_volume_storage_class: str | None
+    autoscaling: Autoscaling
+
+    @property
+    def scales_out(self) -> bool:
+        """Whether more than one collector may run at once."""
+        return self.replicas > 1 or self.autoscaling.enabled
 
 
 @dataclass(frozen=True)
