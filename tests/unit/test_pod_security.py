@@ -19,7 +19,8 @@ WRITABLE_ROOT = {
     "postgres": "the official image's entrypoint (initdb, the socket in /var/run/postgresql) is not run by "
                 "the integration suite, so a read-only root is unproven for it",
 }
-POD_SPEC_VARIANTS = ("persistent-queue", "s3", "external-postgres", "basic-auth")  # the variants that change a pod spec
+# The variants that change a pod spec.
+POD_SPEC_VARIANTS = ("persistent-queue", "s3", "external-postgres", "basic-auth", "scaled-out")
 
 
 @pytest.fixture(scope="module", params=[*STACKS, *POD_SPEC_VARIANTS])
