@@ -186,13 +186,12 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
                     migration_job: pulumi.Input[str], artifacts_claim: pulumi.Input[str] | None,
                     auth_refs: AuthRefs | None) -> dict:
     volumes, mounts = _volumes(cfg, artifacts_claim, auth_refs)
-    single_writer = cfg.artifacts.kind == "pvc" and cfg.artifacts.access_mode != "ReadWriteMany"
     return {
         **replica_count(cfg.replicas, cfg.autoscaling),
         "selector": {"matchLabels": selector_for(COMPONENT)},
         # A ReadWriteOnce volume cannot be mounted by the old and the new pod at once (so there
         # is one replica, validated); otherwise a new pod is Ready before an old one stops.
-        "strategy": {"type": "Recreate"} if single_writer else
+        "strategy": {"type": "Recreate"} if cfg.artifacts.single_writer else
         {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {
             "metadata": {

@@ -113,7 +113,6 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
     image = _image(reader)
     replicas = reader.integer("replicas", 1)
     autoscaling = _autoscaling(reader.child("autoscaling"))
-    several = replicas > 1 or autoscaling.enabled
     workers = reader.integer("workers", 1)
     job_execution = reader.flag("jobExecution")
     resources = _resources(reader.child("resources"))
@@ -127,20 +126,6 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
                 f"{host!r} would disable or break the Host check; list host names (wildcards such as "
                 "*.example.com are fine)",
             )
-    scaling_key = reader.at("autoscaling.enabled" if autoscaling.enabled else "replicas")
-    scaling = "autoscaling" if autoscaling.enabled else f"{replicas} replicas"
-    if artifacts.kind == "pvc" and artifacts.access_mode != "ReadWriteMany" and several:
-        reader.problems.add(
-            scaling_key,
-            f"{scaling} cannot share a {artifacts.access_mode} artifact volume; use replicas 1 without "
-            "autoscaling, artifacts.accessMode ReadWriteMany, or artifacts.kind s3",
-        )
-    if job_execution and several:
-        reader.problems.add(
-            reader.at("jobExecution"),
-            f"MLflow's periodic jobs must run on one replica only, not with {scaling}; use replicas 1 without "
-            "autoscaling, or jobExecution false",
-        )
     needed_mib = mlflow_footprint_mib(workers, job_execution)
     limit_mib = resources.memory_limit_bytes / 2**20 if "memory" in resources.limits else 0
     if limit_mib and limit_mib * (1 - MEMORY_HEADROOM) < needed_mib:
@@ -168,7 +153,7 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
                 reader.at("extraAllowedHosts"),
                 f"{name!r}: list Host header values (a name, with an optional :port), not URLs",
             )
-    return Mlflow(
+    mlflow = Mlflow(
         image=image,
         replicas=replicas,
         workers=workers,
@@ -180,3 +165,25 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
         auth=auth,
         autoscaling=autoscaling,
     )
+    if mlflow.scales_out:
+        _refuse_what_one_replica_needs(reader, mlflow)
+    return mlflow
+
+
+def _refuse_what_one_replica_needs(reader: _Reader, mlflow: Mlflow) -> None:
+    """Several servers at once share the artifact volume, and would each run the periodic jobs."""
+    autoscaling, artifacts = mlflow.autoscaling.enabled, mlflow.artifacts
+    key = reader.at("autoscaling.enabled" if autoscaling else "replicas")
+    scaling = "autoscaling" if autoscaling else f"{mlflow.replicas} replicas"
+    if artifacts.single_writer:
+        reader.problems.add(
+            key,
+            f"{scaling} cannot share a {artifacts.access_mode} artifact volume; use replicas 1 without "
+            "autoscaling, artifacts.accessMode ReadWriteMany, or artifacts.kind s3",
+        )
+    if mlflow.job_execution:
+        reader.problems.add(
+            reader.at("jobExecution"),
+            f"MLflow's periodic jobs must run on one replica only, not with {scaling}; use replicas 1 without "
+            "autoscaling, or jobExecution false",
+        )

@@ -101,6 +101,11 @@ class Artifacts:
     endpoint_url: str | None
     secret_name: str | None
 
+    @property
+    def single_writer(self) -> bool:
+        """A claim only one pod can mount (ReadWriteOnce, ReadWriteOncePod)."""
+        return self.kind == "pvc" and self.access_mode != "ReadWriteMany"
+
 
 @dataclass(frozen=True)
 class Auth:
