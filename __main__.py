@@ -33,7 +33,7 @@ if config.network_policies.enabled:
         "network-policies",
         config=config.network_policies,
         namespace=namespace,
-        bundled_postgres=config.postgres.mode == "bundled",
+        postgres_config=config.postgres,
     )
 
 database = PostgresDatabase(

@@ -12,7 +12,7 @@ from components.quantities import quantity_bytes
 
 Platform = Literal["kubernetes", "openshift"]
 ExposureKind = Literal["ingress", "route", "httproute", "none"]
-PostgresMode = Literal["bundled", "external"]
+PostgresMode = Literal["bundled", "external", "cnpg"]
 ArtifactsKind = Literal["pvc", "s3"]
 AuthKind = Literal["basic", "none"]
 
@@ -81,6 +81,15 @@ class ExternalPostgres:
 
 
 @dataclass(frozen=True)
+class CnpgCluster:
+    """A CloudNativePG `Cluster` the operator (installed by the cluster's admin) runs."""
+
+    instances: int
+    image_name: str | None  # None: the operator's default PostgreSQL image
+    operator_namespace: str  # where the operator runs: it must reach the instances
+
+
+@dataclass(frozen=True)
 class Postgres:
     mode: PostgresMode
     image: str
@@ -89,6 +98,7 @@ class Postgres:
     databases: tuple[str, ...]
     resources: Resources
     external: ExternalPostgres | None
+    cnpg: CnpgCluster | None
 
 
 @dataclass(frozen=True)

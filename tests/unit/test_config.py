@@ -136,6 +136,10 @@ def test_default_mlflow_size_leaves_headroom_over_its_footprint():
         ({"collector": {"noise": [{"method": "FETCH", "route": "/x"}]}}, "collector.noise[0].method", "GET"),
         ({"collector": {"image": "registry.local/otelcol:latest"}}, "collector.version", "set collector.version"),
         ({"createNamespace": "yes"}, "createNamespace", "true or false"),
+        ({"postgres": {"mode": "cnpg", "cnpg": {"instances": 0}}}, "postgres.cnpg.instances", ">= 1"),
+        ({"postgres": {"mode": "cnpg", "cnpg": {"operatorNamespace": "CNPG_System"}}},
+         "postgres.cnpg.operatorNamespace", "DNS-1123"),
+        ({"postgres": {"mode": "cloudnative"}}, "postgres.mode", "cnpg"),
     ],
 )
 def test_each_bad_input_names_its_key_and_the_fix(values, key, fix):
