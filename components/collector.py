@@ -3,8 +3,9 @@ per route.
 
 `collector_config` is a pure function of the experiments (with their resolved
 IDs), the noise rules and the collector version; the component only renders
-it into a ConfigMap and rolls the Deployment through a checksum annotation
-whenever it changes (e.g. a new experiment ID).
+it into a ConfigMap and rolls the pods (of a Deployment, or with
+`persistentQueue` of a StatefulSet) through a checksum annotation whenever it
+changes (e.g. a new experiment ID).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ QUEUE_DIR = "/var/lib/otelcol/queue"
 QUEUE_VOLUME = "queue"  # the claim template: pod N's claim is queue-otel-collector-N
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 BASIC_AUTH_EXTENSION = "basicauth/mlflow"
-# The env vars MLflow's own client reads; the collector's Deployment gets them from the admin Secret.
+# The env vars MLflow's own client reads; the collector's pods get them from the admin Secret.
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # Go runtime soft limit, as a share of the container limit: GC works harder
