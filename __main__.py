@@ -34,7 +34,7 @@ if config.network_policies.enabled:
         "network-policies",
         config=config.network_policies,
         namespace=namespace,
-        bundled_postgres=config.postgres.mode == "bundled",
+        postgres_config=config.postgres,
     )
 
 database = PostgresDatabase(
@@ -87,7 +87,7 @@ TraceUpkeep(
     collector_url=traces.http_endpoint,
     namespace=namespace,
     revisions=[traces.config_checksum, server.pod_revision],
-    after=[traces.deployment, server.deployment],
+    after=[traces.workload, server.deployment],
 )
 
 pulumi.export("namespace", config.namespace)

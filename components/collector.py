@@ -3,8 +3,9 @@ per route.
 
 `collector_config` is a pure function of the experiments (with their resolved
 IDs), the noise rules and the collector version; the component only renders
-it into a ConfigMap and rolls the Deployment through a checksum annotation
-whenever it changes (e.g. a new experiment ID).
+it into a ConfigMap and rolls the pods (of a Deployment, or with
+`persistentQueue` of a StatefulSet) through a checksum annotation whenever it
+changes (e.g. a new experiment ID).
 """
 
 from __future__ import annotations
@@ -17,21 +18,25 @@ import yaml
 
 from components import auth
 from components.auth import AuthRefs
+from components.availability import keep_available
 from components.config import Collector, Experiment, NoiseRule, experiment_slug, quantity_bytes
 from components.kube import (
     CHECKSUM_ANNOTATION,
     NamespaceRef,
+    claim_spec,
     container_security_context,
     content_checksum,
     labels_for,
     pod_security_context,
+    replica_count,
     secret_env,
     selector_for,
     service_host,
+    spread_across_nodes,
 )
 
 COMPONENT = "otel-collector"  # the label of the collector's pods and objects
-SERVICE_NAME = COMPONENT  # the Service and the Deployment are named after it
+SERVICE_NAME = COMPONENT  # the Service and the workload (Deployment or StatefulSet) are named after it
 GRPC_PORT = 4317
 HTTP_PORT = 4318
 HEALTH_PORT = 13133
@@ -40,9 +45,10 @@ COLLECTOR_UID = 10001  # the user of the contrib image
 CONFIG_DIR = "/conf"
 CONFIG_FILE = "collector.yaml"
 QUEUE_DIR = "/var/lib/otelcol/queue"
+QUEUE_VOLUME = "queue"  # the claim template: pod N's claim is queue-otel-collector-N
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 BASIC_AUTH_EXTENSION = "basicauth/mlflow"
-# The env vars MLflow's own client reads; the collector's Deployment gets them from the admin Secret.
+# The env vars MLflow's own client reads; the collector's pods get them from the admin Secret.
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # Go runtime soft limit, as a share of the container limit: GC works harder
@@ -250,62 +256,95 @@ def gomemlimit(memory_limit: str) -> str:
     return f"{int(quantity_bytes(memory_limit) * GOMEMLIMIT_SHARE / 2**20)}MiB"
 
 
-def deployment_spec(cfg: Collector, platform: str, config_map: pulumi.Input[str],
-                    checksum: pulumi.Input[str], mlflow_auth: AuthRefs | None) -> dict:
+def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
+                 checksum: pulumi.Input[str], mlflow_auth: AuthRefs | None) -> dict:
+    """The collector's pod; with `persistentQueue` it mounts the claim its StatefulSet gives each pod."""
     volumes = [{"name": "config", "configMap": {"name": config_map}}]
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
     if cfg.persistent_queue:
-        # Survives container restarts (crash, OOM) inside the pod.
-        volumes.append({"name": "queue", "emptyDir": {}})
-        mounts.append({"name": "queue", "mountPath": QUEUE_DIR})
+        mounts.append({"name": QUEUE_VOLUME, "mountPath": QUEUE_DIR})
     health = {"httpGet": {"path": "/", "port": "health"}}
     return {
-        "replicas": cfg.replicas,
-        "selector": {"matchLabels": selector_for(COMPONENT)},
-        "template": {
-            "metadata": {
-                "labels": labels_for(COMPONENT),
-                "annotations": {CHECKSUM_ANNOTATION: checksum},
-            },
-            "spec": {
-                "securityContext": pod_security_context(platform, COLLECTOR_UID),
-                "containers": [{
-                    "name": COMPONENT,
-                    "image": cfg.image,
-                    "args": [f"--config={CONFIG_DIR}/{CONFIG_FILE}"],
-                    "env": [
-                        {"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])},
-                        # What the basicauth extension signs in with.
-                        *(secret_env(mlflow_auth.secret_name,
-                                     {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
-                          if mlflow_auth else []),
-                    ],
-                    "ports": [
-                        {"name": "otlp-grpc", "containerPort": GRPC_PORT},
-                        {"name": "otlp-http", "containerPort": HTTP_PORT},
-                        {"name": "health", "containerPort": HEALTH_PORT},
-                        {"name": "metrics", "containerPort": METRICS_PORT},
-                    ],
-                    "resources": cfg.resources.as_k8s(),
-                    "securityContext": container_security_context(read_only_root=True),
-                    "readinessProbe": {**health, "periodSeconds": 10},
-                    "livenessProbe": {**health, "periodSeconds": 20, "failureThreshold": 5},
-                    "volumeMounts": mounts,
-                }],
-                "volumes": volumes,
-            },
+        "metadata": {
+            "labels": labels_for(COMPONENT),
+            "annotations": {CHECKSUM_ANNOTATION: checksum},
+        },
+        "spec": {
+            "securityContext": pod_security_context(platform, COLLECTOR_UID),
+            **({"topologySpreadConstraints": spread_across_nodes(COMPONENT)} if cfg.scales_out else {}),
+            "containers": [{
+                "name": COMPONENT,
+                "image": cfg.image,
+                "args": [f"--config={CONFIG_DIR}/{CONFIG_FILE}"],
+                "env": [
+                    {"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])},
+                    # What the basicauth extension signs in with.
+                    *(secret_env(mlflow_auth.secret_name,
+                                 {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
+                      if mlflow_auth else []),
+                ],
+                "ports": [
+                    {"name": "otlp-grpc", "containerPort": GRPC_PORT},
+                    {"name": "otlp-http", "containerPort": HTTP_PORT},
+                    {"name": "health", "containerPort": HEALTH_PORT},
+                    {"name": "metrics", "containerPort": METRICS_PORT},
+                ],
+                "resources": cfg.resources.as_k8s(),
+                "securityContext": container_security_context(read_only_root=True),
+                "readinessProbe": {**health, "periodSeconds": 10},
+                "livenessProbe": {**health, "periodSeconds": 20, "failureThreshold": 5},
+                "volumeMounts": mounts,
+            }],
+            "volumes": volumes,
         },
     }
 
 
+def workload_kind(cfg: Collector) -> str:
+    """A Deployment, or with `persistentQueue` a StatefulSet: a volume per pod, kept across restarts."""
+    return "StatefulSet" if cfg.persistent_queue else "Deployment"
+
+
+def deployment_spec(cfg: Collector, template: dict) -> dict:
+    return {
+        **replica_count(cfg.replicas, cfg.autoscaling),
+        "selector": {"matchLabels": selector_for(COMPONENT)},
+        # A new pod is Ready before an old one stops: the intake keeps its capacity during a roll.
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+        "template": template,
+    }
+
+
+def statefulset_spec(cfg: Collector, template: dict) -> dict:
+    """Pod N always mounts claim queue-otel-collector-N, so a restarted or rolled pod sends what its
+    predecessor queued. A StatefulSet rolls one pod at a time (stop, then start): with several
+    replicas the others take the traffic meanwhile."""
+    return {
+        **replica_count(cfg.replicas, cfg.autoscaling),
+        "serviceName": SERVICE_NAME,
+        "selector": {"matchLabels": selector_for(COMPONENT)},
+        # The pods share nothing: start and stop them together rather than one by one.
+        "podManagementPolicy": "Parallel",
+        # A scaled-in pod's claim stays, with its queue, for the day its ordinal comes back;
+        # deleting the StatefulSet (persistentQueue turned off, destroy) keeps them too.
+        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": "Retain", "whenScaled": "Retain"},
+        "template": template,
+        "volumeClaimTemplates": [{
+            "metadata": {"name": QUEUE_VOLUME, "labels": labels_for(COMPONENT)},
+            "spec": claim_spec(cfg.queue_volume_size, "ReadWriteOnce", cfg.queue_volume_storage_class),
+        }],
+    }
+
+
 class TraceCollector(pulumi.ComponentResource):
-    """Collector Deployment + Service; its config follows the experiment IDs."""
+    """Collector Deployment (StatefulSet with `persistentQueue`) + Service; its config follows
+    the experiment IDs."""
 
     grpc_endpoint: str
     http_endpoint: str
     experiments: pulumi.Output[list[RoutedExperiment]]  # with their MLflow IDs, as the config routes them
     config_checksum: pulumi.Output[str]  # changes whenever the config does
-    deployment: k8s.apps.v1.Deployment
+    workload: pulumi.CustomResource  # the Deployment, or the StatefulSet of a persistent queue
 
     def __init__(self, name: str, *, config: Collector, experiments: tuple[Experiment, ...],
                  experiment_ids: pulumi.Output[dict[str, str]], mlflow_endpoint: str, namespace: NamespaceRef,
@@ -326,12 +365,18 @@ class TraceCollector(pulumi.ComponentResource):
             data={CONFIG_FILE: config_text},
             opts=child,
         )
-        self.deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment",
-            metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels},
-            spec=deployment_spec(config, platform, config_map.metadata.name, self.config_checksum, mlflow_auth),
-            opts=child,
-        )
+        metadata = {"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels}
+        template = pod_template(config, platform, config_map.metadata.name, self.config_checksum, mlflow_auth)
+        kind = workload_kind(config)
+        if kind == "StatefulSet":
+            self.workload: pulumi.CustomResource = k8s.apps.v1.StatefulSet(
+                f"{name}-statefulset", metadata=metadata, spec=statefulset_spec(config, template), opts=child)
+        else:
+            self.workload = k8s.apps.v1.Deployment(
+                f"{name}-deployment", metadata=metadata, spec=deployment_spec(config, template), opts=child)
+        keep_available(name, component=COMPONENT, scales_out=config.scales_out, autoscaling=config.autoscaling,
+                       workload_kind=kind, workload_name=SERVICE_NAME,
+                       metadata={"namespace": namespace.ref, "labels": labels}, opts=child)
         k8s.core.v1.Service(
             f"{name}-service",
             metadata={"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels},

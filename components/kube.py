@@ -9,7 +9,7 @@ from typing import Any
 
 import pulumi
 
-from components.config import PROJECT
+from components.config import PROJECT, Autoscaling
 
 CHECKSUM_ANNOTATION = "checksum/config"
 
@@ -28,6 +28,34 @@ def selector_for(component: str) -> dict[str, str]:
     """The stable subset of `labels_for` that selectors match on."""
     labels = labels_for(component)
     return {key: labels[key] for key in ("app.kubernetes.io/name", "app.kubernetes.io/instance")}
+
+
+def spread_across_nodes(component: str) -> list[dict]:
+    """Replicas on different nodes where the cluster has them; a one-node cluster still schedules them all."""
+    return [{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "ScheduleAnyway",
+             "labelSelector": {"matchLabels": selector_for(component)}}]
+
+
+def disruption_budget_spec(component: str) -> dict:
+    """Voluntary disruptions (node drains, cluster upgrades) take one pod at a time, whatever the count."""
+    return {"maxUnavailable": 1, "selector": {"matchLabels": selector_for(component)}}
+
+
+def cpu_autoscaler_spec(autoscaling: Autoscaling, kind: str, name: str) -> dict:
+    """An autoscaling/v2 HorizontalPodAutoscaler on the average CPU use, as a share of the requests."""
+    return {
+        "scaleTargetRef": {"apiVersion": "apps/v1", "kind": kind, "name": name},
+        "minReplicas": autoscaling.min_replicas,
+        "maxReplicas": autoscaling.max_replicas,
+        "metrics": [{"type": "Resource", "resource": {
+            "name": "cpu", "target": {"type": "Utilization", "averageUtilization": autoscaling.target_cpu_percent}}}],
+    }
+
+
+def replica_count(replicas: int, autoscaling: Autoscaling) -> dict:
+    """The workload's `replicas`, left out when an autoscaler owns the count: a value here
+    would be re-applied by every `pulumi up` and fight the autoscaler."""
+    return {} if autoscaling.enabled else {"replicas": replicas}
 
 
 def pod_security_context(platform: str, uid: int) -> dict:

@@ -16,6 +16,7 @@ import pulumi_kubernetes as k8s
 
 from components import auth
 from components.auth import AuthRefs, MlflowAuth
+from components.availability import keep_available
 from components.config import Artifacts, Mlflow
 from components.kube import (
     NamespaceRef,
@@ -24,9 +25,11 @@ from components.kube import (
     content_checksum,
     labels_for,
     pod_security_context,
+    replica_count,
     secret_env,
     selector_for,
     service_host,
+    spread_across_nodes,
 )
 from components.postgres import PostgresConnection, libpq_env
 
@@ -186,12 +189,13 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
                     migration_job: pulumi.Input[str], artifacts_claim: pulumi.Input[str] | None,
                     auth_refs: AuthRefs | None) -> dict:
     volumes, mounts = _volumes(cfg, artifacts_claim, auth_refs)
-    single_writer = cfg.artifacts.kind == "pvc" and cfg.artifacts.access_mode != "ReadWriteMany"
     return {
-        "replicas": cfg.replicas,
+        **replica_count(cfg.replicas, cfg.autoscaling),
         "selector": {"matchLabels": selector_for(COMPONENT)},
-        # A ReadWriteOnce volume cannot be mounted by the old and the new pod at once.
-        "strategy": {"type": "Recreate"} if single_writer else {"type": "RollingUpdate"},
+        # A ReadWriteOnce volume cannot be mounted by the old and the new pod at once (so there
+        # is one replica, validated); otherwise a new pod is Ready before an old one stops.
+        "strategy": {"type": "Recreate"} if cfg.artifacts.single_writer else
+        {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
         "template": {
             "metadata": {
                 "labels": labels_for(COMPONENT),
@@ -200,6 +204,7 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
             },
             "spec": {
                 "securityContext": pod_security_context(platform, MLFLOW_UID),
+                **({"topologySpreadConstraints": spread_across_nodes(COMPONENT)} if cfg.scales_out else {}),
                 "containers": [{
                     "name": COMPONENT,
                     "image": cfg.image,
@@ -277,6 +282,9 @@ class MlflowServer(pulumi.ComponentResource):
         )
         self.pod_revision = pulumi.Output.from_input(spec["template"]).apply(
             lambda template: content_checksum(json.dumps(template, sort_keys=True)))
+        keep_available(name, component=COMPONENT, scales_out=config.scales_out, autoscaling=config.autoscaling,
+                       workload_kind="Deployment", workload_name=SERVICE_NAME, metadata=meta,
+                       opts=pulumi.ResourceOptions(parent=self))
         self.service = k8s.core.v1.Service(
             f"{name}-service",
             metadata={**meta, "name": SERVICE_NAME},

@@ -2,6 +2,8 @@
 clients.
 
     postgres:5432         <- mlflow, the migration Job, the database-creation Job
+    cnpg instances:5432   <- mlflow, the migration Job, each other (replication),
+                   :8000  <- each other, the CloudNativePG operator (which also needs 5432)
     mlflow:5000           <- its own namespace (the collector), the ingress namespaces
     otel-collector:4317/8 <- its own namespace, the OTLP namespaces
 
@@ -22,11 +24,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import collector, mlflow, postgres
-from components.config import NetworkPolicies
+from components.config import NAMESPACE_NAME_LABEL, NetworkPolicies, Postgres
 from components.kube import NamespaceRef, labels_for, selector_for
 
 # The pods that talk to PostgreSQL, by the component name of their labels.
 POSTGRES_CLIENTS = (mlflow.COMPONENT, mlflow.MIGRATION_COMPONENT, postgres.INIT_COMPONENT)
+MLFLOW_PODS = (mlflow.COMPONENT, mlflow.MIGRATION_COMPONENT)
+CNPG_OPERATOR_LABELS = {"app.kubernetes.io/name": "cloudnative-pg"}  # the operator's pod, as its manifests label it
 # Peer: every pod in the policy's own namespace.
 OWN_NAMESPACE: dict[str, dict] = {"podSelector": {}}
 
@@ -45,19 +49,38 @@ def _namespaces(selectors: tuple[Mapping[str, str], ...]) -> list[dict]:
     ]
 
 
-def _ingress_policy(component: str, sources: list[dict], ports: tuple[int, ...]) -> dict:
-    """{metadata, spec} of a policy letting `sources` reach the component's pods on `ports`."""
+def _rule(sources: list[dict], ports: tuple[int, ...]) -> dict:
+    return {"from": sources, "ports": [{"protocol": "TCP", "port": port} for port in ports]}
+
+
+def _policy(name: str, pods: dict[str, str], rules: list[dict]) -> dict:
+    """{metadata, spec} of a policy admitting only what `rules` list to the `pods` selected."""
     return {
-        "metadata": {"name": component, "labels": labels_for(component)},
-        "spec": {
-            "podSelector": {"matchLabels": selector_for(component)},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"from": sources, "ports": [{"protocol": "TCP", "port": port} for port in ports]}],
-        },
+        "metadata": {"name": name, "labels": labels_for(name)},
+        "spec": {"podSelector": {"matchLabels": pods}, "policyTypes": ["Ingress"], "ingress": rules},
     }
 
 
-def network_policies_for(config: NetworkPolicies, *, bundled_postgres: bool) -> list[dict]:
+def _ingress_policy(component: str, sources: list[dict], ports: tuple[int, ...]) -> dict:
+    """A policy letting `sources` reach the component's pods on `ports`."""
+    return _policy(component, selector_for(component), [_rule(sources, ports)])
+
+
+def _cnpg_policy(operator_namespace: str) -> dict:
+    """The CloudNativePG instances: MLflow's clients, their own replication and status
+    traffic, and the operator, which must reach every instance on 8000 and 5432."""
+    instances = {postgres.CNPG_CLUSTER_LABEL: postgres.CNPG_CLUSTER}
+    operator = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: operator_namespace}},
+                "podSelector": {"matchLabels": CNPG_OPERATOR_LABELS}}
+    both = (postgres.PORT, postgres.CNPG_STATUS_PORT)
+    return _policy(postgres.COMPONENT, instances, [
+        _rule([_pods_named(c) for c in MLFLOW_PODS], (postgres.PORT,)),
+        _rule([{"podSelector": {"matchLabels": instances}}], both),
+        _rule([operator], both),
+    ])
+
+
+def network_policies_for(config: NetworkPolicies, *, postgres_config: Postgres) -> list[dict]:
     """The policies of the stack, each as {metadata, spec} without a namespace.
     An external PostgreSQL server is not ours to fence."""
     policies = [
@@ -67,20 +90,22 @@ def network_policies_for(config: NetworkPolicies, *, bundled_postgres: bool) -> 
             (collector.GRPC_PORT, collector.HTTP_PORT),
         ),
     ]
-    if bundled_postgres:
+    if postgres_config.mode == "bundled":
         policies.append(
             _ingress_policy(postgres.COMPONENT, [_pods_named(c) for c in POSTGRES_CLIENTS], (postgres.PORT,))
         )
+    elif postgres_config.cnpg:
+        policies.append(_cnpg_policy(postgres_config.cnpg.operator_namespace))
     return policies
 
 
 class StackNetworkPolicies(pulumi.ComponentResource):
     """The stack's NetworkPolicies in its namespace."""
 
-    def __init__(self, name: str, *, config: NetworkPolicies, namespace: NamespaceRef, bundled_postgres: bool,
+    def __init__(self, name: str, *, config: NetworkPolicies, namespace: NamespaceRef, postgres_config: Postgres,
                  opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:StackNetworkPolicies", name, None, opts)
-        policies = network_policies_for(config, bundled_postgres=bundled_postgres)
+        policies = network_policies_for(config, postgres_config=postgres_config)
         for policy in policies:
             metadata = policy["metadata"]
             k8s.networking.v1.NetworkPolicy(

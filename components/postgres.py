@@ -1,4 +1,5 @@
-"""PostgreSQL: a bundled StatefulSet, or the coordinates of an existing server.
+"""PostgreSQL: a bundled StatefulSet, a CloudNativePG cluster (the operator runs
+it, with failover), or the coordinates of an existing server.
 
 Either way the result is a `PostgresConnection`: where the server is and which
 Secret keys hold the user name and password (MLflow gets them as libpq env,
@@ -49,6 +50,18 @@ PASSWORD_SYNC_SCRIPT = (
     'printf \'ALTER ROLE "%s" WITH PASSWORD \'"\'%s\';\\n" "$POSTGRES_USER" "$POSTGRES_PASSWORD" '
     '| postgres --single -j -D "$PGDATA" postgres >/dev/null; fi'
 )
+
+
+# CloudNativePG: the operator names the primary's Service <cluster>-rw and generates the
+# database owner's credentials into the Secret <cluster>-app (keys username, password).
+CNPG_API_VERSION = "postgresql.cnpg.io/v1"
+CNPG_CLUSTER = COMPONENT
+CNPG_PRIMARY_SERVICE = f"{CNPG_CLUSTER}-rw"
+CNPG_APP_SECRET = f"{CNPG_CLUSTER}-app"
+CNPG_CLUSTER_LABEL = "cnpg.io/cluster"  # on every instance pod of the cluster
+CNPG_STATUS_PORT = 8000  # each instance's manager, which the operator polls
+# pulumi-kubernetes waits for this (it knows no readiness of custom resources).
+WAIT_FOR_ANNOTATION = "pulumi.com/waitFor"
 
 
 @dataclass(frozen=True)
@@ -169,6 +182,26 @@ def statefulset_spec(cfg: Postgres, platform: str, secret_name: pulumi.Input[str
     }
 
 
+def cnpg_cluster_spec(cfg: Postgres) -> dict:
+    """The Cluster: MLflow's database and its owner made at bootstrap; the operator runs
+    `instances` pods (a primary and streaming replicas) with their own disruption budgets."""
+    assert cfg.cnpg, "the config layer sets it in cnpg mode"
+    storage = {"size": cfg.storage_size, **({"storageClass": cfg.storage_class} if cfg.storage_class else {})}
+    return {
+        "instances": cfg.cnpg.instances,
+        **({"imageName": cfg.cnpg.image_name} if cfg.cnpg.image_name else {}),
+        "storage": storage,
+        "resources": cfg.resources.as_k8s(),
+        "bootstrap": {"initdb": {"database": MLFLOW_DATABASE, "owner": USERNAME}},
+    }
+
+
+def cnpg_database_spec(database: str) -> dict:
+    """A further database of the cluster, owned by MLflow's user; removing it from the config
+    keeps the database (the operator's default reclaim policy, `retain`)."""
+    return {"name": database, "owner": USERNAME, "cluster": {"name": CNPG_CLUSTER}}
+
+
 def init_job_spec(image: str, connection: PostgresConnection, config_map: pulumi.Input[str],
                   checksum: str, platform: str, resources: dict) -> dict:
     return {
@@ -208,6 +241,10 @@ class PostgresDatabase(pulumi.ComponentResource):
             )
             self.ready = []
             self.register_outputs({"host": ext.host})
+            return
+
+        if config.mode == "cnpg":
+            self._cnpg(name, config, databases, namespace)
             return
 
         password = random.RandomPassword(
@@ -255,3 +292,26 @@ class PostgresDatabase(pulumi.ComponentResource):
         )
         self.ready = [init_job]
         self.register_outputs({"host": self.connection.host, "secretName": secret.metadata.name})
+
+    def _cnpg(self, name: str, config: Postgres, databases: tuple[str, ...], namespace: NamespaceRef) -> None:
+        metadata = {"namespace": namespace.ref, "labels": labels_for(COMPONENT)}
+        cluster = k8s.apiextensions.CustomResource(
+            f"{name}-cluster", api_version=CNPG_API_VERSION, kind="Cluster",
+            metadata={**metadata, "name": CNPG_CLUSTER, "annotations": {WAIT_FOR_ANNOTATION: "condition=Ready"}},
+            spec=cnpg_cluster_spec(config), opts=pulumi.ResourceOptions(parent=self),
+        )
+        extra = [
+            k8s.apiextensions.CustomResource(
+                f"{name}-database-{database}", api_version=CNPG_API_VERSION, kind="Database",
+                metadata={**metadata, "name": f"{CNPG_CLUSTER}-{database.replace('_', '-')}",
+                          "annotations": {WAIT_FOR_ANNOTATION: "jsonpath={.status.applied}=true"}},
+                spec=cnpg_database_spec(database), opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
+            )
+            for database in databases
+        ]
+        self.connection = PostgresConnection(
+            host=service_host(CNPG_PRIMARY_SERVICE, namespace.name), port=PORT, database=MLFLOW_DATABASE,
+            secret_name=CNPG_APP_SECRET, username_key=USERNAME_KEY, password_key=PASSWORD_KEY,
+        )
+        self.ready = [cluster, *extra]
+        self.register_outputs({"host": self.connection.host, "secretName": CNPG_APP_SECRET})

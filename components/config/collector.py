@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-from components.config.fields import _image, _resources, version_from_image
+from components.config.fields import _autoscaling, _image, _resources, _storage_size, version_from_image
 from components.config.reader import _Reader
 from components.config.types import Collector, NoiseRule
 
@@ -51,4 +51,7 @@ def _collector(reader: _Reader) -> Collector:
         resources=_resources(reader.child("resources")),
         noise=tuple(noise),
         persistent_queue=reader.flag("persistentQueue"),
+        queue_volume_size=_storage_size(reader.child("queueVolume"), "size"),
+        queue_volume_storage_class=reader.child("queueVolume").text("storageClass", optional=True),
+        autoscaling=_autoscaling(reader.child("autoscaling")),
     )

@@ -8,7 +8,7 @@ import re
 from typing import Any
 
 from components.config.reader import _Problems, _Reader
-from components.config.types import Resources
+from components.config.types import Autoscaling, Resources
 from components.quantities import quantity_bytes
 
 _DATABASE_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -102,3 +102,17 @@ def _resources(reader: _Reader) -> Resources:
         if quantity_bytes(requests[resource]) > quantity_bytes(limits[resource]):
             reader.problems.add(reader.at(f"requests.{resource}"), "must not exceed the limit")
     return Resources(requests=requests, limits=limits)
+
+
+def _autoscaling(reader: _Reader) -> Autoscaling:
+    """A CPU autoscaler's bounds and target; checked only when it is enabled."""
+    enabled = reader.flag("enabled")
+    minimum, maximum = reader.integer("minReplicas", 1), reader.integer("maxReplicas", 1)
+    target = reader.integer("targetCPUUtilizationPercentage", 1)
+    if enabled and maximum < minimum:
+        reader.problems.add(reader.at("maxReplicas"), f"{maximum} is below minReplicas {minimum}; raise it")
+    if enabled and maximum < 2:
+        reader.problems.add(reader.at("maxReplicas"),
+                            "an autoscaler that never goes above 1 replica does nothing; raise it to 2 or more, "
+                            f"or set {reader.at('enabled')} false")
+    return Autoscaling(enabled=enabled, min_replicas=minimum, max_replicas=maximum, target_cpu_percent=target)

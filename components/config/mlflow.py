@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-from components.config.fields import _DATABASE_NAME, _image, _resources, _storage_size
+from components.config.fields import _DATABASE_NAME, _autoscaling, _image, _resources, _storage_size
 from components.config.reader import _Reader
 from components.config.types import ARTIFACT_KINDS, AUTH_KINDS, Artifacts, Auth, Exposure, Mlflow
 
@@ -112,6 +112,7 @@ def _either(ways: list[str]) -> str:
 def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) -> Mlflow:
     image = _image(reader)
     replicas = reader.integer("replicas", 1)
+    autoscaling = _autoscaling(reader.child("autoscaling"))
     workers = reader.integer("workers", 1)
     job_execution = reader.flag("jobExecution")
     resources = _resources(reader.child("resources"))
@@ -125,17 +126,6 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
                 f"{host!r} would disable or break the Host check; list host names (wildcards such as "
                 "*.example.com are fine)",
             )
-    if artifacts.kind == "pvc" and artifacts.access_mode != "ReadWriteMany" and replicas > 1:
-        reader.problems.add(
-            reader.at("replicas"),
-            f"{replicas} replicas cannot share a {artifacts.access_mode} artifact volume; use replicas 1, "
-            "artifacts.accessMode ReadWriteMany, or artifacts.kind s3",
-        )
-    if job_execution and replicas > 1:
-        reader.problems.add(
-            reader.at("jobExecution"),
-            "MLflow's periodic jobs must run on one replica only; use replicas 1 or jobExecution false",
-        )
     needed_mib = mlflow_footprint_mib(workers, job_execution)
     limit_mib = resources.memory_limit_bytes / 2**20 if "memory" in resources.limits else 0
     if limit_mib and limit_mib * (1 - MEMORY_HEADROOM) < needed_mib:
@@ -163,7 +153,7 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
                 reader.at("extraAllowedHosts"),
                 f"{name!r}: list Host header values (a name, with an optional :port), not URLs",
             )
-    return Mlflow(
+    mlflow = Mlflow(
         image=image,
         replicas=replicas,
         workers=workers,
@@ -173,4 +163,27 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
         extra_allowed_hosts=extra_hosts,
         api_url=api_url.rstrip("/") if api_url else None,
         auth=auth,
+        autoscaling=autoscaling,
     )
+    if mlflow.scales_out:
+        _refuse_what_one_replica_needs(reader, mlflow)
+    return mlflow
+
+
+def _refuse_what_one_replica_needs(reader: _Reader, mlflow: Mlflow) -> None:
+    """Several servers at once share the artifact volume, and would each run the periodic jobs."""
+    autoscaling, artifacts = mlflow.autoscaling.enabled, mlflow.artifacts
+    key = reader.at("autoscaling.enabled" if autoscaling else "replicas")
+    scaling = "autoscaling" if autoscaling else f"{mlflow.replicas} replicas"
+    if artifacts.single_writer:
+        reader.problems.add(
+            key,
+            f"{scaling} cannot share a {artifacts.access_mode} artifact volume; use replicas 1 without "
+            "autoscaling, artifacts.accessMode ReadWriteMany, or artifacts.kind s3",
+        )
+    if mlflow.job_execution:
+        reader.problems.add(
+            reader.at("jobExecution"),
+            f"MLflow's periodic jobs must run on one replica only, not with {scaling}; use replicas 1 without "
+            "autoscaling, or jobExecution false",
+        )

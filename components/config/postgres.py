@@ -1,11 +1,11 @@
-"""PostgreSQL, bundled in the stack or external: the databases the bundled
-server creates, and what an external server must be given."""
+"""PostgreSQL, bundled in the stack, a CloudNativePG cluster, or external: the
+databases the stack creates, and what an external server must be given."""
 
 from __future__ import annotations
 
-from components.config.fields import _DATABASE_NAME, _image, _resources, _storage_size
+from components.config.fields import _DATABASE_NAME, _dns_label, _image, _resources, _storage_size
 from components.config.reader import _Reader
-from components.config.types import POSTGRES_MODES, ExternalPostgres, Postgres
+from components.config.types import POSTGRES_MODES, CnpgCluster, ExternalPostgres, Postgres
 
 MLFLOW_DATABASE = "mlflow"  # what the bundled PostgreSQL creates for MLflow
 
@@ -34,7 +34,8 @@ def _postgres(reader: _Reader) -> Postgres:
                 "the user name and password)",
             )
         if databases:
-            reader.problems.add(reader.at("databases"), "extra databases are created only in bundled mode; remove them")
+            reader.problems.add(reader.at("databases"),
+                                "extra databases are created only in bundled and cnpg mode; remove them")
         external = ExternalPostgres(
             host=ext.text("host", optional=True) or "",
             port=ext.integer("port", 1),
@@ -42,6 +43,14 @@ def _postgres(reader: _Reader) -> Postgres:
             secret_name=ext.text("secretName", optional=True) or "",
             username_key=ext.text("usernameKey") or "username",
             password_key=ext.text("passwordKey") or "password",
+        )
+    cnpg = None
+    if mode == "cnpg":
+        operator = reader.child("cnpg")
+        cnpg = CnpgCluster(
+            instances=operator.integer("instances", 1),
+            image_name=operator.text("imageName", optional=True),
+            operator_namespace=_dns_label(operator, "operatorNamespace"),
         )
     return Postgres(
         mode=mode,
@@ -51,4 +60,5 @@ def _postgres(reader: _Reader) -> Postgres:
         databases=databases,
         resources=_resources(reader.child("resources")),
         external=external,
+        cnpg=cnpg,
     )

@@ -12,7 +12,7 @@ from components.quantities import quantity_bytes
 
 Platform = Literal["kubernetes", "openshift"]
 ExposureKind = Literal["ingress", "route", "httproute", "none"]
-PostgresMode = Literal["bundled", "external"]
+PostgresMode = Literal["bundled", "external", "cnpg"]
 ArtifactsKind = Literal["pvc", "s3"]
 AuthKind = Literal["basic", "none"]
 
@@ -81,6 +81,15 @@ class ExternalPostgres:
 
 
 @dataclass(frozen=True)
+class CnpgCluster:
+    """A CloudNativePG `Cluster` the operator (installed by the cluster's admin) runs."""
+
+    instances: int
+    image_name: str | None  # None: the operator's default PostgreSQL image
+    operator_namespace: str  # where the operator runs: it must reach the instances
+
+
+@dataclass(frozen=True)
 class Postgres:
     mode: PostgresMode
     image: str
@@ -89,6 +98,7 @@ class Postgres:
     databases: tuple[str, ...]
     resources: Resources
     external: ExternalPostgres | None
+    cnpg: CnpgCluster | None
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,11 @@ class Artifacts:
     uri: str | None
     endpoint_url: str | None
     secret_name: str | None
+
+    @property
+    def single_writer(self) -> bool:
+        """A claim only one pod can mount (ReadWriteOnce, ReadWriteOncePod)."""
+        return self.kind == "pvc" and self.access_mode != "ReadWriteMany"
 
 
 @dataclass(frozen=True)
@@ -118,9 +133,19 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class Autoscaling:
+    """A HorizontalPodAutoscaler on CPU (of the requests); when enabled it owns the replica count."""
+
+    enabled: bool
+    min_replicas: int
+    max_replicas: int
+    target_cpu_percent: int
+
+
+@dataclass(frozen=True)
 class Mlflow:
     image: str  # any reference: no component depends on MLflow's version
-    replicas: int
+    replicas: int  # without autoscaling
     workers: int
     job_execution: bool
     resources: Resources
@@ -128,6 +153,12 @@ class Mlflow:
     extra_allowed_hosts: tuple[str, ...]
     api_url: str | None
     auth: Auth
+    autoscaling: Autoscaling
+
+    @property
+    def scales_out(self) -> bool:
+        """Whether more than one server may run at once."""
+        return self.replicas > 1 or self.autoscaling.enabled
 
 
 @dataclass(frozen=True)
@@ -140,10 +171,18 @@ class NoiseRule:
 class Collector:
     image: str
     version: str
-    replicas: int
+    replicas: int  # without autoscaling
     resources: Resources
     noise: tuple[NoiseRule, ...]
-    persistent_queue: bool
+    persistent_queue: bool  # a StatefulSet: each pod keeps its queue on a volume of its own
+    queue_volume_size: str
+    queue_volume_storage_class: str | None
+    autoscaling: Autoscaling
+
+    @property
+    def scales_out(self) -> bool:
+        """Whether more than one collector may run at once."""
+        return self.replicas > 1 or self.autoscaling.enabled
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ during the outage and still loses nothing.
 The outage is taken on an MLflow of its own (the same declared spec, against the
 same PostgreSQL, on its own port), so the session's shared server stays up."""
 
-import threading
 import time
 from dataclasses import dataclass
 
@@ -15,55 +14,14 @@ import requests
 
 from components.collector import BATCH_TIMEOUT_SECONDS
 from tests.support.collector import CollectorProcess, configmap_config, program_with_real_ids
-from tests.support.otlp import chat_trace, export_request, post_http
 from tests.support.processes import MlflowProcess, free_port, kubelet_for, wait_until
+from tests.support.traffic import SteadySender, span_counts
 
 OUTAGE_SECONDS = 60
 SEND_INTERVAL = 0.25  # one 4-span chat trace per interval and collector
 # Traffic runs 5 s before, through and 5 s after the outage; allow for slow sends.
 MIN_SPANS = 4 * int(0.75 * (OUTAGE_SECONDS + 10) / SEND_INTERVAL)
 DELIVERY_TIMEOUT = 150  # the exporters' retry interval grows to 30 s during the outage
-
-
-class SteadySender(threading.Thread):
-    """An application's exporter: one trace per interval over OTLP/HTTP; a request
-    the collector refuses (while it restarts) is retried until accepted, and
-    only accepted spans are counted."""
-
-    def __init__(self, collector: CollectorProcess, service: str):
-        super().__init__(daemon=True)
-        self.collector, self.service = collector, service
-        self.accepted_spans, self.retried_requests = 0, 0
-        self.error: Exception | None = None
-        self._halt = threading.Event()
-
-    def run(self) -> None:
-        while not self._halt.is_set():
-            trace = chat_trace("llama-3.1-8b", 10, 5)
-            request = export_request({self.service: trace})
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    post_http(self.collector.http_url, request)
-                    break
-                except requests.RequestException as error:
-                    if time.monotonic() > deadline:
-                        self.error = error
-                        return
-                    self.retried_requests += 1
-                    time.sleep(0.2)
-            self.accepted_spans += len(trace)
-            self._halt.wait(SEND_INTERVAL)
-
-    def halt(self) -> None:
-        self._halt.set()
-
-    def finish(self) -> int:
-        """Stop sending; the number of spans the collector accepted."""
-        self.halt()
-        self.join(40)
-        assert not self.is_alive() and self.error is None, self.error
-        return self.accepted_spans
 
 
 @dataclass
@@ -75,14 +33,6 @@ class Outcome:
     export_failures: int  # exporter errors logged while MLflow was down
     starts: int  # collector starts
     queued_at_restart: int  # batches on disk when the collector was stopped
-
-
-def span_counts(postgres, experiment_id: str) -> tuple[int, int]:
-    """(spans, distinct span ids) MLflow's database holds for the experiment."""
-    row = postgres.psql(f"SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans "
-                        f"WHERE experiment_id = {int(experiment_id)}", database="mlflow")
-    stored, distinct = row.split("|")
-    return int(stored), int(distinct)
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +63,7 @@ def outage(own_mlflow, postgres, collector_binary, workdir) -> dict[str, Outcome
     assert "file_storage" not in collectors["memory"].config["extensions"]
     try:
         for queue, collector in collectors.items():
-            senders[queue] = SteadySender(collector, f"steady-{queue}")
+            senders[queue] = SteadySender(collector.http_url, f"steady-{queue}", SEND_INTERVAL)
             senders[queue].start()
         time.sleep(5)
         own_mlflow.stop()

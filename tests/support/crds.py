@@ -1,6 +1,7 @@
-"""Custom resources (OpenShift Route, Gateway API HTTPRoute) validated against
-their CRDs' published schemas (tests/support/schemas), as strictly as
-kubernetes-validate checks built-in kinds: an unknown field is an error.
+"""Custom resources (OpenShift Route, Gateway API HTTPRoute, CloudNativePG Cluster
+and Database) validated against their CRDs' published schemas
+(tests/support/schemas), as strictly as kubernetes-validate checks built-in
+kinds: an unknown field is an error.
 The API server would also run the CRDs' CEL rules (`x-kubernetes-validations`);
 these are not evaluated here."""
 

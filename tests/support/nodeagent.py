@@ -14,10 +14,11 @@ kube-proxy, volume provisioner and ingress controller, on loopback.
   PostgreSQL's to Debian's server with the image's entrypoint (initdb with
   `POSTGRES_USER`/`POSTGRES_PASSWORD`, `POSTGRES_DB` created). Any other
   image fails its pod, saying so.
-- **Services**: one loopback TCP proxy per Service port, forwarding to a Ready
-  pod that the selector matches; each pod listens on ports of its own, so
-  rolling updates and restarts work as in a cluster. `<svc>.<ns>.svc[.cluster.local]:<port>`
-  in a pod's env, args and ConfigMap files becomes that proxy's address.
+- **Services**: one loopback TCP proxy per Service port (`tests/support/balancer.py`),
+  forwarding each connection round-robin to the Ready pods that the selector
+  matches; each pod listens on ports of its own, so rolling updates and
+  restarts work as in a cluster. `<svc>.<ns>.svc[.cluster.local]:<port>` in a
+  pod's env, args and ConfigMap files becomes that proxy's address.
 - **Volumes**: a hostPath PersistentVolume for each pending claim (the
   controller manager binds it); data survives pod restarts and replacements.
 - **Ingress**: a load-balancer address in its status, which pulumi-kubernetes
@@ -39,7 +40,6 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -48,9 +48,10 @@ from typing import Any
 
 import requests
 
+from tests.support.balancer import RoundRobinProxy
 from tests.support.cluster import ControlPlane
 from tests.support.kubelet import Kubelet
-from tests.support.processes import forward_bytes, free_port, stop
+from tests.support.processes import free_port, stop
 
 POLL_SECONDS = 0.5
 PROBE_TIMEOUT = 5
@@ -129,60 +130,6 @@ class PodKubelet(Kubelet):
         return self.claims.get(volume) or super()._volume_dir(pod_owner, volume)
 
 
-class ServiceProxy:
-    """kube-proxy for one Service port: a loopback listener that forwards each
-    connection to a Ready backend, or closes it when there is none."""
-
-    def __init__(self, port: int, backend: Callable[[], int | None]):
-        self.port, self.backend = port, backend
-        self.listener = socket.create_server(("127.0.0.1", port), reuse_port=False)
-        self.listener.settimeout(POLL_SECONDS)
-        self.stopped = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stopped.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except (TimeoutError, OSError):
-                continue
-            threading.Thread(target=self._forward, args=(client,), daemon=True).start()
-
-    def _forward(self, client: socket.socket) -> None:
-        port = self._wait_for_backend()
-        try:
-            upstream = socket.create_connection(("127.0.0.1", port), timeout=10) if port else None
-        except OSError:
-            upstream = None
-        if upstream is None:
-            client.close()
-            return
-        upstream.settimeout(None)
-
-        threading.Thread(target=forward_bytes, args=(upstream, client), daemon=True).start()
-        forward_bytes(client, upstream)
-        client.close()
-        upstream.close()
-
-    def _wait_for_backend(self) -> int | None:
-        """A Ready backend's port, waiting for one (bounded) like a port-forward waiting for its pod:
-        right after a rollout the agent's view of readiness may trail the API's by a poll."""
-        deadline = time.monotonic() + BACKEND_WAIT_SECONDS
-        while not self.stopped.is_set():
-            try:
-                port = self.backend()
-            except (requests.RequestException, OSError):
-                port = None
-            if port or time.monotonic() > deadline:
-                return port
-            time.sleep(POLL_SECONDS)
-        return None
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.listener.close()
-
-
 @dataclass
 class RunningPod:
     namespace: str
@@ -207,7 +154,7 @@ class NodeAgent:
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.pods: dict[str, RunningPod] = {}
-        self.proxies: dict[tuple[str, str, int], ServiceProxy] = {}
+        self.proxies: dict[tuple[str, str, int], RoundRobinProxy] = {}
         self.errors: list[str] = []
         self.ips = (f"10.244.0.{n}" for n in itertools.cycle(range(2, 255)))
         self.lock = threading.Lock()
@@ -526,23 +473,31 @@ class NodeAgent:
 
     # ------------------------------------------------------------------ services
 
-    def _proxy(self, namespace: str, service: str, port: int) -> ServiceProxy:
+    def _proxy(self, namespace: str, service: str, port: int) -> RoundRobinProxy:
+        """The Service port's proxy. A connection waits (bounded) for a Ready endpoint like a port-forward
+        waiting for its pod: right after a rollout the agent's view of readiness may trail the API's by a poll."""
         key = (namespace, service, port)
         with self.lock:
             if key not in self.proxies:
-                self.proxies[key] = ServiceProxy(free_port(), lambda: self._backend(*key))
+                self.proxies[key] = RoundRobinProxy(lambda: self._endpoints(*key), BACKEND_WAIT_SECONDS,
+                                                    port=free_port())
             return self.proxies[key]
 
-    def _backend(self, namespace: str, service: str, port: int) -> int | None:
-        found = self.cluster.get(f"/api/v1/namespaces/{namespace}/services/{service}")
+    def _endpoints(self, namespace: str, service: str, port: int) -> list[int]:
+        """The loopback ports of the Ready pods the Service selects, for its `port`."""
+        try:
+            found = self.cluster.get(f"/api/v1/namespaces/{namespace}/services/{service}")
+        except (requests.RequestException, OSError):
+            return []
         if not found:
-            return None
+            return []
         selector = found["spec"].get("selector") or {}
         target = next((p.get("targetPort", p["port"]) for p in found["spec"]["ports"] if p["port"] == port), None)
+        endpoints = []
         for pod in list(self.pods.values()):
             if pod.namespace == namespace and pod.ready and not pod.stopped.is_set() \
                     and selector.items() <= pod.labels.items():
                 container_port = pod.port_names.get(target, target) if isinstance(target, str) else target
                 if container_port in pod.ports:
-                    return pod.ports[container_port]
-        return None
+                    endpoints.append(pod.ports[container_port])
+        return endpoints

@@ -58,11 +58,15 @@ def run_build(script: Path, timeout: float, needs: str) -> str:
     return out.strip().splitlines()[-1]
 
 
-def forward_bytes(source: socket.socket, target: socket.socket) -> None:
-    """Copy one direction of a TCP connection until it ends, then close both ways."""
+def forward_bytes(source: socket.socket, target: socket.socket,
+                  counted: Callable[[int], None] | None = None) -> None:
+    """Copy one direction of a TCP connection until it ends, then close both ways;
+    `counted` is told the size of each chunk copied."""
     try:
         while data := source.recv(65536):
             target.sendall(data)
+            if counted:
+                counted(len(data))
     except OSError:
         pass
     finally:
@@ -134,6 +138,17 @@ class PostgresCluster:
             env={**os.environ, "PGPASSWORD": self.password}, capture_output=True, text=True, timeout=30, check=True,
         )
         return done.stdout.strip()
+
+    def schema(self, database: str) -> str:
+        """The database's schema as `pg_dump --schema-only` writes it, without comments and
+        the per-run `\\restrict` keys: equal text means equal tables, columns, indexes, constraints."""
+        done = subprocess.run(
+            [str(self.bin / "pg_dump"), "-h", "127.0.0.1", "-p", str(self.port), "-U", self.superuser,
+             "--schema-only", "--no-owner", database],
+            env={**os.environ, "PGPASSWORD": self.password}, capture_output=True, text=True, timeout=60, check=True,
+        )
+        return "\n".join(line for line in done.stdout.splitlines()
+                         if line.strip() and not line.startswith(("--", "\\restrict", "\\unrestrict")))
 
     def stop(self) -> None:
         if self.process:

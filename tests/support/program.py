@@ -51,6 +51,12 @@ VARIANTS = {
     "ingress-tls": {"exposure": {"kind": "ingress", "tls": {"enabled": True, "clusterIssuer": "le"}}},
     "persistent-queue": {"collector": {"persistentQueue": True}},
     "retention": {"retention": {"days": 30}},
+    # A CloudNativePG Cluster with a further database (the auth store's), and no bundled server.
+    "cnpg": {"postgres": {"mode": "cnpg"}, "mlflow": {"auth": {"kind": "basic"}}, "exposure": TLS_INGRESS},
+    # Every scaling object: MLflow and the collector (a StatefulSet) each with an autoscaler and a budget.
+    "scaled-out": {"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://traces/p", "secretName": "s3"},
+                              "auth": {"kind": "none"}, "autoscaling": {"enabled": True}},
+                   "collector": {"persistentQueue": True, "autoscaling": {"enabled": True}}},
 }
 
 

@@ -175,9 +175,14 @@ def deployed_config(run):
     return config_map, yaml.safe_load(config_map.outputs["data"]["collector.yaml"])
 
 
+def workload(run):
+    """The collector's Deployment, or its StatefulSet with persistentQueue: exactly one of them."""
+    (found,) = [r for r in run.kinds("Deployment") + run.kinds("StatefulSet") if r.k8s_name == "otel-collector"]
+    return found
+
+
 def checksum(run):
-    deployment = run.get("Deployment", "otel-collector")
-    return deployment.outputs["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+    return workload(run).outputs["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
 
 def test_configmap_holds_exactly_the_ids_the_experiment_resources_output(dev):
@@ -235,3 +240,79 @@ def test_the_collector_build_manifest_is_the_deployed_collector_version():
     components = [m["gomod"] for kind in ("receivers", "processors", "connectors", "exporters", "extensions")
                   for m in manifest[kind]]
     assert components and all(mod.endswith(f" v{default.version}") for mod in components), components
+
+
+PERSISTENT = {"persistentQueue": True, "queueVolume": {"size": "3Gi", "storageClass": "fast"}}
+
+
+@pytest.fixture(scope="module")
+def persistent():
+    return run_program("dev", collector=PERSISTENT)
+
+
+def test_the_collector_rolls_a_new_pod_in_before_an_old_one_stops(dev):
+    spec = dev.get("Deployment", "otel-collector").outputs["spec"]
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    assert spec["replicas"] == 1 and [s.k8s_name for s in dev.kinds("StatefulSet")] == ["postgres"]
+
+
+def test_persistent_queue_gives_each_pod_a_claim_of_its_own_in_a_statefulset(persistent):
+    assert not [d for d in persistent.kinds("Deployment") if d.k8s_name == "otel-collector"]
+    statefulset = persistent.get("StatefulSet", "otel-collector")
+    spec = statefulset.outputs["spec"]
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"] == {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "3Gi"}},
+                             "storageClassName": "fast"}
+    collector = container(statefulset, "otel-collector")
+    (mount,) = [m for m in collector["volumeMounts"] if m["name"] == claim["metadata"]["name"]]
+    # The claim is mounted where the config's file_storage keeps the queue; no pod volume shadows it.
+    _, config = deployed_config(persistent)
+    assert mount["mountPath"] == config["extensions"]["file_storage"]["directory"]
+    assert claim["metadata"]["name"] not in {v["name"] for v in pod_spec(statefulset)["volumes"]}
+    # A scaled-in pod's queue, and every queue when the StatefulSet goes, stay on their claims.
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["serviceName"] == persistent.get("Service", "otel-collector").k8s_name
+
+
+def test_persistent_queue_keeps_the_config_roll(persistent):
+    config_map, _ = deployed_config(persistent)
+    text = config_map.outputs["data"]["collector.yaml"]
+    assert checksum(persistent) == hashlib.sha256(text.encode() + b"\0").hexdigest()
+    moved = run_program("dev", collector=PERSISTENT, experiments=[
+        {"name": "llamastack-traces", "default": True}, {"name": "chat", "services": ["chat-api"]}])
+    assert checksum(moved) != checksum(persistent)
+
+
+@pytest.mark.parametrize("collector", [{}, PERSISTENT, {**PERSISTENT, "autoscaling": {"enabled": True}}])
+def test_the_service_selects_the_collector_pods_of_either_kind(collector):
+    run = run_program("dev", collector=collector)
+    selector = run.get("Service", "otel-collector").outputs["spec"]["selector"]
+    pods = workload(run).outputs["spec"]
+    assert selector.items() <= pods["template"]["metadata"]["labels"].items()
+    assert pods["selector"]["matchLabels"].items() <= pods["template"]["metadata"]["labels"].items()
+
+
+@pytest.mark.parametrize("collector, kind", [({}, "Deployment"), (PERSISTENT, "StatefulSet")])
+def test_collector_autoscaling_targets_its_workload_and_owns_the_count(collector, kind):
+    autoscaling = {"enabled": True, "minReplicas": 2, "maxReplicas": 9, "targetCPUUtilizationPercentage": 65}
+    run = run_program("dev", collector={**collector, "replicas": 3, "autoscaling": autoscaling})
+    target = workload(run)
+    assert target.kind == kind and "replicas" not in target.outputs["spec"]
+    hpa = run.get("HorizontalPodAutoscaler", "otel-collector").outputs["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": kind, "name": "otel-collector"}
+    assert (hpa["minReplicas"], hpa["maxReplicas"]) == (2, 9)
+    assert hpa["metrics"][0]["resource"]["target"]["averageUtilization"] == 65
+    budget = run.get("PodDisruptionBudget", "otel-collector").outputs["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert budget["selector"]["matchLabels"].items() <= target.outputs["spec"]["template"]["metadata"]["labels"].items()
+    (spread,) = pod_spec(target)["topologySpreadConstraints"]
+    assert spread["labelSelector"] == budget["selector"]
+
+
+def test_several_collectors_get_a_budget_and_one_gets_none(dev):
+    assert not [b for b in dev.kinds("PodDisruptionBudget") if b.k8s_name == "otel-collector"]
+    run = run_program("dev", collector={"replicas": 3})
+    assert workload(run).outputs["spec"]["replicas"] == 3
+    assert run.get("PodDisruptionBudget", "otel-collector").outputs["spec"]["maxUnavailable"] == 1
+    assert not run.kinds("HorizontalPodAutoscaler")

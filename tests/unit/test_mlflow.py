@@ -100,8 +100,63 @@ def test_s3_artifacts_use_the_bucket_and_the_credentials_secret():
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio.minio:9000"
     assert env["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"]["value"] == "path"
     assert not run.kinds("PersistentVolumeClaim")
-    assert deployment.outputs["spec"]["strategy"] == {"type": "RollingUpdate"}
     assert deployment.outputs["spec"]["replicas"] == 2
+
+
+def selects(selector: dict, labels: dict) -> bool:
+    return selector["matchLabels"].items() <= labels.items()
+
+
+def test_several_replicas_get_a_budget_a_spread_and_a_roll_that_keeps_capacity():
+    run = run_program("dev", mlflow={**S3, "replicas": 3, "auth": {"kind": "none"}})
+    deployment = run.get("Deployment", "mlflow")
+    spec, pod_labels = deployment.outputs["spec"], deployment.outputs["spec"]["template"]["metadata"]["labels"]
+    assert spec["replicas"] == 3
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    budget = run.get("PodDisruptionBudget", "mlflow").outputs["spec"]
+    assert budget["maxUnavailable"] == 1 and selects(budget["selector"], pod_labels)
+    # The budget covers the server's pods only, not the Jobs'.
+    assert run.kinds("Job")
+    assert not any(selects(budget["selector"], job.outputs["spec"]["template"]["metadata"]["labels"])
+                   for job in run.kinds("Job"))
+    (spread,) = pod_spec(deployment)["topologySpreadConstraints"]
+    assert spread["topologyKey"] == "kubernetes.io/hostname" and selects(spread["labelSelector"], pod_labels)
+    assert spread["whenUnsatisfiable"] == "ScheduleAnyway"  # a one-node cluster still runs every replica
+    assert not run.kinds("HorizontalPodAutoscaler")
+
+
+def test_one_replica_gets_no_budget_that_would_block_node_drains(dev):
+    deployment = dev.get("Deployment", "mlflow")
+    assert not dev.kinds("PodDisruptionBudget") and not dev.kinds("HorizontalPodAutoscaler")
+    assert "topologySpreadConstraints" not in pod_spec(deployment)
+    assert deployment.outputs["spec"]["replicas"] == 1
+
+
+def test_autoscaling_owns_the_replica_count_of_the_deployment():
+    autoscaling = {"enabled": True, "minReplicas": 3, "maxReplicas": 7, "targetCPUUtilizationPercentage": 60}
+    run = run_program("dev", mlflow={**S3, "replicas": 5, "autoscaling": autoscaling, "auth": {"kind": "none"}})
+    deployment = run.get("Deployment", "mlflow")
+    # A replica count in the Deployment would be re-applied by every `pulumi up`, undoing the autoscaler.
+    assert "replicas" not in deployment.outputs["spec"]
+    hpa = run.get("HorizontalPodAutoscaler", "mlflow").outputs
+    assert hpa["apiVersion"] == "autoscaling/v2"
+    target = hpa["spec"]["scaleTargetRef"]
+    assert (target["apiVersion"], target["kind"], target["name"]) == ("apps/v1", "Deployment", deployment.k8s_name)
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"] == {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}
+    # Utilization is a share of the request: the container must declare one.
+    assert container(deployment, "mlflow")["resources"]["requests"]["cpu"]
+    assert run.get("PodDisruptionBudget", "mlflow").outputs["spec"]["maxUnavailable"] == 1
+
+
+def test_a_read_write_many_volume_allows_several_replicas_with_a_rolling_update():
+    run = run_program("dev", mlflow={"replicas": 2, "artifacts": {"accessMode": "ReadWriteMany"},
+                                     "auth": {"kind": "none"}})
+    deployment = run.get("Deployment", "mlflow")
+    assert deployment.outputs["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert run.get("PersistentVolumeClaim", "mlflow-artifacts").outputs["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert run.get("PodDisruptionBudget", "mlflow")
 
 
 @pytest.mark.parametrize("workers, job_execution", [(2, False), (4, True)])

@@ -297,3 +297,24 @@ def test_bad_network_policy_config_stops_the_program_before_any_resource():
     with pytest.raises(Exception, match=r"networkPolicies.otlpNamespaces: 'Apps_1' is neither"):
         run_program("dev", mocks=mocks, networkPolicies={"otlpNamespaces": ["Apps_1"]})
     assert mocks.registered == []
+
+
+def test_a_cnpg_cluster_admits_mlflow_its_own_instances_and_the_operator():
+    run = run_program("dev", postgres={"mode": "cnpg", "cnpg": {"operatorNamespace": "pg-operators"}})
+    policies = policies_of(run)
+    (cluster,) = [r for r in run.resources if r.kind == "Cluster"]
+    name, namespace_labels = stack_namespace(run)
+    # What the operator puts on every instance pod of the Cluster: the label the policy must select.
+    instance = Pod(name, {"cnpg.io/cluster": cluster.k8s_name, "cnpg.io/instanceRole": "primary"}, namespace_labels)
+    peer = Pod(name, {"cnpg.io/cluster": cluster.k8s_name, "cnpg.io/instanceRole": "replica"}, namespace_labels)
+    operator = Pod("pg-operators", {"app.kubernetes.io/name": "cloudnative-pg"})
+    for client in (pod(run, "mlflow"), pod(run, "mlflow-migrate")):
+        assert allowed(policies, client, instance, POSTGRES)
+        assert not allowed(policies, client, instance, 8000)
+    for port in (POSTGRES, 8000):
+        assert allowed(policies, peer, instance, port)  # replication and the instance managers
+        assert allowed(policies, operator, instance, port)
+        assert not allowed(policies, Pod("cnpg-system", {"app.kubernetes.io/name": "cloudnative-pg"}), instance, port)
+        assert not allowed(policies, Pod("pg-operators", {"app": "other"}), instance, port)
+    assert not allowed(policies, stranger(run), instance, POSTGRES)
+    assert not allowed(policies, pod(run, "otel-collector"), instance, POSTGRES)

@@ -20,7 +20,7 @@ WRITABLE_ROOT = {
                 "the integration suite, so a read-only root is unproven for it",
 }
 # The variants that change a pod spec.
-POD_SPEC_VARIANTS = ("persistent-queue", "s3", "external-postgres", "basic-auth", "retention")
+POD_SPEC_VARIANTS = ("persistent-queue", "s3", "external-postgres", "basic-auth", "scaled-out", "cnpg", "retention")
 
 
 @pytest.fixture(scope="module", params=[*STACKS, *POD_SPEC_VARIANTS])

@@ -1,12 +1,13 @@
-"""PostgreSQL: bundled StatefulSet with idempotent database creation, or an
-external server reached through the user's Secret."""
+"""PostgreSQL: bundled StatefulSet with idempotent database creation, a
+CloudNativePG Cluster, or an external server reached through the user's Secret."""
 
 import json
 
 import pytest
 
 from components.postgres import database_init_sql
-from tests.support.k8s import container, env_of, pod_spec
+from tests.support.crds import validate_custom_resource
+from tests.support.k8s import container, env_of, integral, pod_spec
 from tests.support.program import MOCK_PASSWORD, run_program
 
 EXTERNAL = {
@@ -107,3 +108,54 @@ def test_external_mode_creates_no_postgres_and_uses_the_given_secret(external):
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "pg-creds", "key": "pass"}
     assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == "postgresql+psycopg2://db.internal:6432/tracking"
     assert external.outputs["postgresHost"] == "db.internal"
+
+
+CNPG = {"mode": "cnpg", "storageSize": "8Gi", "storageClass": "ssd", "databases": ["langfuse"],
+        "cnpg": {"instances": 3}}
+
+
+@pytest.fixture(scope="module")
+def cnpg():
+    # With basic auth, so that the auth database is one of the declared databases too.
+    return run_program("dev", postgres=CNPG, mlflow={"auth": {"kind": "basic"}, "apiUrl": "http://localhost:5000"})
+
+
+def test_cnpg_declares_a_cluster_with_mlflows_database_and_owner(cnpg):
+    (cluster,) = [r for r in cnpg.resources if r.kind == "Cluster"]
+    manifest = cluster.manifest
+    validate_custom_resource(integral(manifest))
+    spec = manifest["spec"]
+    assert spec["instances"] == 3
+    assert spec["storage"] == {"size": "8Gi", "storageClass": "ssd"}
+    assert spec["bootstrap"]["initdb"] == {"database": "mlflow", "owner": "mlflow"}
+    # pulumi-kubernetes knows no readiness of a custom resource: it waits for the operator's condition.
+    assert manifest["metadata"]["annotations"]["pulumi.com/waitFor"] == "condition=Ready"
+    assert not cnpg.kinds("StatefulSet") and not [j for j in cnpg.kinds("Job") if j.name == "postgres-init"]
+    assert not [s for s in cnpg.kinds("Secret") if s.name == "postgres-credentials"]
+
+
+def test_cnpg_creates_each_further_database_owned_by_mlflows_user(cnpg):
+    (cluster,) = [r for r in cnpg.resources if r.kind == "Cluster"]
+    databases = [r for r in cnpg.resources if r.kind == "Database"]
+    for database in databases:
+        validate_custom_resource(integral(database.manifest))
+        assert database.outputs["spec"]["cluster"] == {"name": cluster.k8s_name}
+        assert database.outputs["spec"]["owner"] == cluster.outputs["spec"]["bootstrap"]["initdb"]["owner"]
+        assert database.outputs["metadata"]["annotations"]["pulumi.com/waitFor"] == "jsonpath={.status.applied}=true"
+        assert cluster.urn in database.dependencies
+    assert sorted(d.outputs["spec"]["name"] for d in databases) == ["langfuse", "mlflow_auth"]
+
+
+def test_mlflow_uses_the_cnpg_primary_and_the_operators_credentials(cnpg):
+    (cluster,) = [r for r in cnpg.resources if r.kind == "Cluster"]
+    name = cluster.k8s_name
+    server = container(cnpg.get("Deployment", "mlflow"), "mlflow")
+    env = env_of(server)
+    # The operator's Service for the primary, and the Secret it generates for the database owner.
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"] == f"postgresql+psycopg2://{name}-rw.mlflow.svc:5432/mlflow"
+    assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": f"{name}-app", "key": "username"}
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{name}-app", "key": "password"}
+    assert cnpg.outputs["postgresHost"] == f"{name}-rw.mlflow.svc"
+    (migration,) = [j for j in cnpg.kinds("Job") if j.name == "mlflow-migrate"]
+    waited = {r.urn for r in cnpg.resources if r.kind in ("Cluster", "Database")}
+    assert len(waited) == 3 and waited <= set(migration.dependencies)

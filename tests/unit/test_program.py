@@ -6,10 +6,11 @@ import json
 import kubernetes_validate
 import pytest
 
+from tests.support.crds import validate_custom_resource
 from tests.support.k8s import K8S_VERSION, integral
 from tests.support.program import MOCK_PASSWORD, PROJECT, STACKS, VARIANTS, run_program
 
-CUSTOM_KINDS = {"Route", "HTTPRoute"}  # CRDs: not in the Kubernetes OpenAPI schema
+CUSTOM_KINDS = {"Route", "HTTPRoute", "Cluster", "Database"}  # CRDs: validated against their vendored schemas
 OUTPUTS = {"namespace", "mlflowUrl", "mlflowInternalUrl", "otlpGrpcEndpoint", "otlpHttpEndpoint", "experimentIds",
            "postgresHost", "mlflowCredentials"}
 
@@ -29,8 +30,9 @@ def test_every_manifest_is_valid_against_the_kubernetes_schema(run):
     checked = 0
     for resource in k8s_resources(run):
         if resource.kind in CUSTOM_KINDS:
-            continue
-        kubernetes_validate.validate(integral(resource.manifest), K8S_VERSION, strict=True)
+            validate_custom_resource(integral(resource.manifest))
+        else:
+            kubernetes_validate.validate(integral(resource.manifest), K8S_VERSION, strict=True)
         checked += 1
     assert checked >= 8
 
