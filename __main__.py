@@ -86,7 +86,7 @@ TraceUpkeep(
                      mlflow_auth=server.auth_refs),
     collector_url=traces.http_endpoint,
     namespace=namespace,
-    revisions=[traces.config_checksum, server.pod_revision],
+    revisions=[traces.pod_revision, server.pod_revision],
     after=[traces.workload, server.deployment],
 )
 

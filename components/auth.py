@@ -14,12 +14,17 @@ import pulumi_kubernetes as k8s
 import pulumi_random as random
 
 from components.config import Auth
+from components.kube import secret_env
 
 CONFIG_DIR = "/etc/mlflow-auth"
 CONFIG_FILE = "basic_auth.ini"
 USERNAME_KEY = "username"
 PASSWORD_KEY = "password"
 SECRET_KEY_KEY = "flask-secret-key"
+# The env vars MLflow's own client reads; in-cluster clients (the collector, the trace jobs) get them
+# from the admin Secret.
+USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
+PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # Users other than the admin see nothing until an admin grants it.
 DEFAULT_PERMISSION = "NO_PERMISSIONS"
 
@@ -44,6 +49,13 @@ class AuthRefs:
 
     secret_name: pulumi.Input[str]
     config_map_name: pulumi.Input[str]
+
+
+def client_env(refs: AuthRefs | None) -> list[dict]:
+    """The admin's credentials as the env of an in-cluster client of MLflow; none without auth."""
+    if refs is None:
+        return []
+    return secret_env(refs.secret_name, {USERNAME_ENV: USERNAME_KEY, PASSWORD_ENV: PASSWORD_KEY})
 
 
 class MlflowAuth(pulumi.ComponentResource):

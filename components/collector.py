@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components import auth
-from components.auth import AuthRefs
+from components.auth import PASSWORD_ENV, USERNAME_ENV, AuthRefs
 from components.availability import keep_available
 from components.config import Collector, Experiment, NoiseRule, experiment_slug, quantity_bytes
 from components.kube import (
@@ -29,10 +29,10 @@ from components.kube import (
     labels_for,
     pod_security_context,
     replica_count,
-    secret_env,
     selector_for,
     service_host,
     spread_across_nodes,
+    template_revision,
 )
 
 COMPONENT = "otel-collector"  # the label of the collector's pods and objects
@@ -48,9 +48,6 @@ QUEUE_DIR = "/var/lib/otelcol/queue"
 QUEUE_VOLUME = "queue"  # the claim template: pod N's claim is queue-otel-collector-N
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 BASIC_AUTH_EXTENSION = "basicauth/mlflow"
-# The env vars MLflow's own client reads; the collector's pods get them from the admin Secret.
-USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
-PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # Go runtime soft limit, as a share of the container limit: GC works harder
 # before the kernel's OOM killer steps in.
 GOMEMLIMIT_SHARE = 0.8
@@ -278,10 +275,7 @@ def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
                 "args": [f"--config={CONFIG_DIR}/{CONFIG_FILE}"],
                 "env": [
                     {"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])},
-                    # What the basicauth extension signs in with.
-                    *(secret_env(mlflow_auth.secret_name,
-                                 {USERNAME_ENV: auth.USERNAME_KEY, PASSWORD_ENV: auth.PASSWORD_KEY})
-                      if mlflow_auth else []),
+                    *auth.client_env(mlflow_auth),  # what the basicauth extension signs in with
                 ],
                 "ports": [
                     {"name": "otlp-grpc", "containerPort": GRPC_PORT},
@@ -343,7 +337,7 @@ class TraceCollector(pulumi.ComponentResource):
     grpc_endpoint: str
     http_endpoint: str
     experiments: pulumi.Output[list[RoutedExperiment]]  # with their MLflow IDs, as the config routes them
-    config_checksum: pulumi.Output[str]  # changes whenever the config does
+    pod_revision: pulumi.Output[str]  # changes whenever the pods do (the config's checksum is in them)
     workload: pulumi.CustomResource  # the Deployment, or the StatefulSet of a persistent queue
 
     def __init__(self, name: str, *, config: Collector, experiments: tuple[Experiment, ...],
@@ -358,7 +352,6 @@ class TraceCollector(pulumi.ComponentResource):
             mlflow_endpoint=mlflow_endpoint, persistent_queue=config.persistent_queue,
             basic_auth=mlflow_auth is not None,
         )))
-        self.config_checksum = config_text.apply(content_checksum)
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata={"namespace": namespace.ref, "labels": labels},
@@ -366,7 +359,9 @@ class TraceCollector(pulumi.ComponentResource):
             opts=child,
         )
         metadata = {"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels}
-        template = pod_template(config, platform, config_map.metadata.name, self.config_checksum, mlflow_auth)
+        template = pod_template(config, platform, config_map.metadata.name, config_text.apply(content_checksum),
+                                mlflow_auth)
+        self.pod_revision = template_revision(template)
         kind = workload_kind(config)
         if kind == "StatefulSet":
             self.workload: pulumi.CustomResource = k8s.apps.v1.StatefulSet(

@@ -4,6 +4,7 @@ contexts and the config checksum that rolls pods when their config changes."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,12 @@ def content_checksum(*contents: str) -> str:
         digest.update(content.encode())
         digest.update(b"\0")
     return digest.hexdigest()
+
+
+def template_revision(template: dict) -> pulumi.Output[str]:
+    """A checksum of a pod template (which may hold outputs): it changes whenever the pods do."""
+    return pulumi.Output.from_input(template).apply(
+        lambda resolved: content_checksum(json.dumps(resolved, sort_keys=True)))
 
 
 def service_host(service: str, namespace: str) -> str:

@@ -9,8 +9,6 @@ in the config layer).
 
 from __future__ import annotations
 
-import json
-
 import pulumi
 import pulumi_kubernetes as k8s
 
@@ -22,7 +20,6 @@ from components.kube import (
     NamespaceRef,
     claim_spec,
     container_security_context,
-    content_checksum,
     labels_for,
     pod_security_context,
     replica_count,
@@ -30,6 +27,7 @@ from components.kube import (
     selector_for,
     service_host,
     spread_across_nodes,
+    template_revision,
 )
 from components.postgres import PostgresConnection, libpq_env
 
@@ -280,8 +278,7 @@ class MlflowServer(pulumi.ComponentResource):
             spec=spec,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[migration]),
         )
-        self.pod_revision = pulumi.Output.from_input(spec["template"]).apply(
-            lambda template: content_checksum(json.dumps(template, sort_keys=True)))
+        self.pod_revision = template_revision(spec["template"])
         keep_available(name, component=COMPONENT, scales_out=config.scales_out, autoscaling=config.autoscaling,
                        workload_kind="Deployment", workload_name=SERVICE_NAME, metadata=meta,
                        opts=pulumi.ResourceOptions(parent=self))

@@ -27,9 +27,10 @@ from components import collector, mlflow, postgres
 from components.config import NAMESPACE_NAME_LABEL, NetworkPolicies, Postgres
 from components.kube import NamespaceRef, labels_for, selector_for
 
-# The pods that talk to PostgreSQL, by the component name of their labels.
-POSTGRES_CLIENTS = (mlflow.COMPONENT, mlflow.MIGRATION_COMPONENT, postgres.INIT_COMPONENT)
+# The pods that talk to PostgreSQL, by the component name of their labels: MLflow's, and the
+# bundled server's database-creation Job.
 MLFLOW_PODS = (mlflow.COMPONENT, mlflow.MIGRATION_COMPONENT)
+POSTGRES_CLIENTS = (*MLFLOW_PODS, postgres.INIT_COMPONENT)
 CNPG_OPERATOR_LABELS = {"app.kubernetes.io/name": "cloudnative-pg"}  # the operator's pod, as its manifests label it
 # Peer: every pod in the policy's own namespace.
 OWN_NAMESPACE: dict[str, dict] = {"podSelector": {}}

@@ -16,6 +16,7 @@ container's termination message, which `pulumi up` shows when the Job fails.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import sys
@@ -23,18 +24,28 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 POLL_SECONDS = 1.0
+ROUNDS = 3  # sends of the synthetic traces before a misrouting is reported
+ROUND_PAUSE_SECONDS = 5  # between them: a collector pod of the previous config drains meanwhile
 REQUEST_TIMEOUT = 10
 TRACE_PREFIX = "tr-"  # MLflow's ID of an OTLP trace: this prefix and the OTel trace ID in hex
 SPAN_KIND_SERVER = 2
 CHECK_ATTRIBUTE = "mlflow_tracing.check"  # carried by every synthetic span, set to the run's ID
+MAX_VERDICT = 1500  # characters of a failure line
 
 
 class HopFailure(Exception):
     """A broken hop of the trace path: its message is the line the job prints."""
+
+
+class Misrouted(HopFailure):
+    """A trace stored where the config does not send it, or noise stored. Right after a rollout
+    this may come from a collector pod of the previous config that is still draining, so the
+    check tries again before it says so."""
 
 
 class Unreachable(Exception):
@@ -61,7 +72,7 @@ class Http:
                 return response.status, _json(response.read())
         except urllib.error.HTTPError as error:
             return error.code, _json(error.read())
-        except (urllib.error.URLError, OSError) as error:
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             reason = getattr(error, "reason", error)
             raise Unreachable(f"{method} {self.base_url}{path}: {reason}") from error
 
@@ -154,8 +165,8 @@ def check_experiments(mlflow: Http, plan: dict, deadline: float) -> None:
             raise HopFailure(
                 f"export refused: MLflow answers HTTP {status} to the credentials the collector signs in with "
                 f"(Secret {plan.get('credentialsSecret') or 'none: auth is off in the stack'}); MLflow's auth "
-                f"database holds another password for that user. Look at: kubectl -n {plan['namespace']} logs "
-                f"deploy/otel-collector")
+                f"database holds another password for that user. Look at: "
+                f"{_looking_at(plan['namespace'], 'otel-collector')}")
         if status == 404:
             raise HopFailure(
                 f"export refused: the collector exports experiment {name!r} to ID {experiment_id}, which MLflow does "
@@ -195,7 +206,7 @@ def send_through_collector(collector_url: str, plan: dict, probes: list[Probe], 
             time.sleep(POLL_SECONDS)
     if status != 200:
         raise HopFailure(f"collector refused OTLP: HTTP {status} {body}. Look at: "
-                         f"kubectl -n {plan['namespace']} logs deploy/otel-collector")
+                         f"{_looking_at(plan['namespace'], 'otel-collector')}")
 
 
 def trace_location(mlflow: Http, probe: Probe) -> str | None:
@@ -203,6 +214,8 @@ def trace_location(mlflow: Http, probe: Probe) -> str | None:
     status, body = mlflow.call("GET", f"/api/3.0/mlflow/traces/{probe.mlflow_id}")
     if status == 404:
         return None
+    if status >= 500:  # a pod rolling or overloaded: retried until the deadline, like no answer
+        raise Unreachable(f"GET {mlflow.base_url}/api/3.0/mlflow/traces/{probe.mlflow_id}: HTTP {status}")
     if status != 200:
         raise HopFailure(f"MLflow answered HTTP {status} when reading trace {probe.mlflow_id}: {body}")
     location = body.get("trace", {}).get("trace_info", {}).get("trace_location", {})
@@ -212,6 +225,7 @@ def trace_location(mlflow: Http, probe: Probe) -> str | None:
 def await_delivery(mlflow: Http, plan: dict, probes: list[Probe], deadline: float) -> None:
     """Poll MLflow until every synthetic trace is stored; then give the noise the same time to show."""
     names = {e["id"]: e["name"] for e in plan["experiments"]}
+    sent = time.monotonic()
     pending = [p for p in probes if p.expected is not None]
     last_error: Unreachable | None = None
     while pending:
@@ -221,7 +235,7 @@ def await_delivery(mlflow: Http, plan: dict, probes: list[Probe], deadline: floa
                 if probe.found_in is None:
                     continue
                 if probe.found_in != probe.expected:
-                    raise HopFailure(
+                    raise Misrouted(
                         f"trace in the wrong experiment: {probe.what} is stored in experiment {probe.found_in} "
                         f"({names.get(probe.found_in, 'not one of the stack')}), not {probe.expected}. Look at the "
                         f"routing table in the collector's ConfigMap and the experiments' `services`")
@@ -235,16 +249,19 @@ def await_delivery(mlflow: Http, plan: dict, probes: list[Probe], deadline: floa
                                  f"{_looking_at(plan['namespace'], 'mlflow')}")
             raise HopFailure(
                 f"timeout: after {plan['timeoutSeconds']} s MLflow holds no trace for "
-                f"{', '.join(p.what for p in pending)}; the collector accepted it. Look at: kubectl -n "
-                f"{plan['namespace']} logs deploy/otel-collector (export errors name MLflow's answer)")
+                f"{', '.join(p.what for p in pending)}; the collector accepted it. Look at: "
+                f"{_looking_at(plan['namespace'], 'otel-collector')} (export errors name MLflow's answer)")
         if pending:
             time.sleep(POLL_SECONDS)
-    time.sleep(plan["noiseGraceSeconds"])  # the noise travelled in the same request
+    # The noise travelled in the same request, but a batch may split it from the traces: give it as
+    # long as the traces took, at least the batch timeout and a second, within the deadline.
+    grace = max(plan["noiseGraceSeconds"], time.monotonic() - sent)
+    time.sleep(max(0.0, min(grace, deadline - time.monotonic())))
     for probe in probes:
         if probe.expected is None:
             probe.found_in = trace_location(mlflow, probe)
             if probe.found_in is not None:
-                raise HopFailure(
+                raise Misrouted(
                     f"noise stored: {probe.what} was stored in experiment {probe.found_in} "
                     f"({names.get(probe.found_in, 'not one of the stack')}): no rule of `collector.noise` drops it. "
                     f"Look at the filter/noise processor in the collector's ConfigMap")
@@ -266,45 +283,66 @@ def verify(plan: dict, mlflow: Http, collector_url: str) -> str:
     deadline = began + plan["timeoutSeconds"]
     run_id = os.urandom(8).hex()
     check_experiments(mlflow, plan, deadline)
-    probes: list[Probe] = []
-    try:
-        send_through_collector(collector_url, plan, probes, run_id, deadline)
-        await_delivery(mlflow, plan, probes, deadline)
-    finally:
+    round_number = 0
+    while True:
+        round_number += 1
+        probes: list[Probe] = []
+        try:
+            send_through_collector(collector_url, plan, probes, run_id, deadline)
+            await_delivery(mlflow, plan, probes, deadline)
+        except HopFailure as failure:
+            try:
+                remove_probes(mlflow, probes)
+            except (Unreachable, HopFailure):
+                pass  # the verdict matters more than the clean-up
+            last_round = round_number == ROUNDS or time.monotonic() + ROUND_PAUSE_SECONDS > deadline
+            if not isinstance(failure, Misrouted) or last_round:
+                raise
+            time.sleep(ROUND_PAUSE_SECONDS)
+            continue
         try:
             remove_probes(mlflow, probes)
-        except (Unreachable, HopFailure):
-            pass  # the verdict above matters more than the clean-up
-    routed = ", ".join(f"{e['service']} -> {e['name']} ({e['id']})" for e in plan["experiments"])
-    return (f"ok: traces flow through the collector to MLflow ({routed}); the probe request was dropped; "
-            f"{time.monotonic() - began:.1f} s")
+        except Unreachable as error:
+            raise HopFailure(f"clean-up failed: the traces arrived, but deleting them did not: {error}") from None
+        routed = ", ".join(f"{e['service']} -> {e['name']} ({e['id']})" for e in plan["experiments"])
+        return (f"ok: traces flow through the collector to MLflow ({routed}); the probe request was dropped; "
+                f"{time.monotonic() - began:.1f} s, round {round_number}")
 
 
 # --- retention ---------------------------------------------------------------------------------
 
 
-def retention(plan: dict, mlflow: Http, now_ms: int | None = None) -> list[str]:
+def retention(plan: dict, mlflow: Http, report: Callable[[str], None], now_ms: int | None = None) -> bool:
     """Delete traces older than each experiment's limit, at most `batchSize` per request,
-    until a request deletes fewer. Experiments that are gone or soft-deleted are left alone."""
+    until a request deletes fewer. Experiments that are gone or soft-deleted are left alone.
+    Each experiment is reported as it is done; one failing does not stop the others.
+    Returns whether every experiment was handled."""
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-    lines = []
+    handled = True
     for experiment in plan["experiments"]:
         name, experiment_id, days = experiment["name"], experiment["id"], experiment["days"]
-        status, stage = experiment_stage(mlflow, experiment_id)
-        if status == 404 or (status == 200 and stage != "active"):
-            lines.append(f"{name} ({experiment_id}): {'gone' if status == 404 else stage}; left alone")
-            continue
-        if status != 200:
-            raise HopFailure(f"MLflow answered HTTP {status} for experiment {name!r} (ID {experiment_id})")
-        cutoff = now_ms - days * 86_400_000
-        deleted, batch = 0, plan["batchSize"]
-        while True:
-            count = delete_traces(mlflow, experiment_id, max_timestamp_millis=cutoff, max_traces=batch)
-            deleted += count
-            if count < batch:
-                break
-        lines.append(f"{name} ({experiment_id}): deleted {deleted} traces older than {days} days")
-    return lines
+        try:
+            report(f"{name} ({experiment_id}): {expire(mlflow, experiment_id, days, plan['batchSize'], now_ms)}")
+        except (HopFailure, Unreachable) as failure:
+            report(f"{name} ({experiment_id}): failed: {failure}")
+            handled = False
+    return handled
+
+
+def expire(mlflow: Http, experiment_id: str, days: int, batch: int, now_ms: int) -> str:
+    """One experiment's retention; what was done, in words."""
+    status, stage = experiment_stage(mlflow, experiment_id)
+    if status == 404 or (status == 200 and stage != "active"):
+        return f"{'gone' if status == 404 else stage}; left alone"
+    if status != 200:
+        raise HopFailure(f"MLflow answered HTTP {status}")
+    cutoff = now_ms - days * 86_400_000
+    deleted = 0
+    while True:
+        count = delete_traces(mlflow, experiment_id, max_timestamp_millis=cutoff, max_traces=batch)
+        deleted += count
+        if count < batch:
+            return f"deleted {deleted} traces older than {days} days"
 
 
 def main(argv: list[str]) -> int:
@@ -313,19 +351,22 @@ def main(argv: list[str]) -> int:
         return 2
     plan = json.loads(os.environ["TRACE_JOB_PLAN"])
     mlflow = mlflow_from_env()
+    if argv[1] == "retention":
+        return 0 if retention(plan, mlflow, lambda line: print(f"retention: {line}", flush=True)) else 1
     try:
-        if argv[1] == "verify":
-            print(verify(plan, mlflow, os.environ["COLLECTOR_URL"]))
-        else:
-            for line in retention(plan, mlflow):
-                print(f"retention: {line}")
+        print(verify(plan, mlflow, os.environ["COLLECTOR_URL"]))
     except HopFailure as failure:
-        print(f"{argv[1]} failed: {failure}", flush=True)
+        print(one_line(f"verify failed: {failure}"), flush=True)
         return 1
     except Unreachable as error:
-        print(f"{argv[1]} failed: MLflow unreachable: {error}", flush=True)
+        print(one_line(f"verify failed: MLflow unreachable: {error}"), flush=True)
         return 1
     return 0
+
+
+def one_line(message: str) -> str:
+    """The verdict, short enough that the termination message (the log's last 2048 bytes) keeps its start."""
+    return message if len(message) <= MAX_VERDICT else message[:MAX_VERDICT - 3] + "..."
 
 
 if __name__ == "__main__":

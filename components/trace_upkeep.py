@@ -29,7 +29,6 @@ from components.kube import (
     content_checksum,
     labels_for,
     pod_security_context,
-    secret_env,
 )
 from components.mlflow import MLFLOW_UID
 
@@ -110,9 +109,6 @@ class JobTarget:
 
 def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map: pulumi.Input[str]) -> dict:
     """One run of `trace_jobs.py <command>`; on failure its last line becomes the termination message."""
-    credentials = (secret_env(target.mlflow_auth.secret_name,
-                              {collector.USERNAME_ENV: auth.USERNAME_KEY, collector.PASSWORD_ENV: auth.PASSWORD_KEY})
-                   if target.mlflow_auth else [])
     return {
         "restartPolicy": "Never",
         "securityContext": pod_security_context(target.platform, MLFLOW_UID),
@@ -125,7 +121,7 @@ def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map
                 *env,
                 {"name": "HOME", "value": "/tmp"},
                 {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-                *credentials,
+                *auth.client_env(target.mlflow_auth),
             ],
             "resources": JOB_RESOURCES,
             "securityContext": container_security_context(read_only_root=True),
@@ -186,7 +182,8 @@ class TraceUpkeep(pulumi.ComponentResource):
                  noise: tuple[NoiseRule, ...], target: JobTarget, collector_url: str, namespace: NamespaceRef,
                  revisions: list[pulumi.Output[str]], after: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
-        """`revisions`: what the check re-runs on (the collector's config, MLflow's pods);
+        """`revisions`: what the check re-runs on (the collector's and MLflow's pods, the former
+        carrying its config's checksum);
         `after`: what must be rolled out before it runs."""
         super().__init__("mlflow-tracing:index:TraceUpkeep", name, None, opts)
         has_retention = any(days is not None for days in retention_days.values())

@@ -29,7 +29,7 @@ def _retention(reader: _Reader) -> tuple[Retention, int | None]:
     """The retention settings and the default limit of experiments that set none."""
     reader.only("days", "schedule", "batchSize")
     schedule = reader.text("schedule") or ""
-    if schedule and not _CRON.match(schedule.strip()):
+    if not _CRON.match(schedule.strip()):
         reader.problems.add(reader.at("schedule"), f"{schedule!r} is not a cron schedule; write five fields, "
                             "e.g. \"17 3 * * *\" (03:17 daily)")
     batch = reader.integer("batchSize", 1)

@@ -87,6 +87,8 @@ def test_the_check_runs_after_the_collector_and_mlflow_rolled_out(dev):
     job = check_job(dev)
     for name in ("mlflow", "otel-collector"):
         assert dev.get("Deployment", name).urn in job.dependencies
+    queued = run_program("dev", collector={"persistentQueue": True})  # the collector is a StatefulSet then
+    assert queued.get("StatefulSet", "otel-collector").urn in check_job(queued).dependencies
     spec = job.outputs["spec"]
     assert spec["backoffLimit"] == 0  # one verdict, not retries of it
     no_auth = {"domain": "d.example", "mlflow": {"auth": {"kind": "none"}}}
@@ -114,14 +116,18 @@ def revision(run) -> str:
     return check_job(run).outputs["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
 
 
-def test_the_check_reruns_when_the_collector_config_or_mlflow_changes_and_only_then(dev):
+def test_the_check_reruns_when_the_collector_or_mlflow_pods_change_and_only_then(dev):
     assert revision(run_program("dev")) == revision(dev)
     more = run_program("dev", experiments=[{"name": "llamastack-traces", "default": True},
                                            {"name": "chat", "services": ["chat-api"]}])
     mlflow = stack_values("dev")["mlflow"]
     image = run_program("dev", mlflow={**mlflow, "image": "ghcr.io/mlflow/mlflow:v3.17.1-full"})
     workers = run_program("dev", mlflow={**mlflow, "workers": 3})
-    assert len({revision(dev), revision(more), revision(image), revision(workers)}) == 4
+    collector = run_program("dev", collector={"image": "otel/opentelemetry-collector-contrib:0.152.1"})
+    revisions = [revision(run) for run in (dev, more, image, workers, collector)]
+    assert len(set(revisions)) == len(revisions)
+    # What the pods do not see leaves the check alone.
+    assert revision(run_program("dev", retention={"days": 30})) == revision(dev)
 
 
 def test_the_check_signs_in_with_the_collectors_credentials_and_no_secret_is_in_its_command():
@@ -162,6 +168,7 @@ def test_retention_is_a_cronjob_that_never_overlaps_itself():
     ({"verify": {"enable": True}}, "verify.enable"),
     ({"retention": {"days": 0}}, "retention.days: must be a whole number >= 1"),
     ({"retention": {"schedule": "daily"}}, "retention.schedule: 'daily' is not a cron schedule"),
+    ({"retention": {"schedule": ""}}, "retention.schedule: '' is not a cron schedule"),
     ({"retention": {"batchSize": 100000}}, "retention.batchSize: must be at most 5000"),
     ({"experiments": [{"name": "a", "default": True, "retentionDays": -1}]},
      "experiments[0].retentionDays: must be a whole number >= 1"),
