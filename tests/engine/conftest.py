@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from components import collector, mlflow
 from tests.support.cluster import ControlPlane
 from tests.support.collector import build_collector
 from tests.support.engine import PulumiProject, build_engine
@@ -43,3 +44,15 @@ def node(cluster, workdir):
 @pytest.fixture(scope="session")
 def project(engine, workdir, cluster) -> PulumiProject:
     return PulumiProject(engine, workdir / "pulumi", cluster.kubeconfig)
+
+
+@pytest.fixture(scope="module")
+def mlflow_url(node, request) -> str:
+    """MLflow's Service in the test module's NAMESPACE, reached the way `kubectl port-forward` reaches it."""
+    return node.service_url(request.module.NAMESPACE, mlflow.SERVICE_NAME, mlflow.PORT)
+
+
+@pytest.fixture(scope="module")
+def otlp_url(node, request) -> str:
+    """The collector's OTLP/HTTP Service port in the test module's NAMESPACE."""
+    return node.service_url(request.module.NAMESPACE, collector.SERVICE_NAME, collector.HTTP_PORT)

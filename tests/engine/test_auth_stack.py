@@ -24,11 +24,6 @@ ARRIVAL_TIMEOUT = 90
 
 
 @pytest.fixture(scope="module")
-def mlflow_url(node) -> str:
-    return node.service_url(NAMESPACE, mlflow_component.SERVICE_NAME, mlflow_component.PORT)
-
-
-@pytest.fixture(scope="module")
 def deployed(project, mlflow_url):
     """Up once for the module, destroyed at its end."""
     stack = project.stack("auth", {

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from components import collector as collector_component
-from components import mlflow as mlflow_component
 from tests.support.collector import stored_spans
 from tests.support.processes import wait_until
 from tests.support.traffic import SteadySender
@@ -33,16 +32,6 @@ def scaled_config(mlflow_url: str, collector: dict) -> dict:
         "collector": {"replicas": 2, **collector},
         "experiments": [{"name": EXPERIMENT, "default": True}],
     }
-
-
-@pytest.fixture(scope="module")
-def mlflow_url(node) -> str:
-    return node.service_url(NAMESPACE, mlflow_component.SERVICE_NAME, mlflow_component.PORT)
-
-
-@pytest.fixture(scope="module")
-def otlp_url(node) -> str:
-    return node.service_url(NAMESPACE, collector_component.SERVICE_NAME, collector_component.HTTP_PORT)
 
 
 @pytest.fixture(scope="module")
