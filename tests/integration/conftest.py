@@ -11,7 +11,7 @@ import pytest
 
 from tests.support.collector import build_collector
 from tests.support.kubelet import Kubelet, postgres_bin_dir
-from tests.support.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
+from tests.support.processes import MlflowProcess, free_port, kubelet_for, postgres_for, run_job
 from tests.support.program import BASIC_AUTH_MLFLOW, ProgramRun, run_program
 
 
@@ -23,9 +23,7 @@ def declared() -> ProgramRun:
 
 @pytest.fixture(scope="session")
 def postgres(declared, workdir):
-    (secret,) = declared.kinds("Secret")
-    credentials = secret.outputs["stringData"]
-    cluster = PostgresCluster(workdir / "pg", credentials["username"], credentials["password"]).start()
+    cluster = postgres_for(declared, workdir / "pg")
     yield cluster
     cluster.stop()
 

@@ -28,7 +28,7 @@ import pytest
 from components.collector import BATCH_TIMEOUT_SECONDS
 from tests.support.balancer import RoundRobinProxy
 from tests.support.collector import CollectorProcess, configmap_config, program_with_real_ids
-from tests.support.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job, wait_until
+from tests.support.processes import MlflowProcess, free_port, kubelet_for, postgres_for, run_job, wait_until
 from tests.support.program import run_program
 from tests.support.traffic import SteadySender, span_counts
 
@@ -51,9 +51,7 @@ def scaled():
 
 @pytest.fixture(scope="module")
 def scale_postgres(scaled, workdir):
-    (secret,) = scaled.kinds("Secret")
-    credentials = secret.outputs["stringData"]
-    cluster = PostgresCluster(workdir / "scale-pg", credentials["username"], credentials["password"]).start()
+    cluster = postgres_for(scaled, workdir / "scale-pg")  # its own: the migration race needs an empty database
     yield cluster
     cluster.stop()
 

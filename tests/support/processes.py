@@ -155,6 +155,13 @@ class PostgresCluster:
             stop(self.process)
 
 
+def postgres_for(run: ProgramRun, directory: Path) -> PostgresCluster:
+    """PostgreSQL started with the superuser and password of the run's bundled database Secret."""
+    (secret,) = run.kinds("Secret")
+    credentials = secret.outputs["stringData"]
+    return PostgresCluster(directory, credentials["username"], credentials["password"]).start()
+
+
 def run_job(kubelet: Kubelet, name: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """The pod of the stack's Job `name` (its resource name) run to completion;
     a failure raises with the Job's output."""
