@@ -12,6 +12,9 @@ from components.config.types import ARTIFACT_KINDS, AUTH_KINDS, Artifacts, Auth,
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
+# A cached password check outlives a password change or a user's deletion on the other workers and
+# replicas by up to this long, so the cache stays short.
+MAX_CREDENTIAL_CACHE_SECONDS = 300
 
 # Footprint of `mlflow server` (process-tree PSS with a PostgreSQL backend, as
 # benchmarks/mlflow_memory.py measures it; an upper bound, see README Sizing):
@@ -59,7 +62,14 @@ def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
         admin_username=admin_username or "",
         database=database or "",
         allow_plain_http=reader.flag("allowPlainHttp"),
+        credential_cache_seconds=reader.integer("credentialCacheSeconds", 0),
     )
+    if auth.credential_cache_seconds > MAX_CREDENTIAL_CACHE_SECONDS:
+        reader.problems.add(
+            reader.at("credentialCacheSeconds"),
+            f"a deleted user or changed password is still accepted this long; use at most "
+            f"{MAX_CREDENTIAL_CACHE_SECONDS} (0 turns the cache off)",
+        )
     if admin_username is not None and not re.match(r"^[A-Za-z0-9._@-]+$", admin_username):
         reader.problems.add(reader.at("adminUsername"), "use letters, digits and . _ @ - only")
     if database is not None:

@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 from mlflow import MlflowClient
+from werkzeug.security import generate_password_hash
 
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
 from tests.support.collector import CollectorProcess, RealIdMocks, configmap_config
@@ -53,6 +54,25 @@ def test_the_generated_admin_signs_in_and_a_wrong_password_does_not(auth_server,
     assert requests.get(f"{auth_server.url}{SEARCH}", auth=admin, timeout=10).status_code == 200
     assert requests.get(f"{auth_server.url}{SEARCH}", auth=(admin[0], "wrong-password-123"),
                         timeout=10).status_code == 401
+
+
+def test_a_password_changed_behind_mlflow_is_refused_once_the_stacks_credential_cache_expires(
+        auth_server, auth_run, admin, postgres):
+    """The stack's `credentialCacheSeconds` is in effect: a worker keeps accepting a password it
+    verified after the user store changed out of band, and refuses it once the cache expires."""
+    ttl = BASIC_AUTH_MLFLOW["auth"]["credentialCacheSeconds"]
+    user, password = f"cache-{uuid.uuid4().hex[:8]}", "first-password-1234"
+    requests.post(f"{auth_server.url}/api/2.0/mlflow/users/create", auth=admin, timeout=10,
+                  json={"username": user, "password": password}).raise_for_status()
+    session = requests.Session()  # one kept-alive connection: one worker, the one that verified it
+    session.trust_env = False
+    assert session.get(f"{auth_server.url}{SEARCH}", auth=(user, password), timeout=10).status_code == 200
+    postgres.psql(f"UPDATE users SET password_hash = '{generate_password_hash('second-password-1234')}' "
+                  f"WHERE username = '{user}'", database="mlflow_auth")
+    assert session.get(f"{auth_server.url}{SEARCH}", auth=(user, password), timeout=10).status_code == 200
+    wait_until(lambda: session.get(f"{auth_server.url}{SEARCH}", auth=(user, password), timeout=10).status_code == 401,
+               ttl + 10, f"the old password refused within the {ttl}-s cache")
+    assert session.get(f"{auth_server.url}{SEARCH}", auth=(user, "second-password-1234"), timeout=10).status_code == 200
 
 
 def test_the_provider_signs_in_with_the_generated_credentials_on_every_call(auth_server, admin):

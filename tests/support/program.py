@@ -36,7 +36,8 @@ TLS_INGRESS = {"kind": "ingress", "className": "nginx", "tls": {"enabled": True}
 PORT_FORWARD = "http://localhost:5000"
 # The mlflow section of a basic-auth stack whose `pulumi up` reaches MLflow through a
 # port-forward (loopback), as the integration suite does.
-BASIC_AUTH_MLFLOW = {"auth": {"kind": "basic"}, "apiUrl": PORT_FORWARD}
+# A short credential cache, so that a test can see it expire.
+BASIC_AUTH_MLFLOW = {"auth": {"kind": "basic", "credentialCacheSeconds": 10}, "apiUrl": PORT_FORWARD}
 # Settings over the dev stack that each change the resource graph in a way no stack file does.
 # A variant's top-level key replaces the stack's whole object (merged over the declared defaults).
 VARIANTS = {

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from components.auth import auth_config_ini
+from components.auth import CONFIG_FILE, auth_config_ini
 from components.config import ConfigError, parse_stack_config
 from components.postgres import database_init_sql
 from tests.support.k8s import container, env_of
@@ -32,13 +32,24 @@ def auth_secret(run):
 
 def test_the_auth_config_holds_the_database_and_admin_but_no_secret():
     ini = configparser.ConfigParser()
-    ini.read_string(auth_config_ini(database_uri="postgresql+psycopg2://db:5432/mlflow_auth", admin_username="root"))
+    ini.read_string(auth_config_ini(database_uri="postgresql+psycopg2://db:5432/mlflow_auth", admin_username="root",
+                                    credential_cache_seconds=45))
     assert dict(ini["mlflow"]) == {
         "default_permission": "NO_PERMISSIONS",
         "database_uri": "postgresql+psycopg2://db:5432/mlflow_auth",
         "admin_username": "root",
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
+        "auth_cache_ttl_seconds": "45",
     }
+
+
+@pytest.mark.parametrize("settings, seconds", [({}, 60), ({"credentialCacheSeconds": 0}, 0)])
+def test_the_stacks_credential_cache_is_in_the_auth_config_map(settings, seconds):
+    run = run_program("dev", mlflow={"auth": {"kind": "basic", **settings}}, exposure=TLS_INGRESS)
+    (config_map,) = [c for c in run.kinds("ConfigMap") if CONFIG_FILE in c.outputs["data"]]
+    ini = configparser.ConfigParser()
+    ini.read_string(config_map.outputs["data"][CONFIG_FILE])
+    assert ini.getint("mlflow", "auth_cache_ttl_seconds") == seconds
 
 
 def test_the_server_runs_the_basic_auth_app_with_generated_secrets_from_the_secret(run):
@@ -107,6 +118,9 @@ def test_without_auth_nothing_of_it_is_declared(dev):
     ({"database": "mlflow"}, "mlflow.auth.database"),
     ({"database": "Auth-DB"}, "mlflow.auth.database"),
     ({"adminUsername": "a b"}, "mlflow.auth.adminUsername"),
+    ({"credentialCacheSeconds": 301}, "mlflow.auth.credentialCacheSeconds"),
+    ({"credentialCacheSeconds": -1}, "mlflow.auth.credentialCacheSeconds"),
+    ({"credentialCacheSeconds": "60s"}, "mlflow.auth.credentialCacheSeconds"),
 ])
 def test_bad_auth_settings_name_the_key(auth, key):
     with pytest.raises(ConfigError) as error:
