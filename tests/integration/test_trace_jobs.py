@@ -80,16 +80,17 @@ def run_check(run: ProgramRun, auth_server, collector, postgres, workdir, **kube
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-def run_check_on_drifted_collector(good: ProgramRun, running: ProgramRun, auth_server, collector, postgres,
-                                   workdir) -> tuple[int, str]:
-    """The check of `good` while the collector runs the config of `running` (a hand-edited
-    ConfigMap, a pod left on an old config); the collector is put back afterwards."""
+def run_check_on_drifted_collector(checked: ProgramRun, running: ProgramRun, auth_server, collector, postgres,
+                                   workdir, restore: ProgramRun | None = None) -> tuple[int, str]:
+    """The check of `checked` while the collector runs the config of `running` (a hand-edited
+    ConfigMap, a pod left on an old config); the collector is put back on the config of `restore`
+    (by default `checked`) afterwards."""
     collector.configure(configmap_config(running), auth_server.url)
     collector.restart()
     try:
-        return run_check(good, auth_server, collector, postgres, workdir)
+        return run_check(checked, auth_server, collector, postgres, workdir)
     finally:
-        collector.configure(configmap_config(good), auth_server.url)
+        collector.configure(configmap_config(restore or checked), auth_server.url)
         collector.restart()
 
 
@@ -153,6 +154,17 @@ def test_a_noise_rule_missing_from_the_running_collector_is_named_and_the_noise_
     assert only_line(output).startswith("verify failed: noise stored: the probe request 'GET /v1/models' was "
                                         f"stored in experiment {default_id}"), output
     assert trace_count(api, auth_server, default_id) == before
+
+
+def test_without_noise_rules_the_check_sends_a_kubelet_probe_that_the_collector_drops(
+        good, experiments, auth_server, collector, postgres, workdir):
+    """With `collector.noise: []` the probe request is a kubelet probe; the filter the program
+    generates drops kubelet probes whatever the rules, so the check passes on that config."""
+    without_rules = stack(experiments, collector={"noise": []}, verify={"timeoutSeconds": TIMEOUT})
+    code, output = run_check_on_drifted_collector(without_rules, without_rules, auth_server, collector, postgres,
+                                                  workdir, restore=good)
+    assert code == 0, output
+    assert "the probe request was dropped" in output, output
 
 
 def test_traces_routed_to_another_experiment_are_named(good, experiments, auth_server, collector, postgres, workdir):
