@@ -2,7 +2,8 @@
 
 Starts real PostgreSQL (Debian's packages), the MLflow container as a stack declares it with
 basic auth on (as every stack but dev runs), and the real collector on the config the program
-generates, everything on loopback as the integration suite runs them. Then, in one run:
+generates, everything on loopback as the integration suite runs them. A few batches down each
+path warm the workers up; then, in one run:
 
 1. direct: one OTLP client posting 512-span batches to MLflow as fast as it answers, then N clients;
 2. collector, saturated: one client offering several times the direct rate; what MLflow stores
@@ -11,15 +12,17 @@ generates, everything on loopback as the integration suite runs them. Then, in o
 4. a noise mix at half the knee: probe requests outnumber chat traces 5 to 1.
 
 Per step: spans sent, stored (counted in PostgreSQL) and lost once the pipeline drained; the
-latency from a span's end to its trace showing in MLflow's trace search (p50/p95/p99 over two
-sampled traces per client batch); CPU seconds per 1,000 spans and peak PSS of MLflow, the
-collector and PostgreSQL; the collector's own counters (queue, refusals, failed sends). Prints a
-table, writes JSON with --json, and exits 1 when a goal is missed, 2 when the run itself failed
-(naming the process that ended).
+latency from a span's end to its trace showing in MLflow's trace search (p50/p95/p99 over one
+chat trace in SAMPLE_EVERY, spread over each client batch), and how long the searches took;
+CPU seconds per 1,000 spans and peak PSS of MLflow, the collector and PostgreSQL; the
+collector's own counters (queue, refusals, failed sends). Prints a table, writes JSON with
+--json, and exits 1 when a goal is missed, 2 when the run itself failed (naming the process
+that ended).
 
     .venv/bin/python -m benchmarks.ingest                              # ~8 min
     .venv/bin/python -m benchmarks.ingest --quick --json ingest.json   # ~4 min
     .venv/bin/python -m benchmarks.ingest --quick --workers 4          # a point of the cost curve
+    .venv/bin/python -m benchmarks.ingest --quick --replicas 2         # two MLflows, one PostgreSQL
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from components.config import merge_over
 from tests.support import k8s
+from tests.support.balancer import RoundRobinProxy
 from tests.support.collector import CollectorProcess, RealIdMocks, build_collector, configmap_config
 from tests.support.otlp import chat_trace, export_request, probe_trace
 from tests.support.processes import MlflowProcess, PostgresCluster, free_port, kubelet_for, run_job
@@ -56,12 +60,15 @@ SERVICE = "llama-stack"
 # as MLflow's own span processor sends tags over OTLP), so the trace search can find the samples alone.
 SAMPLE_TAG = "latency_sample"
 CLIENT_BATCH_SPANS = 512  # an OpenTelemetry SDK's BatchSpanProcessor exports at most 512 spans a request
+SAMPLE_EVERY = 8  # one chat trace in this many is a latency sample (16 of a 512-span batch of chats)
 NOISE_PER_CHAT = 5  # probe requests per chat trace in the noise mix
 PROBES = (("/v1/models", "new", "python-httpx/0.28"), ("/v1/health", "new", "kube-probe/1.30"))
 WARMUP_SHARE = 0.2  # the stored rate is measured after this share of a step
-# How often the trace search is asked for the sampled traces. Each search costs MLflow a password hash
-# under basic auth (~0.13 CPU s here), so the probe polls once a second: latencies are late by up to 1 s.
-POLL_SECONDS = 1.0
+WARMUP_BATCHES = 4  # client batches down each path before the first step
+# How often the trace search is asked for the sampled traces: latencies are late by up to this much
+# plus the search's own time (reported). Without MLflow's credential cache each search also costs a
+# password hash (~0.13 CPU s), so --auth-cache-seconds 0 runs should poll less often (--poll-seconds).
+POLL_SECONDS = 0.25
 DRAIN_TIMEOUT = 240  # after a step, the longest wait for the pipeline to store what it accepted
 STALL_SECONDS = 30  # no progress this long with an empty queue ends the drain: the rest is lost
 COLLECTOR_GAIN_GOAL = 1.2  # through the collector, at least this times one direct client
@@ -88,8 +95,9 @@ class Target:
 
 def client_batch(noise_per_chat: int) -> tuple[bytes, int, int, list[tuple[str, int]]]:
     """(serialized request, real spans, all spans, [(sampled trace id, its end in ns)]) of one batch of
-    chat traces, each followed by `noise_per_chat` probe requests. The first and the last chat trace
-    are the samples: when the collector splits the batch, they travel in different export requests."""
+    chat traces, each followed by `noise_per_chat` probe requests. Every SAMPLE_EVERY-th chat trace is
+    a sample, from the first to the last: when the collector splits the batch, samples travel in every
+    export request, so the latencies are those of the batch's traces, early and late alike."""
     spans: list[Span] = []
     chats: list[list[Span]] = []
     while len(spans) < CLIENT_BATCH_SPANS:
@@ -98,7 +106,8 @@ def client_batch(noise_per_chat: int) -> tuple[bytes, int, int, list[tuple[str, 
         for number in range(noise_per_chat):
             spans += probe_trace(*PROBES[number % len(PROBES)])
     samples = []
-    for root in (chats[0][0], chats[-1][0]):  # a batch holds many chat traces
+    for chat in chats[::SAMPLE_EVERY]:
+        root = chat[0]
         root.attributes.append(KeyValue(key=f"mlflow.traceTag.{SAMPLE_TAG}", value=AnyValue(string_value="1")))
         samples.append((root.trace_id.hex(), root.end_time_unix_nano))
     real = sum(len(chat) for chat in chats)
@@ -109,11 +118,13 @@ class LatencyProbe(threading.Thread):
     """Looks for the sampled traces through MLflow's trace search and notes, for each, the time
     from its span's end to the search first returning it."""
 
-    def __init__(self, mlflow_url: str, experiment_id: str):
+    def __init__(self, mlflow_url: str, experiment_id: str, poll_seconds: float):
         super().__init__(daemon=True)
         self.client, self.experiment_id = MlflowClient(tracking_uri=mlflow_url), experiment_id
+        self.poll_seconds = poll_seconds
         self.pending: dict[str, int] = {}  # trace id -> end of its root span, ns since the epoch
         self.seconds: list[float] = []
+        self.search_seconds: list[float] = []  # how long each search took: a part of every latency
         self.error: Exception | None = None
         self._lock, self._halt = threading.Lock(), threading.Event()
 
@@ -122,7 +133,7 @@ class LatencyProbe(threading.Thread):
             self.pending[trace_id] = end_ns
 
     def run(self) -> None:
-        while not self._halt.wait(POLL_SECONDS):
+        while not self._halt.wait(self.poll_seconds):
             with self._lock:
                 oldest = min(self.pending.values(), default=None)
             if oldest is None:
@@ -136,10 +147,12 @@ class LatencyProbe(threading.Thread):
     def _search(self, since_ms: int) -> None:
         token = None
         while True:
+            began = time.monotonic()
             page = self.client.search_traces(
                 locations=[self.experiment_id], max_results=500, include_spans=False, page_token=token,
                 filter_string=f"tags.{SAMPLE_TAG} = '1' AND trace.timestamp_ms >= {since_ms}")
             now = time.time_ns()
+            self.search_seconds.append(time.monotonic() - began)
             with self._lock:
                 for trace in page:
                     end = self.pending.pop(trace.info.trace_id.removeprefix("tr-"), None)
@@ -153,7 +166,7 @@ class LatencyProbe(threading.Thread):
         """Wait (bounded) for the pending samples; stop; the number never seen."""
         deadline = time.monotonic() + timeout
         while self.pending and self.error is None and time.monotonic() < deadline:
-            time.sleep(POLL_SECONDS)
+            time.sleep(self.poll_seconds)
         self._halt.set()
         self.join(30)
         if self.error:
@@ -201,7 +214,7 @@ class Client(threading.Thread):
 class PeakSampler(threading.Thread):
     """Once a second: the PSS of each process tree, and the collector's queue; keeps the peaks."""
 
-    def __init__(self, roots: dict[str, int], collector: CollectorProcess):
+    def __init__(self, roots: dict[str, list[int]], collector: CollectorProcess):
         super().__init__(daemon=True)
         self.roots, self.collector = roots, collector
         self.peak_mib = dict.fromkeys(roots, 0.0)
@@ -211,8 +224,8 @@ class PeakSampler(threading.Thread):
 
     def run(self) -> None:
         while True:
-            for name, root in self.roots.items():
-                self.peak_mib[name] = max(self.peak_mib[name], pss_bytes(process_tree(root)) / MIB)
+            for name, pids in self.roots.items():
+                self.peak_mib[name] = max(self.peak_mib[name], pss_bytes(processes_under(pids)) / MIB)
             try:
                 self.queue_peak = max(self.queue_peak, self.collector.queued_batches())
             except requests.RequestException as error:
@@ -260,11 +273,18 @@ class StepResult:
     p50: float | None
     p95: float | None
     p99: float | None
+    search_p50: float | None  # seconds a trace search took (the latencies include one)
+    search_p95: float | None
     cpu_per_1k: dict[str, float | None]  # CPU seconds per 1,000 spans, per process tree
     peak_mib: dict[str, float]
     queue_peak_batches: int
     mlflow_processes_cpu: list[float]  # CPU seconds of each MLflow process in the step: how the workers shared it
     collector_counters: dict[str, float] = field(default_factory=dict)
+
+
+def processes_under(roots: list[int]) -> list[int]:
+    """The roots and all their descendants."""
+    return [pid for root in roots for pid in process_tree(root)]
 
 
 def percentile(values: list[float], share: float) -> float | None:
@@ -281,8 +301,12 @@ class Bench:
     def __init__(self, args: argparse.Namespace, workdir: Path):
         self.args, self.workdir = args, workdir
         changes: dict = {"auth": {"kind": "basic"}, "apiUrl": PORT_FORWARD}
+        if args.auth_cache_seconds is not None:
+            changes["auth"]["credentialCacheSeconds"] = args.auth_cache_seconds
         if args.workers:
             changes["workers"] = args.workers
+        if args.replicas > 1:  # as a stack runs several replicas: artifacts on a volume they can share
+            changes.update(replicas=args.replicas, artifacts={"accessMode": "ReadWriteMany"})
         self.mlflow_settings = merge_over(stack_values("dev").get("mlflow", {}), changes)
         self.declared = run_program("dev", mlflow=self.mlflow_settings)
         secrets = {s.name: s.outputs["stringData"] for s in self.declared.kinds("Secret")}
@@ -291,21 +315,31 @@ class Bench:
         container = k8s.container(self.declared.get("Deployment", "mlflow"), "mlflow")
         self.workers = int(k8s.arg_after(container["command"], "--workers"))
         self.postgres = PostgresCluster(workdir / "pg", database["username"], database["password"])
-        self.mlflow: MlflowProcess | None = None
+        self.servers: list[MlflowProcess] = []  # the MLflow replicas
+        self.balancer: RoundRobinProxy | None = None  # their Service, with more than one
         self.collector: CollectorProcess | None = None
+
+    @property
+    def mlflow_url(self) -> str:
+        return self.balancer.url if self.balancer else self.servers[0].url
 
     def start(self) -> None:
         binary = build_collector()
         self.postgres.start()
-        port = free_port()
-        kubelet = kubelet_for(self.declared, self.workdir, self.postgres, port)
-        run_job(kubelet, "postgres-init")
-        self.mlflow = MlflowProcess(kubelet, self.declared, port, self.workdir / "mlflow.log")
-        self.mlflow.migrate()
-        self.mlflow.start()
+        ports = [free_port() for _ in range(self.args.replicas)]
+        kubelets = [kubelet_for(self.declared, self.workdir / f"mlflow-{n}", self.postgres, port)
+                    for n, port in enumerate(ports)]
+        run_job(kubelets[0], "postgres-init")
+        self.servers = [MlflowProcess(kubelet, self.declared, port, self.workdir / f"mlflow-{n}.log")
+                        for n, (kubelet, port) in enumerate(zip(kubelets, ports, strict=True))]
+        self.servers[0].migrate()
+        for server in self.servers:
+            server.start()
+        if len(ports) > 1:
+            self.balancer = RoundRobinProxy(lambda: ports)
         # MLflow's client (the trace search) signs in with these.
         os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = self.admin
-        created = requests.post(f"{self.mlflow.url}/api/2.0/mlflow/experiments/create", auth=self.admin, timeout=30,
+        created = requests.post(f"{self.mlflow_url}/api/2.0/mlflow/experiments/create", auth=self.admin, timeout=30,
                                 json={"name": EXPERIMENT, "tags": [
                                     {"key": "mlflow.experimentKind", "value": "genai_development"}]})
         created.raise_for_status()
@@ -313,26 +347,29 @@ class Bench:
         run = run_program("dev", mocks=RealIdMocks({EXPERIMENT: self.experiment_id}), mlflow=self.mlflow_settings,
                           experiments=[{"name": EXPERIMENT, "default": True}])
         container = k8s.container(run.get("Deployment", "otel-collector"), "otel-collector")
-        env = kubelet.env(container, {})  # the pod's env: the admin's credentials from the Secret
+        env = kubelets[0].env(container, {})  # the pod's env: the admin's credentials from the Secret
         self.config = with_overrides(configmap_config(run), self.args)
-        self.collector = CollectorProcess(binary, self.config, self.mlflow.url, self.workdir / "collector",
+        self.collector = CollectorProcess(binary, self.config, self.mlflow_url, self.workdir / "collector",
                                           env=env).start()
 
     def stop(self) -> None:
-        for process in (self.collector, self.mlflow, self.postgres):
+        for process in (self.collector, *self.servers, self.postgres):
             if process:
                 process.stop()
+        if self.balancer:
+            self.balancer.close()
 
     def exited(self) -> list[str]:
         """The processes of the stack that have ended (a run's error usually starts there)."""
-        processes = {"PostgreSQL": self.postgres.process, "MLflow": self.mlflow and self.mlflow.process,
-                     "the collector": self.collector and self.collector.process}
+        processes = {"PostgreSQL": self.postgres.process,
+                     "the collector": self.collector.process if self.collector else None,
+                     **{f"MLflow {n}": server.process for n, server in enumerate(self.servers)}}
         return [name for name, process in processes.items() if process is not None and process.poll() is not None]
 
     def target(self, path: str) -> Target:
-        assert self.mlflow and self.collector
+        assert self.collector
         if path == "direct":
-            return Target(f"{self.mlflow.url}/v1/traces", {
+            return Target(f"{self.mlflow_url}/v1/traces", {
                 "Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": self.experiment_id}, self.admin)
         return Target(f"{self.collector.http_url}/v1/traces", {"Content-Type": "application/x-protobuf"})
 
@@ -341,24 +378,42 @@ class Bench:
         return int(self.postgres.psql(f"SELECT count(*) FROM spans WHERE experiment_id = {int(self.experiment_id)}"
                                       f"{only_noise}", database="mlflow"))
 
-    def roots(self) -> dict[str, int]:
-        assert self.mlflow and self.mlflow.process and self.collector and self.collector.process
-        assert self.postgres.process
-        return {"mlflow": self.mlflow.process.pid, "collector": self.collector.process.pid,
-                "postgres": self.postgres.process.pid}
+    def roots(self) -> dict[str, list[int]]:
+        """The root processes of each part of the stack, by name."""
+        assert self.collector and self.collector.process and self.postgres.process
+        assert all(server.process for server in self.servers)
+        return {"mlflow": [server.process.pid for server in self.servers if server.process],
+                "collector": [self.collector.process.pid], "postgres": [self.postgres.process.pid]}
 
     def counters(self) -> dict[str, float]:
         assert self.collector
         totals = self.collector.metric_totals()
         return {name: totals.get(name, 0.0) for name in COUNTERS}
 
+    def warm_up(self) -> None:
+        """A few batches down each path, stored before anything is measured: each MLflow worker compiles
+        its SQL statements and caches the verified credential at its first requests, which would
+        otherwise be counted in the first step (its latencies were several seconds longer)."""
+        stored_before, expected = self.stored(), 0
+        drops_before = sum(self.counters()[name] for name in DROP_COUNTERS)
+        for path in ("direct", "collector"):
+            target = self.target(path)
+            for _ in range(WARMUP_BATCHES):  # a connection each: the workers share them
+                body, real, _, _ = client_batch(0)
+                requests.post(target.url, data=body, headers=target.headers, auth=target.auth,
+                              timeout=60).raise_for_status()
+                expected += real
+        stored = self._drain(stored_before, expected, drops_before)
+        if stored != expected:
+            raise RuntimeError(f"warm-up: {stored} of {expected} spans stored")
+
     def run(self, step: Step, seconds: float) -> StepResult:
-        assert self.mlflow and self.collector
+        assert self.collector
         roots = self.roots()
         stored_before, noise_before, counters_before = self.stored(), self.stored(noise=True), self.counters()
-        cpu_before = {name: cpu_seconds(process_tree(root)) for name, root in roots.items()}
-        mlflow_cpu_before = {pid: cpu_seconds([pid]) for pid in process_tree(roots["mlflow"])}
-        latency = LatencyProbe(self.mlflow.url, self.experiment_id)
+        cpu_before = {name: cpu_seconds(processes_under(pids)) for name, pids in roots.items()}
+        mlflow_cpu_before = {pid: cpu_seconds([pid]) for pid in processes_under(roots["mlflow"])}
+        latency = LatencyProbe(self.mlflow_url, self.experiment_id, self.args.poll_seconds)
         peaks = PeakSampler(roots, self.collector)
         began = time.monotonic()
         clients = [Client(self.target(step.path), step.offered, step.noise_per_chat, began + seconds, latency)
@@ -379,7 +434,7 @@ class Bench:
         drain_seconds = time.monotonic() - sending_ended
         unseen = latency.finish(timeout=10)
         peaks.finish()
-        cpu = {name: cpu_seconds(process_tree(root)) - cpu_before[name] for name, root in roots.items()}
+        cpu = {name: cpu_seconds(processes_under(pids)) - cpu_before[name] for name, pids in roots.items()}
         mlflow_processes_cpu = sorted((round(cpu_seconds([pid]) - used, 1) for pid, used in mlflow_cpu_before.items()),
                                       reverse=True)
         counters = self.counters()
@@ -401,6 +456,7 @@ class Bench:
             stored_noise=self.stored(noise=True) - noise_before, drain_seconds=drain_seconds,
             latency_samples=len(latencies), latency_unseen=unseen, p50=percentile(latencies, 0.5),
             p95=percentile(latencies, 0.95), p99=percentile(latencies, 0.99),
+            search_p50=percentile(latency.search_seconds, 0.5), search_p95=percentile(latency.search_seconds, 0.95),
             cpu_per_1k={name: (cpu[name] / count * 1000 if count else None) for name, count in per_span_count.items()},
             peak_mib=peaks.peak_mib, queue_peak_batches=peaks.queue_peak, mlflow_processes_cpu=mlflow_processes_cpu,
             collector_counters={name: value for name, value in delta.items() if value},
@@ -482,13 +538,15 @@ def exported_batch(result: StepResult) -> float | None:
 
 def print_table(results: list[StepResult]) -> None:
     header = (f"{'step':<22} {'offered/s':>9} {'sent':>7} {'stored/s':>8} {'lost':>5} {'p50 s':>6} {'p95 s':>6} "
-              f"{'p99 s':>6} {'CPU s/1k: mlflow':>16} {'coll':>5} {'pg':>5} {'peak MiB: mlflow':>16} {'coll':>5} "
+              f"{'p99 s':>6} {'search p95':>10} {'CPU s/1k: mlflow':>16} {'coll':>5} {'pg':>5} "
+              f"{'peak MiB: mlflow':>16} {'coll':>5} "
               f"{'queue':>5} {'batch':>5} {'refused':>7} {'drops':>5}")
     print(header)
     print("-" * len(header))
     for r in results:
         print(f"{r.name:<22} {figure(r.offered_per_s, 0):>9} {r.sent:>7} {r.stored_per_s:>8.0f} {r.lost:>5} "
-              f"{figure(r.p50):>6} {figure(r.p95):>6} {figure(r.p99):>6} {figure(r.cpu_per_1k['mlflow']):>16} "
+              f"{figure(r.p50):>6} {figure(r.p95):>6} {figure(r.p99):>6} {figure(r.search_p95):>10} "
+              f"{figure(r.cpu_per_1k['mlflow']):>16} "
               f"{figure(r.cpu_per_1k['collector']):>5} {figure(r.cpu_per_1k['postgres']):>5} "
               f"{r.peak_mib['mlflow']:>16.0f} {r.peak_mib['collector']:>5.0f} {r.queue_peak_batches:>5} "
               f"{figure(exported_batch(r), 0):>5} "
@@ -504,6 +562,11 @@ def main() -> int:
     parser.add_argument("--overload", type=float, default=4.0,
                         help="the saturated step offers this times the single direct client's rate (default 4)")
     parser.add_argument("--workers", type=int, help="override mlflow.workers")
+    parser.add_argument("--replicas", type=int, default=1,
+                        help="MLflow replicas sharing the PostgreSQL, behind a round-robin balancer (default 1)")
+    parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS,
+                        help=f"how often the latency probe searches for its traces (default {POLL_SECONDS})")
+    parser.add_argument("--auth-cache-seconds", type=int, help="override mlflow.auth.credentialCacheSeconds")
     parser.add_argument("--batch-size", type=int,
                         help="override the batch processor's send_batch_size (and send_batch_max_size, to twice it)")
     parser.add_argument("--batch-timeout", help="override the batch processor's timeout, e.g. 1s")
@@ -524,6 +587,7 @@ def main() -> int:
     results: list[StepResult] = []
     try:
         bench.start()
+        bench.warm_up()
 
         def run(step: Step) -> StepResult:
             # The saturated step runs twice as long: its exports take seconds each.
@@ -550,8 +614,8 @@ def main() -> int:
         shutil.rmtree(workdir, ignore_errors=True)
 
     checked = goals(results, knee, direct_one)
-    print(f"\nMLflow --workers {bench.workers}, basic auth; {os.cpu_count()} cores, load average "
-          f"{load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after; {seconds:.0f} s steps; knee "
+    print(f"\nMLflow: {args.replicas} replica(s) of --workers {bench.workers}, basic auth; {os.cpu_count()} cores, "
+          f"load average {load_before[0]:.1f} before / {os.getloadavg()[0]:.1f} after; {seconds:.0f} s steps; knee "
           f"{knee:.0f} spans/s (the collector saturated), one direct client {direct_one:.0f} spans/s")
     print_table(results)
     print()
@@ -560,7 +624,8 @@ def main() -> int:
     if args.json:
         args.json.write_text(json.dumps({
             "cores": os.cpu_count(), "load_average_before": load_before[0], "load_average_after": os.getloadavg()[0],
-            "mlflow_workers": bench.workers, "step_seconds": seconds, "knee_spans_per_s": knee,
+            "mlflow_workers": bench.workers, "mlflow_replicas": args.replicas, "step_seconds": seconds,
+            "knee_spans_per_s": knee,
             "direct_one_client_spans_per_s": direct_one,
             "collector": {"batch": bench.config["processors"]["batch"],
                           "exporter": next(iter(bench.config["exporters"].values()))},
