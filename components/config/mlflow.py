@@ -67,8 +67,9 @@ def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
     if auth.credential_cache_seconds > MAX_CREDENTIAL_CACHE_SECONDS:
         reader.problems.add(
             reader.at("credentialCacheSeconds"),
-            f"a deleted user or changed password is still accepted this long; use at most "
-            f"{MAX_CREDENTIAL_CACHE_SECONDS} (0 turns the cache off)",
+            f"must be at most {MAX_CREDENTIAL_CACHE_SECONDS} (0 turns the cache off), got "
+            f"{auth.credential_cache_seconds}: the other workers keep accepting a deleted user or an old "
+            f"password this long",
         )
     if admin_username is not None and not re.match(r"^[A-Za-z0-9._@-]+$", admin_username):
         reader.problems.add(reader.at("adminUsername"), "use letters, digits and . _ @ - only")

@@ -125,8 +125,8 @@ class Auth:
     kind: AuthKind
     admin_username: str
     database: str
-    allow_plain_http: bool = False  # the stack accepts passwords over plain HTTP (said at every `pulumi up`)
-    credential_cache_seconds: int = 0  # how long a worker trusts a password it verified; 0: hash every request
+    allow_plain_http: bool  # the stack accepts passwords over plain HTTP (said at every `pulumi up`)
+    credential_cache_seconds: int  # how long a worker trusts a password it verified; 0: hash every request
 
     @property
     def enabled(self) -> bool:

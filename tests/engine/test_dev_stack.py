@@ -21,7 +21,7 @@ from components import collector as collector_component
 from components import mlflow as mlflow_component
 from components.config import project_defaults
 from components.kube import CHECKSUM_ANNOTATION
-from tests.support.collector import stored_spans
+from tests.support.collector import SETTLE_SECONDS, stored_spans
 from tests.support.kubelet import postgres_bin_dir
 from tests.support.otlp import chat_trace, export_request, post_http, probe_trace
 from tests.support.processes import free_port, stop, wait_until
@@ -84,7 +84,7 @@ def send_and_wait(otlp_url: str, mlflow_url: str, service: str, experiment_id: s
     wait_until(lambda: any(s.trace_id == trace_id for s in stored_spans(mlflow_url, experiment_id)),
                ARRIVAL_TIMEOUT, f"a trace of {service} in experiment {experiment_id}")
     probe_trace_id = probe[0].trace_id.hex()
-    time.sleep(2 * collector_component.BATCH_TIMEOUT_SECONDS)  # the probe went in the same request: give it time
+    time.sleep(SETTLE_SECONDS)  # the probe went in the same request: give it time
     stored = {s.trace_id for s in stored_spans(mlflow_url, experiment_id)}
     assert probe_trace_id not in stored
 

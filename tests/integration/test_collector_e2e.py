@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import pytest
 from mlflow import MlflowClient
 
-from components.collector import BATCH_TIMEOUT_SECONDS
 from tests.support.collector import (
+    SETTLE_SECONDS,
     CollectorProcess,
     StoredSpan,
     configmap_config,
@@ -98,7 +98,7 @@ def delivered(mlflow_server, collector_binary, program, ids, workdir) -> Deliver
             return all(len(stored_spans(mlflow_server.url, ids[name])) >= count for name, count in expected.items())
 
         wait_until(arrived, ARRIVAL_TIMEOUT, "the real spans in MLflow", collector.process, collector.log)
-        time.sleep(2 * BATCH_TIMEOUT_SECONDS)  # anything still batched (probe spans, duplicates) would show now
+        time.sleep(SETTLE_SECONDS)  # anything still batched (probe spans, duplicates) would show now
         stored = {name: stored_spans(mlflow_server.url, experiment_id) for name, experiment_id in ids.items()}
     finally:
         collector.stop()

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from components.collector import BATCH_TIMEOUT_SECONDS
-from tests.support.collector import CollectorProcess, configmap_config, program_with_real_ids
+from tests.support.collector import SETTLE_SECONDS, CollectorProcess, configmap_config, program_with_real_ids
 from tests.support.processes import MlflowProcess, free_port, kubelet_for, wait_until
 from tests.support.traffic import SteadySender, span_counts
 
@@ -82,7 +81,7 @@ def outage(own_mlflow, postgres, collector_binary, workdir) -> dict[str, Outcome
             return all(span_counts(postgres, experiment_ids[queue])[0] >= sent[queue] for queue in collectors)
 
         wait_until(delivered, DELIVERY_TIMEOUT, "every span in MLflow after the outage")
-        time.sleep(2 * BATCH_TIMEOUT_SECONDS)  # duplicates, if any, would arrive now
+        time.sleep(SETTLE_SECONDS)  # duplicates, if any, would arrive now
         outcome = {}
         for queue, collector in collectors.items():
             stored, distinct = span_counts(postgres, experiment_ids[queue])

@@ -4,6 +4,7 @@ experiment provider signing in with the generated credentials."""
 
 from __future__ import annotations
 
+import configparser
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,6 +14,7 @@ import requests
 from mlflow import MlflowClient
 from werkzeug.security import generate_password_hash
 
+from components import auth
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
 from tests.support.collector import CollectorProcess, RealIdMocks, configmap_config
 from tests.support.kubelet import POD_HOST
@@ -60,14 +62,19 @@ def test_a_password_changed_behind_mlflow_is_refused_once_the_stacks_credential_
         auth_server, auth_run, admin, postgres):
     """The stack's `credentialCacheSeconds` is in effect: a worker keeps accepting a password it
     verified after the user store changed out of band, and refuses it once the cache expires."""
-    ttl = BASIC_AUTH_MLFLOW["auth"]["credentialCacheSeconds"]
+    (config_map,) = [c for c in auth_run.kinds("ConfigMap") if auth.CONFIG_FILE in c.outputs["data"]]
+    ini = configparser.ConfigParser()
+    ini.read_string(config_map.outputs["data"][auth.CONFIG_FILE])
+    ttl = ini.getint("mlflow", "auth_cache_ttl_seconds")
+    assert ttl > 0
     user, password = f"cache-{uuid.uuid4().hex[:8]}", "first-password-1234"
+    changed_hash = generate_password_hash("second-password-1234")  # scrypt: before the clock starts
     requests.post(f"{auth_server.url}/api/2.0/mlflow/users/create", auth=admin, timeout=10,
                   json={"username": user, "password": password}).raise_for_status()
     session = requests.Session()  # one kept-alive connection: one worker, the one that verified it
     session.trust_env = False
     assert session.get(f"{auth_server.url}{SEARCH}", auth=(user, password), timeout=10).status_code == 200
-    postgres.psql(f"UPDATE users SET password_hash = '{generate_password_hash('second-password-1234')}' "
+    postgres.psql(f"UPDATE users SET password_hash = '{changed_hash}' "
                   f"WHERE username = '{user}'", database="mlflow_auth")
     assert session.get(f"{auth_server.url}{SEARCH}", auth=(user, password), timeout=10).status_code == 200
     wait_until(lambda: session.get(f"{auth_server.url}{SEARCH}", auth=(user, password), timeout=10).status_code == 401,

@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from components.collector import BATCH_TIMEOUT_SECONDS
 from tests.support.balancer import RoundRobinProxy
-from tests.support.collector import CollectorProcess, configmap_config, program_with_real_ids
+from tests.support.collector import SETTLE_SECONDS, CollectorProcess, configmap_config, program_with_real_ids
 from tests.support.processes import MlflowProcess, free_port, kubelet_for, postgres_for, run_job, wait_until
 from tests.support.program import run_program
 from tests.support.traffic import SteadySender, span_counts
@@ -118,7 +117,7 @@ def delivered(postgres, experiment_id: str, senders: list[SteadySender], balance
     sent = sum(sender.finish() for sender in senders)
     wait_until(lambda: span_counts(postgres, experiment_id)[0] >= sent, DELIVERY_TIMEOUT,
                f"{sent} spans in experiment {experiment_id}")
-    time.sleep(2 * BATCH_TIMEOUT_SECONDS)  # duplicates, if any, would arrive now
+    time.sleep(SETTLE_SECONDS)  # duplicates, if any, would arrive now
     stored, distinct = span_counts(postgres, experiment_id)
     return Phase(sent, stored, distinct, balancer.bytes_snapshot() - before)
 

@@ -21,6 +21,7 @@ import yaml
 from mlflow import MlflowClient
 
 from components.collector import (
+    BATCH_TIMEOUT_SECONDS,
     GRPC_PORT,
     HEALTH_PORT,
     HTTP_PORT,
@@ -36,6 +37,9 @@ from tests.support.program import PROJECT_DIR, ProgramRun, RecordingMocks, run_p
 BUILD_SCRIPT = PROJECT_DIR / "collector" / "build.sh"
 BUILD_TIMEOUT = 1800  # a cold build took ~6 min here; a warm one ~5 s
 START_TIMEOUT = 30
+# How long to watch for spans that should not come (probe noise, duplicates) once the expected ones
+# arrived: a batch's wait in the collector, its export and MLflow storing it (~1.7 CPU s per 512 spans).
+SETTLE_SECONDS = BATCH_TIMEOUT_SECONDS + 3
 # Throwaway credentials for configs with basic auth; the collector reads them from its env.
 TEST_CREDENTIALS = {USERNAME_ENV: "collector-test", PASSWORD_ENV: "collector-test-password"}
 
