@@ -4,7 +4,6 @@ experiment provider signing in with the generated credentials."""
 
 from __future__ import annotations
 
-import configparser
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,9 +13,9 @@ import requests
 from mlflow import MlflowClient
 from werkzeug.security import generate_password_hash
 
-from components import auth
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
 from tests.support.collector import CollectorProcess, RealIdMocks, configmap_config
+from tests.support.k8s import auth_config
 from tests.support.kubelet import POD_HOST
 from tests.support.otlp import one_span_request
 from tests.support.processes import kubelet_for, wait_until
@@ -62,10 +61,7 @@ def test_a_password_changed_behind_mlflow_is_refused_once_the_stacks_credential_
         auth_server, auth_run, admin, postgres):
     """The stack's `credentialCacheSeconds` is in effect: a worker keeps accepting a password it
     verified after the user store changed out of band, and refuses it once the cache expires."""
-    (config_map,) = [c for c in auth_run.kinds("ConfigMap") if auth.CONFIG_FILE in c.outputs["data"]]
-    ini = configparser.ConfigParser()
-    ini.read_string(config_map.outputs["data"][auth.CONFIG_FILE])
-    ttl = ini.getint("mlflow", "auth_cache_ttl_seconds")
+    ttl = auth_config(auth_run).getint("auth_cache_ttl_seconds")
     assert ttl > 0
     user, password = f"cache-{uuid.uuid4().hex[:8]}", "first-password-1234"
     changed_hash = generate_password_hash("second-password-1234")  # scrypt: before the clock starts

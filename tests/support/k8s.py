@@ -1,5 +1,9 @@
 """Small readers over the manifests a mock run records."""
 
+from __future__ import annotations
+
+import configparser
+
 # The Kubernetes version whose OpenAPI schema every manifest is validated against.
 K8S_VERSION = "1.30"
 
@@ -31,3 +35,17 @@ def integral(value):
     if isinstance(value, list):
         return [integral(v) for v in value]
     return value
+
+
+def auth_config(run) -> configparser.SectionProxy:
+    """The `[mlflow]` section of the auth config file MLflow's container reads: its path from the
+    container's env, followed through the volume mount to the ConfigMap's data."""
+    deployment = run.get("Deployment", "mlflow")
+    server = container(deployment, "mlflow")
+    directory, file_name = env_of(server)["MLFLOW_AUTH_CONFIG_PATH"]["value"].rsplit("/", 1)
+    (mount,) = [m for m in server["volumeMounts"] if m["mountPath"] == directory]
+    (volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == mount["name"]]
+    (config_map,) = [c for c in run.kinds("ConfigMap") if c.k8s_name == volume["configMap"]["name"]]
+    ini = configparser.ConfigParser()
+    ini.read_string(config_map.outputs["data"][file_name])
+    return ini["mlflow"]

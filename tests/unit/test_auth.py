@@ -7,10 +7,10 @@ import json
 import pytest
 import yaml
 
-from components.auth import CONFIG_FILE, auth_config_ini
+from components.auth import auth_config_ini
 from components.config import ConfigError, parse_stack_config
 from components.postgres import database_init_sql
-from tests.support.k8s import container, env_of
+from tests.support.k8s import auth_config, container, env_of
 from tests.support.program import DYNAMIC_TYPE, MOCK_PASSWORD, TLS_INGRESS, RecordingMocks, run_program
 
 AUTH = {"auth": {"kind": "basic"}}
@@ -46,10 +46,7 @@ def test_the_auth_config_holds_the_database_and_admin_but_no_secret():
 @pytest.mark.parametrize("settings, seconds", [({}, 60), ({"credentialCacheSeconds": 0}, 0)])
 def test_the_stacks_credential_cache_is_in_the_auth_config_map(settings, seconds):
     run = run_program("dev", mlflow={"auth": {"kind": "basic", **settings}}, exposure=TLS_INGRESS)
-    (config_map,) = [c for c in run.kinds("ConfigMap") if CONFIG_FILE in c.outputs["data"]]
-    ini = configparser.ConfigParser()
-    ini.read_string(config_map.outputs["data"][CONFIG_FILE])
-    assert ini.getint("mlflow", "auth_cache_ttl_seconds") == seconds
+    assert auth_config(run).getint("auth_cache_ttl_seconds") == seconds
 
 
 def test_the_server_runs_the_basic_auth_app_with_generated_secrets_from_the_secret(run):
@@ -64,17 +61,9 @@ def test_the_server_runs_the_basic_auth_app_with_generated_secrets_from_the_secr
 
 
 def test_the_auth_config_file_is_mounted_where_mlflow_reads_it(run):
-    deployment = run.get("Deployment", "mlflow")
-    server = server_container(run)
-    path = env_of(server)["MLFLOW_AUTH_CONFIG_PATH"]["value"]
-    directory, file_name = path.rsplit("/", 1)
-    (mount,) = [m for m in server["volumeMounts"] if m["mountPath"] == directory]
-    (volume,) = [v for v in deployment.outputs["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"]]
-    (config_map,) = [c for c in run.kinds("ConfigMap") if c.k8s_name == volume["configMap"]["name"]]
-    ini = configparser.ConfigParser()
-    ini.read_string(config_map.outputs["data"][file_name])
-    assert ini["mlflow"]["database_uri"] == "postgresql+psycopg2://postgres.mlflow.svc:5432/mlflow_auth"
-    assert ini["mlflow"]["admin_username"] == auth_secret(run).outputs["stringData"]["username"] == "admin"
+    ini = auth_config(run)  # found through the server's env and volume mount, or the test fails
+    assert ini["database_uri"] == "postgresql+psycopg2://postgres.mlflow.svc:5432/mlflow_auth"
+    assert ini["admin_username"] == auth_secret(run).outputs["stringData"]["username"] == "admin"
 
 
 def test_the_auth_database_is_created_and_migrated_before_the_server(run):
