@@ -349,8 +349,8 @@ class Bench:
         container = k8s.container(run.get("Deployment", "otel-collector"), "otel-collector")
         env = kubelets[0].env(container, {})  # the pod's env: the admin's credentials from the Secret
         self.config = with_overrides(configmap_config(run), self.args)
-        self.collector = CollectorProcess(binary, self.config, self.mlflow_url, self.workdir / "collector",
-                                          env=env).start()
+        self.collector = CollectorProcess(binary, run, self.mlflow_url, self.workdir / "collector",
+                                          env=env, config=self.config).start()
 
     def stop(self) -> None:
         for process in (self.collector, *self.servers, self.postgres):

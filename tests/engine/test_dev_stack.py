@@ -22,7 +22,7 @@ from components import mlflow as mlflow_component
 from components.config import project_defaults
 from components.kube import CHECKSUM_ANNOTATION
 from tests.support.collector import SETTLE_SECONDS, stored_spans
-from tests.support.kubelet import postgres_bin_dir
+from tests.support.images import postgres_bin_dir
 from tests.support.otlp import chat_trace, export_request, post_http, probe_trace
 from tests.support.processes import free_port, stop, wait_until
 from tests.support.program import run_program, stack_values

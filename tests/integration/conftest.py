@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from tests.support.collector import build_collector
-from tests.support.kubelet import Kubelet, postgres_bin_dir
+from tests.support.images import postgres_bin_dir
+from tests.support.kubelet import Kubelet
 from tests.support.processes import MlflowProcess, free_port, kubelet_for, postgres_for, run_job
 from tests.support.program import BASIC_AUTH_MLFLOW, ProgramRun, run_program
 

@@ -79,7 +79,7 @@ def chats(usage: dict, *tokens: tuple[int, int]) -> list:
 def delivered(mlflow_server, collector_binary, program, ids, workdir) -> Delivery:
     """Send the mix through the collector, over HTTP and over gRPC, and read back
     what MLflow stored once every real span arrived."""
-    collector = CollectorProcess(collector_binary, configmap_config(program), mlflow_server.url,
+    collector = CollectorProcess(collector_binary, program, mlflow_server.url,
                                  workdir / "collector-e2e").start()
     usage: dict = {}
     over_http = {"llama-stack": probes() + chats(usage, (120, 30)),
@@ -163,7 +163,7 @@ def test_remapping_a_service_rolls_the_pods_and_the_traffic_follows(mlflow_serve
     assert configmap_config(remapped) != configmap_config(program)
     assert pod_checksum(remapped) != pod_checksum(program)
 
-    collector = CollectorProcess(collector_binary, configmap_config(program), mlflow_server.url,
+    collector = CollectorProcess(collector_binary, program, mlflow_server.url,
                                  workdir / "collector-remap")
     try:
         for run, destination in ((program, "e2e-chat"), (remapped, "e2e-agents")):

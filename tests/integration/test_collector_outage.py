@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 import requests
 
-from tests.support.collector import SETTLE_SECONDS, CollectorProcess, configmap_config, program_with_real_ids
+from tests.support.collector import SETTLE_SECONDS, CollectorProcess, program_with_real_ids
 from tests.support.processes import MlflowProcess, free_port, kubelet_for, wait_until
 from tests.support.traffic import SteadySender, span_counts
 
@@ -56,7 +56,7 @@ def outage(own_mlflow, postgres, collector_binary, workdir) -> dict[str, Outcome
         run = program_with_real_ids(own_mlflow.url, [{"name": f"outage-{queue}", "default": True}],
                                     collector={"persistentQueue": queue == "disk"})
         experiment_ids[queue] = run.outputs["experimentIds"][f"outage-{queue}"]
-        collectors[queue] = CollectorProcess(collector_binary, configmap_config(run), own_mlflow.url,
+        collectors[queue] = CollectorProcess(collector_binary, run, own_mlflow.url,
                                              workdir / f"collector-outage-{queue}").start()
     assert "file_storage" in collectors["disk"].config["extensions"]
     assert "file_storage" not in collectors["memory"].config["extensions"]

@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from werkzeug.security import generate_password_hash
 
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
-from tests.support.collector import CollectorProcess, RealIdMocks, configmap_config
+from tests.support.collector import CollectorProcess, RealIdMocks
 from tests.support.k8s import auth_config
 from tests.support.kubelet import POD_HOST
 from tests.support.otlp import one_span_request
@@ -113,7 +113,7 @@ def test_the_collector_exports_with_the_credentials_its_pod_declares(auth_server
     # The env a kubelet gives the pod: the credentials resolved from the auth Secret.
     env = kubelet_for(run, workdir, postgres, auth_server.port).env(container, {})
     assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == admin
-    collector = CollectorProcess(collector_binary, configmap_config(run), auth_server.url, workdir / "auth-collector",
+    collector = CollectorProcess(collector_binary, run, auth_server.url, workdir / "auth-collector",
                                  env=env).start()
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", admin[1])

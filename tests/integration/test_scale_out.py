@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support.balancer import RoundRobinProxy
-from tests.support.collector import SETTLE_SECONDS, CollectorProcess, configmap_config, program_with_real_ids
+from tests.support.collector import SETTLE_SECONDS, CollectorProcess, program_with_real_ids
 from tests.support.processes import MlflowProcess, free_port, kubelet_for, postgres_for, run_job, wait_until
 from tests.support.program import run_program
 from tests.support.traffic import SteadySender, span_counts
@@ -141,7 +141,7 @@ def scaled_run(scaled, scale_postgres, migration_race, collector_binary, workdir
         run = program_with_real_ids(mlflow_service.url, EXPERIMENTS, **SCALED)
         ids = run.outputs["experimentIds"]
         # One process per collector pod, each with its own queue directory (its claim).
-        collectors += [CollectorProcess(collector_binary, configmap_config(run), mlflow_service.url,
+        collectors += [CollectorProcess(collector_binary, run, mlflow_service.url,
                                         workdir / f"scale-collector-{n}").start() for n in range(2)]
 
         before = mlflow_service.bytes_snapshot()

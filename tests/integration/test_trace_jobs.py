@@ -65,7 +65,7 @@ def good(experiments) -> ProgramRun:
 def collector(good, auth_server, collector_binary, postgres, workdir):
     container = good.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]["containers"][0]
     env = kubelet_for(good, workdir / "jobs", postgres, auth_server.port).env(container, {})
-    process = CollectorProcess(collector_binary, configmap_config(good), auth_server.url, workdir / "jobs-collector",
+    process = CollectorProcess(collector_binary, good, auth_server.url, workdir / "jobs-collector",
                                env=env).start()
     yield process
     process.stop()

@@ -22,6 +22,7 @@ from mlflow import MlflowClient
 
 from components.collector import (
     BATCH_TIMEOUT_SECONDS,
+    COMPONENT,
     GRPC_PORT,
     HEALTH_PORT,
     HTTP_PORT,
@@ -31,6 +32,9 @@ from components.collector import (
     USERNAME_ENV,
     render_config,
 )
+from tests.support.images import collector_image
+from tests.support.k8s import integral
+from tests.support.kubelet import container_argv, identity_for, new_filesystem, reachable, set_volume_ownership
 from tests.support.processes import free_port, run_build, stop, wait_until
 from tests.support.program import PROJECT_DIR, ProgramRun, RecordingMocks, run_program
 
@@ -125,24 +129,51 @@ def on_loopback(config: dict, ports: LoopbackPorts, mlflow_url: str, queue_dir: 
 
 
 class CollectorProcess:
-    """otelcol-mlflow on loopback; a stop and a new start keep its ports and queue directory."""
+    """otelcol-mlflow on loopback, run as the run's collector container is (its user, groups,
+    capabilities and read-only root; its queue volume walked with its fsGroup at each start, as
+    a kubelet mounts a claim); a stop and a new start keep its ports and queue directory."""
 
-    def __init__(self, binary: Path, config: dict, mlflow_url: str, directory: Path,
-                 env: dict[str, str] | None = None):
-        """`env`: the container's env as a kubelet resolves it; by default throwaway credentials."""
-        self.binary, self.directory = binary, directory
+    def __init__(self, binary: Path, run: ProgramRun, mlflow_url: str, directory: Path,
+                 env: dict[str, str] | None = None, config: dict | None = None):
+        """`env`: the container's env as a kubelet resolves it, by default throwaway credentials;
+        `config`: the collector's config, by default the run's ConfigMap."""
         self.env = env if env is not None else TEST_CREDENTIALS
+        self.directory = directory
         directory.mkdir(parents=True, exist_ok=True)
+        reachable(directory)
+        workload = next(r for r in run.resources if r.kind in ("Deployment", "StatefulSet")
+                        and r.k8s_name == COMPONENT)
+        self.pod = integral(workload.outputs["spec"]["template"]["spec"])
+        (self.container,) = self.pod["containers"]
+        self.image = collector_image(self.container["image"], binary)
         self.ports = LoopbackPorts.free()
         self.config_file = directory / "collector.yaml"
         self.log = directory / "collector.log"
         self.process: subprocess.Popen | None = None
-        self.configure(config, mlflow_url)
+        self.configure(config if config is not None else configmap_config(run), mlflow_url)
 
     def configure(self, config: dict, mlflow_url: str) -> None:
         """Write a (new) config; it takes effect at the next start, like a rolled pod."""
         self.config = on_loopback(config, self.ports, mlflow_url, self.directory / "queue")
         self.config_file.write_text(render_config(self.config))
+        self.config_file.chmod(0o644)  # a ConfigMap volume's file: readable, not writable, by the container
+
+    def start(self) -> CollectorProcess:
+        queue = self.directory / "queue"
+        if not queue.exists():
+            new_filesystem(queue)
+        context = self.pod.get("securityContext") or {}
+        set_volume_ownership(queue, context.get("fsGroup"), context.get("fsGroupChangePolicy"))
+        identity = identity_for(self.pod, self.container, self.image, cri_o=False)
+        writable = [queue] if (self.container.get("securityContext") or {}).get("readOnlyRootFilesystem") else None
+        argv = container_argv([*self.image.entrypoint, f"--config={self.config_file}"], identity, self.directory,
+                              writable)
+        env = {"PATH": self.image.path, "HOME": identity.home, **self.env}
+        self.process = subprocess.Popen(argv, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, cwd="/",
+                                        start_new_session=True)
+        wait_until(lambda: requests.get(f"http://127.0.0.1:{self.ports.health}/", timeout=2).status_code == 200,
+                   START_TIMEOUT, "collector", self.process, self.log)
+        return self
 
     @property
     def http_url(self) -> str:
@@ -151,15 +182,6 @@ class CollectorProcess:
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.ports.grpc}"
-
-    def start(self) -> CollectorProcess:
-        self.process = subprocess.Popen(
-            [str(self.binary), f"--config={self.config_file}"], env={**os.environ, **self.env},
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        wait_until(lambda: requests.get(f"http://127.0.0.1:{self.ports.health}/", timeout=2).status_code == 200,
-                   START_TIMEOUT, "collector", self.process, self.log)
-        return self
 
     def stop(self) -> None:
         """SIGTERM, as the kubelet sends on a rollout: the collector shuts down gracefully."""
@@ -220,3 +242,9 @@ def stored_spans(mlflow_url: str, experiment_id: str) -> list[StoredSpan]:
         token = page.token
         if not token:
             return found
+
+
+def span_counts_in_mlflow(mlflow_url: str, experiment_id: str) -> tuple[int, int]:
+    """(spans, distinct (trace, span) ids) MLflow holds in the experiment."""
+    spans = stored_spans(mlflow_url, experiment_id)
+    return len(spans), len({(s.trace_id, s.span_id) for s in spans})

@@ -3,24 +3,32 @@ kube-proxy, volume provisioner and ingress controller, on loopback.
 
 - **Pods** (no scheduler binds them; kube-controller-manager creates them for
   Deployments, StatefulSets and Jobs): each container runs as a real process
-  through the kubelet emulation (`tests/support/kubelet.py`: env from Secrets,
-  ConfigMap files, `$(VAR)` expansion, read-only roots), its init containers
-  first. A pod turns Ready only when its declared startup and readiness probes
-  pass against the process; a Job's pod Succeeds only when its command exits 0.
-  A container that exits is restarted (Deployments, StatefulSets) or fails the
-  pod (Jobs, whose controller then retries). A deleted pod's processes stop.
-- **Images** are mapped to what this machine has: MLflow's to this venv's
-  `mlflow`, the collector's to the binary `collector/build.sh` built,
-  PostgreSQL's to Debian's server with the image's entrypoint (initdb with
-  `POSTGRES_USER`/`POSTGRES_PASSWORD`, `POSTGRES_DB` created). Any other
-  image fails its pod, saying so.
+  through the kubelet emulation (`tests/support/kubelet.py`: the declared users,
+  groups and capabilities, volumes prepared and walked with fsGroup, env from
+  Secrets, ConfigMap files, `$(VAR)` expansion, read-only roots), its init
+  containers first. A pod turns Ready only when its declared startup and readiness
+  probes pass against the process; a Job's pod Succeeds only when its command exits 0.
+  A container that exits is restarted with the kubelet's back-off (Deployments,
+  StatefulSets; a failing init container too) or fails the pod (Jobs, whose
+  controller then retries). A container the kubelet would refuse (runAsNonRoot and
+  uid 0, say) never starts: its pod waits with `CreateContainerConfigError`. A
+  deleted pod's processes get the image's stop signal.
+- **OpenShift**: in a namespace with `openshift.io/sa.scc.uid-range` (as OpenShift
+  annotates a project), pods are admitted as restricted-v2 admits them (a UID from the
+  range, GID 0, the range's fsGroup) and run by CRI-O's rules.
+- **Images** are mapped to what this machine has (`tests/support/images.py`):
+  MLflow's to a virtualenv with the -full image's install, the collector's to the
+  binary `collector/build.sh` built, PostgreSQL's to Debian's server with the
+  image's entrypoint (reduced). Any other image fails its pod, saying so.
 - **Services**: one loopback TCP proxy per Service port (`tests/support/balancer.py`),
   forwarding each connection round-robin to the Ready pods that the selector
   matches; each pod listens on ports of its own, so rolling updates and
   restarts work as in a cluster. `<svc>.<ns>.svc[.cluster.local]:<port>` in a
   pod's env, args and ConfigMap files becomes that proxy's address.
-- **Volumes**: a hostPath PersistentVolume for each pending claim (the
-  controller manager binds it); data survives pod restarts and replacements.
+- **Volumes**: a PersistentVolume for each pending claim (the controller manager
+  binds it), a new file system's root the first time; data survives pod restarts
+  and replacements, and each new pod walks it with its fsGroup as a CSI block
+  driver's volumes are.
 - **Ingress**: a load-balancer address in its status, which pulumi-kubernetes
   waits for.
 
@@ -32,11 +40,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import pwd
-import re
-import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -50,56 +54,18 @@ import requests
 
 from tests.support.balancer import RoundRobinProxy
 from tests.support.cluster import ControlPlane
-from tests.support.kubelet import Kubelet
+from tests.support.images import Images
+from tests.support.kubelet import ContainerRefused, Kubelet, RestrictedV2, new_filesystem
 from tests.support.processes import free_port, stop
 
 POLL_SECONDS = 0.5
-PROBE_TIMEOUT = 5
 BACKEND_WAIT_SECONDS = 30
-MLFLOW_IMAGE = "ghcr.io/mlflow/mlflow:"
-POSTGRES_IMAGE = "postgres:"
-COLLECTOR_IMAGE = "otel/opentelemetry-collector-contrib:"
-POSTGRES_SOCKETS = "/var/run/postgresql"
-# The official image's entrypoint, reduced to what this stack relies on: a fresh data
-# directory is initialised with the superuser and password from the env, and POSTGRES_DB
-# is created; then the server runs in the foreground.
-POSTGRES_ENTRYPOINT = r"""
-set -eu
-if [ ! -s "$PGDATA/PG_VERSION" ]; then
-  pwfile=$(mktemp); printf '%s\n' "$POSTGRES_PASSWORD" > "$pwfile"
-  initdb -D "$PGDATA" -U "$POSTGRES_USER" --pwfile="$pwfile" --auth=scram-sha-256 -E UTF8 --locale=C >/dev/null
-  rm -f "$pwfile"
-  pg_ctl -D "$PGDATA" -o "-c listen_addresses= -k $SOCKETS" -w start >/dev/null
-  PGPASSWORD=$POSTGRES_PASSWORD psql -h "$SOCKETS" -U "$POSTGRES_USER" -d postgres -v ON_ERROR_STOP=1 -q \
-    -c "CREATE DATABASE \"$POSTGRES_DB\""
-  pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
-fi
-exec postgres -D "$PGDATA" -c listen_addresses=127.0.0.1 -k "$SOCKETS"
-"""
+# The kubelet's restart back-off: 10 s, doubling up to 5 min, reset after 10 min of running.
+BACKOFF_SECONDS, BACKOFF_CAP_SECONDS, BACKOFF_RESET_SECONDS = 10, 300, 600
 
 
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def with_stand_ins(spec: dict, collector_binary: Path) -> dict:
-    """The pod spec with each container's image replaced by what runs it on this machine."""
-    spec = json.loads(json.dumps(spec))
-    for container in spec.get("initContainers", []) + spec["containers"]:
-        image = container["image"]
-        if image.startswith(COLLECTOR_IMAGE) and not container.get("command"):
-            container["command"] = [str(collector_binary)]
-        elif image.startswith(POSTGRES_IMAGE):
-            # The server and its tools refuse to run as root: the image's user runs them.
-            if not container.get("command"):
-                port = container["ports"][0]["containerPort"]
-                container["command"] = ["sh", "-c", POSTGRES_ENTRYPOINT]
-                container["env"] = [*container.get("env", []), {"name": "PGPORT", "value": str(port)},
-                                    {"name": "SOCKETS", "value": POSTGRES_SOCKETS}]
-            container["command"] = ["runuser", "-u", "postgres", "--", *container["command"]]
-        elif not image.startswith((MLFLOW_IMAGE, POSTGRES_IMAGE, COLLECTOR_IMAGE)):
-            raise ValueError(f"no stand-in for image {image!r} on this node")
-    return spec
 
 
 class ApiObjects:
@@ -120,7 +86,7 @@ class ApiObjects:
 
 class PodKubelet(Kubelet):
     """The kubelet emulation for one pod (`owner`, in the emulation's form of a pod's owner):
-    PVC volumes live in their PersistentVolume's directory."""
+    claim volumes live in their PersistentVolume's directory."""
 
     def __init__(self, *args: Any, owner: SimpleNamespace, claims: dict[str, Path], **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -141,8 +107,24 @@ class RunningPod:
     ip: str
     ready: bool = False
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
-    postgres_containers: set[str] = field(default_factory=set)
+    stop_signals: dict[str, signal.Signals] = field(default_factory=dict)  # container -> its image's STOPSIGNAL
     stopped: threading.Event = field(default_factory=threading.Event)
+
+
+class Backoff:
+    """The kubelet's restart delay for one container."""
+
+    def __init__(self) -> None:
+        self.delay, self.started = 0.0, time.monotonic()
+
+    def next(self) -> float:
+        if time.monotonic() - self.started > BACKOFF_RESET_SECONDS:
+            self.delay = 0
+        self.delay = min(BACKOFF_CAP_SECONDS, self.delay * 2 or BACKOFF_SECONDS)
+        return self.delay
+
+    def restarted(self) -> None:
+        self.started = time.monotonic()
 
 
 class NodeAgent:
@@ -150,7 +132,8 @@ class NodeAgent:
     could not be run; `logs` holds each container's output."""
 
     def __init__(self, cluster: ControlPlane, workdir: Path, collector_binary: Path):
-        self.cluster, self.workdir, self.collector_binary = cluster, workdir, collector_binary
+        self.cluster, self.workdir = cluster, workdir
+        self.images = Images(collector_binary)
         self.logs = workdir / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
         self.pods: dict[str, RunningPod] = {}
@@ -216,8 +199,8 @@ class NodeAgent:
             if self.cluster.get(f"/api/v1/persistentvolumes/{name}") is not None:
                 continue
             directory = self._claim_dir(meta["namespace"], meta["name"])
-            directory.mkdir(parents=True, exist_ok=True)
-            directory.chmod(0o777)  # like a fresh volume with fsGroup: every pod user may write
+            if not directory.exists():
+                new_filesystem(directory)
             volume = {
                 "apiVersion": "v1", "kind": "PersistentVolume",
                 "metadata": {"name": name},
@@ -269,7 +252,6 @@ class NodeAgent:
             ports={p["containerPort"]: free_port() for p in declared},
             port_names={p["name"]: p["containerPort"] for p in declared if "name" in p},
             ip=next(self.ips),
-            postgres_containers={c["name"] for c in containers if c["image"].startswith(POSTGRES_IMAGE)},
         )
         threading.Thread(target=self._run_pod, args=(running, pod), daemon=True).start()
         return running
@@ -280,11 +262,17 @@ class NodeAgent:
     def _set_status(self, pod: RunningPod, spec: dict, phase: str, ready: bool,
                     states: dict[str, dict], restarts: int = 0) -> None:
         conditions = [{"type": kind, "status": "True" if ok else "False", "lastTransitionTime": now()}
-                      for kind, ok in (("PodScheduled", True), ("Initialized", True),
+                      for kind, ok in (("PodScheduled", True), ("Initialized", phase != "Pending"),
                                        ("ContainersReady", ready), ("Ready", ready))]
         status = {
             "phase": phase, "hostIP": "127.0.0.1", "podIP": pod.ip, "podIPs": [{"ip": pod.ip}],
             "startTime": now(), "conditions": conditions,
+            "initContainerStatuses": [{
+                "name": c["name"], "image": c["image"], "imageID": "", "ready": phase != "Pending",
+                "restartCount": restarts if c["name"] in states else 0,
+                "state": states.get(c["name"], {"terminated": {"exitCode": 0, "reason": "Completed"}}
+                                    if phase != "Pending" else {"waiting": {"reason": "PodInitializing"}}),
+            } for c in spec.get("initContainers", [])],
             "containerStatuses": [{
                 "name": c["name"], "image": c["image"], "imageID": "", "ready": ready and phase == "Running",
                 "started": phase == "Running", "restartCount": restarts,
@@ -311,46 +299,59 @@ class NodeAgent:
             ports[container_port] = local
             rewrites[f"0.0.0.0:{container_port}"] = f"127.0.0.1:{local}"
             rewrites[f"port: {container_port}\n"] = f"port: {local}\n"  # a YAML `port:` of a listener
+        namespace = self.cluster.get(f"/api/v1/namespaces/{pod.namespace}") or {}
+        admission = RestrictedV2.from_annotations((namespace.get("metadata") or {}).get("annotations") or {})
         owner = SimpleNamespace(name=f"{pod.namespace}-{pod.name}", outputs={"spec": {"template": {"spec": spec}}})
-        return PodKubelet(ApiObjects(self.cluster, pod.namespace), self.workdir / "pods", rewrites, ports,
-                          owner=owner, claims=claims)
+        kubelet = PodKubelet(ApiObjects(self.cluster, pod.namespace), self.workdir / "pods", rewrites, ports,
+                             images=self.images, admission=admission, owner=owner, claims=claims)
+        kubelet.pod_ip = pod.ip
+        return kubelet
 
     def _start(self, pod: RunningPod, kubelet: PodKubelet, container: dict) -> subprocess.Popen:
         argv, env = kubelet.prepare(kubelet.owner, container["name"])
+        pod.stop_signals[container["name"]] = kubelet.stop_signal(kubelet.owner, container["name"])
         log = self._log_path(pod, container)
-        return subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT,
-                                cwd=self.workdir, start_new_session=True)
+        return subprocess.Popen(argv, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd="/",
+                                start_new_session=True)
 
     def _run_pod(self, pod: RunningPod, manifest: dict) -> None:
-        spec = with_stand_ins(manifest["spec"], self.collector_binary)
+        spec = manifest["spec"]
         job = spec.get("restartPolicy", "Always") != "Always"
         try:
             self._wait_for_claims(pod, spec)
             kubelet = self._kubelet(pod, spec)
-            kubelet._new_pod(kubelet.owner)
-            if any(c["image"].startswith(POSTGRES_IMAGE) for c in spec["containers"]):
-                self._give_volumes_to_postgres(kubelet, spec)
-            for container in spec.get("initContainers", []):
-                code = self._run_to_end(pod, kubelet, container)
-                if code != 0:
-                    self._set_status(pod, spec, "Failed" if job else "Pending", False,
-                                     {container["name"]: {"terminated": {"exitCode": code, "reason": "Error"}}})
-                    return
+            spec = kubelet.pod_spec(kubelet.owner)  # as admitted (ContainerRefused if it would not be)
+            kubelet.setup_volumes(kubelet.owner)
+            if not self._run_init_containers(pod, kubelet, spec, job):
+                return
             if job:
                 self._run_job(pod, kubelet, spec)
             else:
                 self._serve(pod, kubelet, spec)
+        except ContainerRefused as refused:
+            self._error(f"pod {pod.namespace}/{pod.name}: {refused}")
+            waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": str(refused)}}
+            self._set_status(pod, spec, "Pending", False, {c["name"]: waiting for c in spec["containers"]})
         except Exception as error:  # noqa: BLE001 - any failure is the pod's, reported and kept
             self._error(f"pod {pod.namespace}/{pod.name}: {type(error).__name__}: {error}")
             if not pod.stopped.is_set():
                 self._set_status(pod, spec, "Failed", False, {})
 
-    def _give_volumes_to_postgres(self, kubelet: PodKubelet, spec: dict) -> None:
-        """The server refuses to run as root; its volumes become its user's, as fsGroup would make them."""
-        entry = pwd.getpwnam("postgres")
-        for container in spec.get("initContainers", []) + spec["containers"]:
-            for directory in kubelet.mounts(kubelet.owner, container).values():
-                shutil.chown(directory, entry.pw_uid, entry.pw_gid)
+    def _run_init_containers(self, pod: RunningPod, kubelet: PodKubelet, spec: dict, job: bool) -> bool:
+        """Each init container to success, in order. A failure fails a Job's pod; any other pod
+        retries the failed one with the kubelet's back-off (Init:CrashLoopBackOff) until deleted."""
+        for container in spec.get("initContainers", []):
+            backoff, restarts = Backoff(), 0
+            while (code := self._run_to_end(pod, kubelet, container)) != 0:
+                terminated = {"terminated": {"exitCode": code, "reason": "Error"}}
+                if job:
+                    self._set_status(pod, spec, "Failed", False, {container["name"]: terminated})
+                    return False
+                restarts += 1
+                self._set_status(pod, spec, "Pending", False, {container["name"]: terminated}, restarts)
+                if pod.stopped.wait(backoff.next()):
+                    return False
+        return not pod.stopped.is_set()
 
     def _wait_for_claims(self, pod: RunningPod, spec: dict) -> None:
         for volume in spec.get("volumes", []):
@@ -394,27 +395,40 @@ class NodeAgent:
         return b"\n".join(lines)[-2048:].decode(errors="replace")
 
     def _serve(self, pod: RunningPod, kubelet: PodKubelet, spec: dict) -> None:
-        """Keep the containers running; Ready once the startup and readiness probes pass, unready
-        again after the readiness probe's failureThreshold consecutive failures (as a kubelet)."""
+        """Keep the containers running (an exited one restarted after the kubelet's back-off); Ready
+        once the startup and readiness probes pass, unready again after the readiness probe's
+        failureThreshold consecutive failures (as a kubelet)."""
         restarts, failures, started = 0, 0, False
         running = {"running": {"startedAt": now()}}
         readiness = [c["readinessProbe"] for c in spec["containers"] if "readinessProbe" in c]
         threshold = min((probe.get("failureThreshold", 3) for probe in readiness), default=1)
         period = min((probe.get("periodSeconds", 10) for probe in readiness), default=10)
+        backoffs = {c["name"]: Backoff() for c in spec["containers"]}
+        restart_at: dict[str, float] = {}
         for container in spec["containers"]:
             pod.processes[container["name"]] = self._start(pod, kubelet, container)
         self._set_status(pod, spec, "Running", False, {c["name"]: running for c in spec["containers"]})
         while not pod.stopped.is_set():
             for container in spec["containers"]:
-                if pod.processes[container["name"]].poll() is not None and not pod.stopped.is_set():  # Always
+                name = container["name"]
+                if pod.processes[name].poll() is None or pod.stopped.is_set():
+                    continue
+                if name not in restart_at:  # exited: CrashLoopBackOff until its delay has passed
                     restarts += 1
                     started, failures, pod.ready = False, 0, False
-                    self._set_status(pod, spec, "Running", False, {c["name"]: running for c in spec["containers"]},
-                                     restarts)
-                    pod.processes[container["name"]] = self._start(pod, kubelet, container)
-            if not started:
+                    restart_at[name] = time.monotonic() + backoffs[name].next()
+                    waiting = {"waiting": {"reason": "CrashLoopBackOff"}}
+                    self._set_status(pod, spec, "Running", False,
+                                     {c["name"]: waiting if c["name"] in restart_at else running
+                                      for c in spec["containers"]}, restarts)
+                elif time.monotonic() >= restart_at[name]:
+                    del restart_at[name]
+                    backoffs[name].restarted()
+                    pod.processes[name] = self._start(pod, kubelet, container)
+            if not started and not restart_at:
                 started = all(self._probe(pod, kubelet, c, "startupProbe") for c in spec["containers"])
-            passed = started and all(self._probe(pod, kubelet, c, "readinessProbe") for c in spec["containers"])
+            passed = started and not restart_at and all(self._probe(pod, kubelet, c, "readinessProbe")
+                                                        for c in spec["containers"])
             failures = 0 if passed else failures + 1
             ready = passed or (pod.ready and failures < threshold)
             if ready != pod.ready:
@@ -424,43 +438,13 @@ class NodeAgent:
             pod.stopped.wait(period if ready else POLL_SECONDS)
 
     def _probe(self, pod: RunningPod, kubelet: PodKubelet, container: dict, kind: str) -> bool:
-        """One run of the container's declared probe (a missing probe passes, as in a kubelet)."""
-        probe = container.get(kind)
-        if probe is None:
-            return True
-
-        def port_of(value: int | str) -> int:
-            return pod.ports[pod.port_names[value] if isinstance(value, str) else value]
-
-        try:
-            if "httpGet" in probe:
-                http = probe["httpGet"]
-                container_port = pod.port_names.get(http["port"], http["port"])
-                response = requests.get(f"http://127.0.0.1:{port_of(http['port'])}{http.get('path', '/')}",
-                                        headers={"Host": f"{pod.ip}:{container_port}", "User-Agent": "kube-probe/1.32"},
-                                        timeout=probe.get("timeoutSeconds", PROBE_TIMEOUT))
-                return 200 <= response.status_code < 400
-            if "tcpSocket" in probe:
-                address = ("127.0.0.1", port_of(probe["tcpSocket"]["port"]))
-                with socket.create_connection(address, timeout=PROBE_TIMEOUT):
-                    return True
-            if "exec" in probe:
-                _, env = kubelet.prepare(kubelet.owner, container["name"])
-                own = {str(k): str(v) for k, v in pod.ports.items()}
-                argv = [re.sub(r"\b\d+\b", lambda m: own.get(m.group(0), m.group(0)), arg)
-                        for arg in probe["exec"]["command"]]
-                return subprocess.run(argv, env=env, capture_output=True,
-                                      timeout=probe.get("timeoutSeconds", PROBE_TIMEOUT) + 5).returncode == 0
-        except (requests.RequestException, OSError, subprocess.TimeoutExpired):
-            return False
-        raise ValueError(f"unsupported probe {probe}")
+        return kubelet.probe(kubelet.owner, container["name"], kind)
 
     def _stop_pod(self, pod: RunningPod) -> None:
         pod.ready = False
         pod.stopped.set()
         for name, process in pod.processes.items():
-            # The postgres image's STOPSIGNAL: a fast shutdown that does not wait for clients.
-            stop(process, stop_signal=signal.SIGINT if name in pod.postgres_containers else signal.SIGTERM)
+            stop(process, stop_signal=pod.stop_signals.get(name, signal.SIGTERM))
 
     def wait_stopped(self, namespace: str, timeout: float) -> None:
         """Until every process of the namespace's pods has exited (a kubelet's termination)."""

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import requests
 
-from tests.support.kubelet import Kubelet, postgres_bin_dir
+from tests.support.images import postgres_bin_dir
+from tests.support.kubelet import Kubelet
 from tests.support.program import ProgramRun
 
 
@@ -193,7 +194,7 @@ class MlflowProcess:
         """Start the server and wait for `/health` within the declared startup budget,
         so a start slower than the probe allows fails the test as it would fail the pod."""
         began = time.monotonic()
-        self.process = self.kubelet.start(self.run.get("Deployment", "mlflow"), "mlflow", self.log)
+        self.process = self.kubelet.start(self.run.get("Deployment", "mlflow"), self.log)
         wait_until(lambda: requests.get(f"{self.url}/health", timeout=5).status_code == 200,
                    self.startup_budget(), "MLflow", self.process, self.log)
         self.started_in = time.monotonic() - began
