@@ -271,7 +271,7 @@ def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
             "annotations": {CHECKSUM_ANNOTATION: checksum},
         },
         "spec": {
-            "securityContext": pod_security_context(platform, COLLECTOR_UID),
+            "securityContext": pod_security_context(platform, COLLECTOR_UID, data_volume=cfg.persistent_queue),
             **({"topologySpreadConstraints": spread_across_nodes(COMPONENT)} if cfg.scales_out else {}),
             "containers": [{
                 "name": COMPONENT,

@@ -59,13 +59,21 @@ def replica_count(replicas: int, autoscaling: Autoscaling) -> dict:
     return {} if autoscaling.enabled else {"replicas": replicas}
 
 
-def pod_security_context(platform: str, uid: int) -> dict:
+def pod_security_context(platform: str, uid: int, data_volume: bool = False) -> dict:
     """Non-root pod settings. OpenShift's restricted-v2 assigns UIDs and fsGroup
     from the namespace range and rejects fixed ones, so they are only set on
-    plain Kubernetes."""
+    plain Kubernetes.
+
+    With a `data_volume` (a claim that outlives the pod), the kubelet re-walks the volume
+    at a mount only when its root no longer carries the fsGroup (`OnRootMismatch`): by
+    default it chgrps and makes group-writable every file and directory at every mount,
+    which takes long on a large volume and undoes modes a server relies on (PostgreSQL's
+    0700 data directory)."""
     context: dict = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
     if platform == "kubernetes":
         context.update(runAsUser=uid, runAsGroup=uid, fsGroup=uid)
+    if data_volume:
+        context["fsGroupChangePolicy"] = "OnRootMismatch"
     return context
 
 

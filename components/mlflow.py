@@ -201,7 +201,8 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
                 "annotations": {MIGRATION_ANNOTATION: migration_job},
             },
             "spec": {
-                "securityContext": pod_security_context(platform, MLFLOW_UID),
+                "securityContext": pod_security_context(platform, MLFLOW_UID,
+                                                        data_volume=cfg.artifacts.kind == "pvc"),
                 **({"topologySpreadConstraints": spread_across_nodes(COMPONENT)} if cfg.scales_out else {}),
                 "containers": [{
                     "name": COMPONENT,

@@ -45,8 +45,11 @@ WAIT_TRIES = 60
 # kept from an earlier deployment (destroy, then up) would then refuse the newly
 # generated password: before the server starts, this sets the Secret's password on
 # an existing data directory, in single-user mode (no network, no authentication).
+# It first makes the data directory 0700 again, as the image's entrypoint does before
+# every start: PostgreSQL refuses a group-writable data directory, and the kubelet's
+# fsGroup walk (a new fsGroup, a moved or restored volume) leaves it 02770.
 PASSWORD_SYNC_SCRIPT = (
-    'if [ -s "$PGDATA/PG_VERSION" ]; then '
+    'if [ -s "$PGDATA/PG_VERSION" ]; then chmod 00700 "$PGDATA" && '
     'printf \'ALTER ROLE "%s" WITH PASSWORD \'"\'%s\';\\n" "$POSTGRES_USER" "$POSTGRES_PASSWORD" '
     '| postgres --single -j -D "$PGDATA" postgres >/dev/null; fi'
 )
@@ -169,7 +172,7 @@ def statefulset_spec(cfg: Postgres, platform: str, secret_name: pulumi.Input[str
         "template": {
             "metadata": {"labels": labels_for(COMPONENT)},
             "spec": {
-                "securityContext": pod_security_context(platform, POSTGRES_UID),
+                "securityContext": pod_security_context(platform, POSTGRES_UID, data_volume=True),
                 "initContainers": [password_sync_container(container)],
                 "containers": [container],
                 "volumes": [{"name": "run", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],

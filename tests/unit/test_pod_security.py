@@ -79,6 +79,17 @@ def test_uids_are_fixed_on_kubernetes_and_left_to_restricted_v2_on_openshift(sta
             assert pod["securityContext"]["runAsUser"] > 0 and pod["securityContext"]["fsGroup"] > 0, name
 
 
+def test_pods_with_a_kept_volume_are_walked_only_when_its_root_mismatches(stack):
+    """A claim outlives its pods; by default the kubelet chgrps and makes group-writable every file
+    of it at every mount (PostgreSQL then refuses its data directory). Pods without one keep the default."""
+    _, run = stack
+    for resource, pod in run.pods():
+        claims = resource.outputs["spec"].get("volumeClaimTemplates") or [
+            v for v in pod.get("volumes", []) if "persistentVolumeClaim" in v]
+        policy = pod["securityContext"].get("fsGroupChangePolicy")
+        assert policy == ("OnRootMismatch" if claims else None), resource.name
+
+
 def test_root_file_systems_are_read_only_except_the_listed_ones(stack):
     _, run = stack
     for name, pod in pods(run):

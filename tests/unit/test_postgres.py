@@ -50,8 +50,9 @@ def test_the_secret_password_is_set_on_a_kept_volume_before_the_server_starts(de
     password = env_of(sync)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert password == env_of(server)["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"]
     assert MOCK_PASSWORD not in json.dumps(sync["command"])  # read from the env at run time, never an argument
-    # That a kept volume then accepts the new password is proven on real processes:
-    # tests/engine/test_dev_stack.py::test_up_after_destroy_restores_the_experiments_with_their_ids.
+    # That a kept volume then accepts the new password, also after the kubelet's fsGroup walk made its
+    # data directory group-writable, is proven on real processes: tests/integration/test_postgres_pod.py
+    # and tests/engine/test_dev_stack.py::test_up_after_destroy_restores_the_experiments_with_their_ids.
 
 
 def test_storage_class_is_passed_when_set():
