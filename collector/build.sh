@@ -26,7 +26,7 @@ BUILDER_MODULE="go.opentelemetry.io/collector/cmd/builder"
 [[ -f "${MANIFEST}" ]] || die "manifest not found: ${MANIFEST}"
 
 # The manifest, read by a YAML parser (PyYAML, from requirements-dev.txt):
-#   manifest dist     -> dist.version, dist.name, dist.output_path, one per line
+#   manifest dist     -> dist.version, dist.name, dist.output_path, dist.module, one per line
 #   manifest modules  -> "<module> <version>" of every component and provider
 manifest() {
   python3 - "${MANIFEST}" "$1" <<'EOF' || die "cannot read ${MANIFEST}: needs python3 with PyYAML (pip install -r requirements-dev.txt)"
@@ -38,7 +38,7 @@ with open(sys.argv[1]) as stream:
     document = yaml.safe_load(stream)
 if sys.argv[2] == "dist":
     dist = document.get("dist") or {}
-    for key in ("version", "name", "output_path"):
+    for key in ("version", "name", "output_path", "module"):
         print(dist.get(key) or "")
 else:
     for section in ("receivers", "processors", "connectors", "exporters", "extensions", "providers"):
@@ -47,11 +47,12 @@ else:
 EOF
 }
 
-{ read -r VERSION; read -r DIST_NAME; read -r DECLARED_OUTPUT_PATH; } < <(manifest dist)
+{ read -r VERSION; read -r DIST_NAME; read -r DECLARED_OUTPUT_PATH; read -r DIST_MODULE; } < <(manifest dist)
 OUTPUT_PATH="${DECLARED_OUTPUT_PATH}"
 [[ -n "${VERSION}" ]] || die "dist.version is not set in ${MANIFEST}"
 [[ "${VERSION}" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "dist.version '${VERSION}' is not X.Y.Z in ${MANIFEST}"
 [[ -n "${DIST_NAME}" ]] || die "dist.name is not set in ${MANIFEST}"
+[[ -n "${DIST_MODULE}" ]] || die "dist.module is not set in ${MANIFEST}"
 [[ -n "${OUTPUT_PATH}" ]] || die "dist.output_path is not set in ${MANIFEST}"
 [[ "${OUTPUT_PATH}" == /* ]] || OUTPUT_PATH="${REPO_ROOT}/${OUTPUT_PATH#./}"
 
@@ -133,20 +134,40 @@ fi
 # So: generate the sources, tidy with -e (tolerates unresolvable test-only modules), check that
 # every component resolved to exactly the manifest's version, then let the builder compile.
 # `go build` still fails on any module the binary itself needs.
+# Up to 0.153 the builder writes go.mod along with the sources; from 0.154 on it skips go.mod
+# under --skip-get-modules (cmd/builder internal/builder/main.go, Generate), so then this script
+# writes it from the manifest: the components, the providers and otelcol at the release, the
+# rest left to `go mod tidy`.
+write_go_mod() {
+  {
+    printf '// Written by collector/build.sh from %s (the builder wrote none).\n\n' "${MANIFEST##*/}"
+    printf 'module %s\n\ngo 1.25\n\nrequire (\n' "${DIST_MODULE}"
+    while read -r module version; do printf '\t%s %s\n' "${module}" "${version}"; done < <(manifest modules)
+    printf '\tgo.opentelemetry.io/collector/otelcol v%s\n)\n' "${VERSION}"
+  } >"${OUTPUT_PATH}/go.mod"
+}
 if ! collector_up_to_date; then
   log "building ${DIST_NAME} ${VERSION} into ${OUTPUT_PATH} (go build -p ${OTELCOL_BUILD_JOBS}); ~5 minutes cold"
   mkdir -p "${OUTPUT_PATH}"
-  rm -f "${BINARY}" "${STAMP}"
+  rm -f "${BINARY}" "${STAMP}" "${OUTPUT_PATH}/go.mod"
   start=$(date +%s)
   (cd "${REPO_ROOT}" && "${BUILDER}" --config "${MANIFEST}" --skip-get-modules --skip-compilation) ||
     die "OCB could not generate the sources; manifest: ${MANIFEST}"
+  if [[ ! -f "${OUTPUT_PATH}/go.mod" ]]; then
+    log "the builder wrote no go.mod (--skip-get-modules, builder 0.154 and later): writing it from the manifest"
+    write_go_mod
+  fi
   tidy_log="${OUTPUT_PATH}/go-mod-tidy.log"
   (cd "${OUTPUT_PATH}" && go mod tidy -e) >"${tidy_log}" 2>&1 ||
     die "go mod tidy failed in ${OUTPUT_PATH}: $(tail -20 "${tidy_log}")"
   log "go mod tidy: $(grep -c ' tested by$' "${tidy_log}" || true) test-only imports unresolvable (see ${tidy_log})"
   while read -r module version; do
-    resolved="$(cd "${OUTPUT_PATH}" && go list -m -f '{{.Version}}' "${module}" 2>&1)" ||
-      die "${module} is not in the module graph: ${resolved}"
+    if ! resolved="$(cd "${OUTPUT_PATH}" && go list -m -f '{{.Version}}' "${module}" 2>&1)"; then
+      # The reason is in the tidy log, e.g. "<module>@<version>: reading <proxy URL>: 403 Forbidden".
+      reason="$(grep -m1 -F "${module}@${version}: " "${tidy_log}" || true)"
+      die "${module} ${version} is not in the module graph${reason:+: ${reason#go: }}
+${resolved}"
+    fi
     [[ "${resolved}" == "${version}" ]] ||
       die "${module} resolved to ${resolved}, the manifest says ${version}"
   done < <(manifest modules)

@@ -9,7 +9,7 @@ import yaml
 
 from components.collector import RoutedExperiment, collector_config, noise_filter
 from components.config import NoiseRule, parse_stack_config
-from tests.support.collector import configmap_config, validate
+from tests.support.collector import CollectorProcess, configmap_config, validate
 from tests.support.program import STACKS, run_program
 
 # The declared defaults, valid without sign-in (only the collector section is read).
@@ -64,6 +64,24 @@ def test_the_filter_form_of_older_collectors_is_valid_too(collector_binary, tmp_
     config["processors"]["filter/noise"] = noise_filter((NoiseRule("GET", "/v1/models"),), "0.145.0")
     assert "traces" in config["processors"]["filter/noise"]
     assert_valid(collector_binary, config, tmp_path)
+
+
+def test_the_collector_starts_on_the_generated_config_without_a_warning(collector_binary, tmp_path):
+    """No deprecated key or alias (such as `otlphttp` from 0.144 on, or the v0.2.0 telemetry
+    format), nothing the deployed version warns about at start-up, with every optional part on."""
+    routed = [RoutedExperiment("default-traces", "1", (), True), RoutedExperiment("chat", "2", ("chat-api",), False)]
+    config = collector_config(experiments=routed, noise=(NoiseRule("GET", "/v1/models"),),
+                              version=parse_stack_config(DEFAULTS).collector.version,
+                              mlflow_endpoint="http://mlflow.mlflow.svc:5000", persistent_queue=True, basic_auth=True)
+    collector = CollectorProcess(collector_binary, config, "http://127.0.0.1:9", tmp_path)
+    try:
+        collector.start()
+    finally:
+        collector.stop()
+    log = collector.log_text()
+    assert "Everything is ready" in log and "Shutdown complete" in log, log
+    levels = {line.split("\t")[1] for line in log.splitlines() if line.count("\t") >= 2}
+    assert levels == {"info"}, log
 
 
 def test_the_build_holds_exactly_the_components_the_generated_config_uses(collector_binary):
