@@ -7,10 +7,10 @@ import subprocess
 import pytest
 import yaml
 
-from components.collector import RoutedExperiment, collector_config, noise_filter
+from components.collector import BASIC_AUTH_EXTENSION, RoutedExperiment, collector_config, noise_filter
 from components.config import NoiseRule, parse_stack_config
 from tests.support.collector import CollectorProcess, configmap_config, validate
-from tests.support.program import STACKS, run_program
+from tests.support.program import BASIC_AUTH_MLFLOW, STACKS, run_program
 
 # The declared defaults, valid without sign-in (only the collector section is read).
 DEFAULTS = {"domain": "x.io", "mlflow": {"auth": {"kind": "none"}}}
@@ -69,11 +69,12 @@ def test_the_filter_form_of_older_collectors_is_valid_too(collector_binary, tmp_
 def test_the_collector_starts_on_the_generated_config_without_a_warning(collector_binary, tmp_path):
     """No deprecated key or alias (such as `otlphttp` from 0.144 on, or the v0.2.0 telemetry
     format), nothing the deployed version warns about at start-up, with every optional part on."""
-    routed = [RoutedExperiment("default-traces", "1", (), True), RoutedExperiment("chat", "2", ("chat-api",), False)]
-    config = collector_config(experiments=routed, noise=(NoiseRule("GET", "/v1/models"),),
-                              version=parse_stack_config(DEFAULTS).collector.version,
-                              mlflow_endpoint="http://mlflow.mlflow.svc:5000", persistent_queue=True, basic_auth=True)
-    collector = CollectorProcess(collector_binary, config, "http://127.0.0.1:9", tmp_path)
+    run = run_program("dev", collector={"persistentQueue": True}, mlflow=BASIC_AUTH_MLFLOW,
+                      experiments=[{"name": "default-traces", "default": True},
+                                   {"name": "chat", "services": ["chat-api"]}])
+    config = configmap_config(run)
+    assert "file_storage" in config["extensions"] and BASIC_AUTH_EXTENSION in config["extensions"]
+    collector = CollectorProcess(collector_binary, run, "http://127.0.0.1:9", tmp_path)
     try:
         collector.start()
     finally:
