@@ -1,6 +1,7 @@
 """What users install is what tests/engine deploys with: requirements.txt pins
 the Pulumi SDKs exactly, engine/build.sh builds the CLI and providers of those
-pins (and stops, naming both files, when its sources are of other releases)."""
+pins (and stops, naming both files, when its sources are of other releases),
+and Pulumi.yaml admits no CLI older than the one tested."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.support.pins import ENGINE_PACKAGES, REQUIREMENTS, engine_versions, exact_pins
 
@@ -75,3 +77,9 @@ def test_a_range_instead_of_a_pin_stops_the_build(project_copy):
     with pytest.raises(ValueError, match="must pin pulumi-kubernetes exactly"):
         engine_versions(requirements)
 
+
+def test_pulumi_yaml_admits_no_cli_older_than_the_tested_one():
+    required = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["requiredPulumiVersion"]
+    assert required == f">={engine_versions()['pulumi']}", (
+        f"Pulumi.yaml's requiredPulumiVersion {required!r} does not start at requirements.txt's "
+        f"pulumi=={engine_versions()['pulumi']}, the CLI tests/engine runs")
