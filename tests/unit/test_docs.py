@@ -27,6 +27,14 @@ def test_every_config_key_is_in_the_readme_reference():
     assert documented - declared == set()
 
 
+def test_the_readme_gives_each_default_image_of_pulumi_yaml():
+    text = README.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    documented = dict(re.findall(r"^\| `([A-Za-z]+\.image)` \| `([^`]+)` \|", text, re.M))
+    declared = {f"{name}.image": default["image"] for name, default in project_defaults().items()
+                if isinstance(default, dict) and "image" in default}
+    assert documented == declared
+
+
 def test_every_stack_output_is_in_the_readme(dev):
     assert table_keys("Outputs") == set(dev.outputs)
 
