@@ -11,7 +11,7 @@ read), then `stack` and the one module per section it calls.
 """
 
 from components.config.collector import HTTP_METHODS
-from components.config.fields import version_from_image
+from components.config.fields import schema_line, version_from_image
 from components.config.mlflow import (
     ACCESS_MODES,
     LOOPBACK_HOSTS,
@@ -28,13 +28,14 @@ from components.config.network import (
     OPENSHIFT_ROUTER_SELECTOR,
     namespace_selector,
 )
-from components.config.postgres import MLFLOW_DATABASE
+from components.config.postgres import BACKUP_NAME, BACKUP_SERIES
 from components.config.reader import PROJECT, PROJECT_FILE, ConfigError, merge_over, project_defaults
 from components.config.stack import load_stack_config, parse_stack_config
 from components.config.types import (
     ARTIFACT_KINDS,
     AUTH_KINDS,
     EXPOSURE_KINDS,
+    MLFLOW_DATABASE,
     PLATFORMS,
     POSTGRES_MODES,
     Artifacts,
@@ -42,6 +43,7 @@ from components.config.types import (
     Auth,
     AuthKind,
     Autoscaling,
+    Backup,
     ClusterTarget,
     Collector,
     Experiment,
@@ -52,6 +54,7 @@ from components.config.types import (
     Mlflow,
     NetworkPolicies,
     NoiseRule,
+    ObjectStore,
     Platform,
     Postgres,
     PostgresMode,
@@ -69,6 +72,8 @@ __all__ = [
     "ANY_NAMESPACE",
     "ARTIFACT_KINDS",
     "AUTH_KINDS",
+    "BACKUP_NAME",
+    "BACKUP_SERIES",
     "EXPOSURE_KINDS",
     "HTTP_METHODS",
     "INGRESS_NGINX_NAMESPACE",
@@ -89,6 +94,7 @@ __all__ = [
     "Auth",
     "AuthKind",
     "Autoscaling",
+    "Backup",
     "Collector",
     "ConfigError",
     "Experiment",
@@ -100,6 +106,7 @@ __all__ = [
     "ClusterTarget",
     "NetworkPolicies",
     "NoiseRule",
+    "ObjectStore",
     "Platform",
     "Postgres",
     "PostgresMode",
@@ -117,5 +124,6 @@ __all__ = [
     "parse_stack_config",
     "project_defaults",
     "quantity_bytes",
+    "schema_line",
     "version_from_image",
 ]

@@ -22,6 +22,8 @@ POSTGRES_MODES: tuple[PostgresMode, ...] = get_args(PostgresMode)
 ARTIFACT_KINDS: tuple[ArtifactsKind, ...] = get_args(ArtifactsKind)
 AUTH_KINDS: tuple[AuthKind, ...] = get_args(AuthKind)
 
+MLFLOW_DATABASE = "mlflow"  # what the bundled PostgreSQL and CloudNativePG create for MLflow
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -90,6 +92,29 @@ class CnpgCluster:
 
 
 @dataclass(frozen=True)
+class ObjectStore:
+    """Where a CloudNativePG cluster keeps its own backups (base backups and WAL, by Barman Cloud)."""
+
+    destination_path: str  # s3://bucket/prefix
+    endpoint_url: str | None  # a MinIO-like store; None: AWS
+    secret_name: str  # AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    retention_policy: str  # CloudNativePG's form: 30d, 4w, 6m
+
+
+@dataclass(frozen=True)
+class Backup:
+    """`pg_dump` backups of every database the stack owns, on a volume of their own: on a
+    schedule, and before each change that stops MLflow (a schema upgrade, a restore)."""
+
+    schedule: str | None  # cron of the scheduled backups; None: only those taken before a change
+    keep: int  # of each series (scheduled, before-upgrade, before-restore), the newest this many
+    size: str
+    storage_class: str | None
+    restore_from: str | None  # a backup's name, restored once with MLflow stopped
+    object_store: ObjectStore | None  # cnpg mode: the cluster's own backups too
+
+
+@dataclass(frozen=True)
 class Postgres:
     mode: PostgresMode
     image: str
@@ -99,6 +124,11 @@ class Postgres:
     resources: Resources
     external: ExternalPostgres | None
     cnpg: CnpgCluster | None
+    backup: Backup
+
+    @property
+    def mlflow_database(self) -> str:
+        return self.external.database if self.external else MLFLOW_DATABASE
 
 
 @dataclass(frozen=True)
@@ -145,7 +175,8 @@ class Autoscaling:
 
 @dataclass(frozen=True)
 class Mlflow:
-    image: str  # any reference: no component depends on MLflow's version
+    image: str  # any reference; its tag's version decides only how an upgrade runs (`schema`)
+    schema: str  # the schema line of the image (fields.schema_line): a change stops MLflow to migrate
     replicas: int  # without autoscaling
     workers: int
     job_execution: bool
@@ -160,6 +191,7 @@ class Mlflow:
     def scales_out(self) -> bool:
         """Whether more than one server may run at once."""
         return self.replicas > 1 or self.autoscaling.enabled
+
 
 
 @dataclass(frozen=True)
@@ -247,6 +279,11 @@ class StackConfig:
     retention: Retention
     warnings: tuple[str, ...]  # risky but allowed settings, said at every `pulumi up`
     cluster: ClusterTarget = ClusterTarget()
+
+    @property
+    def databases_to_back_up(self) -> tuple[str, ...]:
+        """Every database the stack owns: MLflow's, the auth store's and the extra ones."""
+        return (self.postgres.mlflow_database, *self.databases_to_create)
 
     @property
     def databases_to_create(self) -> tuple[str, ...]:

@@ -10,7 +10,8 @@ from tests.support.crds import validate_custom_resource
 from tests.support.k8s import K8S_VERSION, integral
 from tests.support.program import MOCK_PASSWORD, PROJECT, STACKS, VARIANTS, run_program
 
-CUSTOM_KINDS = {"Route", "HTTPRoute", "Cluster", "Database"}  # CRDs: validated against their vendored schemas
+# CRDs: validated against their vendored schemas
+CUSTOM_KINDS = {"Route", "HTTPRoute", "Cluster", "Database", "ScheduledBackup"}
 OUTPUTS = {"namespace", "mlflowUrl", "mlflowInternalUrl", "otlpGrpcEndpoint", "otlpHttpEndpoint", "experimentIds",
            "postgresHost", "mlflowCredentials"}
 
