@@ -76,6 +76,13 @@ def test_the_generated_password_appears_in_no_command_configmap_or_plain_output(
         assert MOCK_PASSWORD not in annotations
 
 
+def test_no_object_but_a_secret_holds_a_generated_password(run):
+    """Beyond commands, env and ConfigMaps: custom resources (CloudNativePG's backups name their
+    credentials' Secret), RBAC objects, claims, Job and CronJob templates (the upgrade gate's plan)."""
+    holders = [r.name for r in k8s_resources(run) if r.kind != "Secret" and MOCK_PASSWORD in json.dumps(r.outputs)]
+    assert holders == []
+
+
 def test_the_password_is_only_in_the_credentials_secret(stack_runs):
     holders = [r.name for r in stack_runs["dev"].resources if MOCK_PASSWORD in json.dumps(r.outputs)]
     assert holders == ["postgres-password", "postgres-credentials"]
