@@ -31,18 +31,32 @@ CRONJOB_NAME = COMPONENT
 CLAIM_NAME = "postgres-backups"
 BACKUP_DIR = "/backups"
 JOB_DEADLINE_SECONDS = 3600
+BACKUP_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
+# Shell: whether the database $1 exists, asked in MLflow's own database (the first listed; an external
+# server need not let the stack's user into `postgres`). libpq's env names the server and the user.
+DATABASE_EXISTS = """exists() {
+  [ -n "$(psql --dbname="${BACKUP_DATABASES%% *}" -tAc "SELECT 1 FROM pg_database WHERE datname = '$1'")" ]
+}
+"""
 # `$1` is the series. A failed run leaves only its own .partial directory, which the next run of the
-# series removes; the series' newest BACKUP_KEEP complete backups stay.
+# series removes; the series' newest BACKUP_KEEP complete backups stay. A database the stack owns that
+# does not exist fails the backup, except right before a restore, which backs up whatever is there
+# (a lost volume holds nothing of it).
 BACKUP_SCRIPT = f"""set -eu
-series=$1
+{DATABASE_EXISTS}series=$1
 name="$series-$(date -u +%Y%m%dT%H%M%SZ)"
 rm -rf "{BACKUP_DIR}/$series"-*.partial
 mkdir "{BACKUP_DIR}/$name.partial"
 for database in $BACKUP_DATABASES; do
+  if ! exists "$database"; then
+    echo "backup $name: database $database does not exist" >&2
+    [ "$series" = before-restore ] && continue
+    exit 1
+  fi
   pg_dump --format=custom --dbname="$database" --file="{BACKUP_DIR}/$name.partial/$database.dump"
 done
 mv "{BACKUP_DIR}/$name.partial" "{BACKUP_DIR}/$name"
-echo "backup $name: $BACKUP_DATABASES, $(du -sk "{BACKUP_DIR}/$name" | cut -f1) KiB"
+echo "backup $name:" $(ls "{BACKUP_DIR}/$name") "$(du -sk "{BACKUP_DIR}/$name" | cut -f1) KiB"
 ls -1d "{BACKUP_DIR}/$series"-* | grep -v '[.]partial$' | sort | head -n -"$BACKUP_KEEP" | xargs -r rm -rf
 """
 
@@ -83,8 +97,6 @@ def backup_container(target: BackupTarget, name: str, script: str) -> dict:
         "volumeMounts": [{"name": "backups", "mountPath": BACKUP_DIR}],
     }
 
-
-BACKUP_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "1", "memory": "512Mi"}}
 
 
 def backup_volumes(target: BackupTarget) -> list[dict]:

@@ -46,16 +46,21 @@ JOB_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu":
 # The backup container takes its series from the stop step; without one there is nothing to back up.
 GATED_BACKUP = f'[ -s {upgrade_gate.GATE_DIR}/backup ] || exit 0\nset -- "$(cat {upgrade_gate.GATE_DIR}/backup)"\n' \
     + backup.BACKUP_SCRIPT
-# Each database of the backup, replaced by its dump in one transaction (the gate took a backup of it first).
+# Each database of the backup, replaced by its dump in one transaction (the gate took a backup of it
+# first); one that a lost volume no longer has is created first.
 RESTORE_SCRIPT = f"""set -eu
-[ -s {upgrade_gate.GATE_DIR}/restore ] || exit 0
+{backup.DATABASE_EXISTS}[ -s {upgrade_gate.GATE_DIR}/restore ] || exit 0
 name=$(cat {upgrade_gate.GATE_DIR}/restore)
 [ -d "{backup.BACKUP_DIR}/$name" ] || {{ echo "restore: no backup $name on the backup volume, which holds:" \
 $(ls {backup.BACKUP_DIR}) >&2; exit 1; }}
 for dump in "{backup.BACKUP_DIR}/$name"/*.dump; do
   database=$(basename "$dump" .dump)
+  if ! exists "$database"; then
+    psql --dbname="${{BACKUP_DATABASES%% *}}" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE \\"$database\\""
+  fi
+  started=$(date +%s)
   pg_restore --clean --if-exists --no-owner --exit-on-error --single-transaction --dbname="$database" "$dump"
-  echo "restore: $database from $name"
+  echo "restore: $database from $name in $(($(date +%s) - started)) s"
 done
 """
 
