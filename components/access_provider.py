@@ -234,11 +234,11 @@ class MlflowUserProvider(ResourceProvider):
                 client.call("DELETE", f"{ROLES}/unassign", action, json={"username": username, "role_id": role["id"]})
         for name in wanted_roles:
             if name not in member_of:
-                role = client.role_named(name, action)
-                if role is None:
+                declared = client.role_named(name, action)
+                if declared is None:
                     raise MlflowApiError(action, 404, ABSENT, f"role {name!r} does not exist in MLflow; declare it "
                                          "under access.roles")
-                client.call("POST", f"{ROLES}/assign", action, json={"username": username, "role_id": role["id"]})
+                client.call("POST", f"{ROLES}/assign", action, json={"username": username, "role_id": declared["id"]})
         return self._outputs(client, props, user, action)
 
     def _outputs(self, client: _Admin, props: dict, user: dict, action: str) -> dict:
@@ -271,9 +271,10 @@ class MlflowRoleProvider(ResourceProvider):
     def create(self, props: dict) -> CreateResult:
         client, name = _Admin(props), props["name"]
         action = f"create MLflow role {name!r}"
-        role = client.role_named(name, action) or client.call(
-            "POST", f"{ROLES}/create", action, json={"name": name, "workspace": WORKSPACE,
-                                                      "description": "managed by Pulumi (mlflow-tracing)"})["role"]
+        role = client.role_named(name, action)
+        if role is None:
+            role = client.call("POST", f"{ROLES}/create", action, json={
+                "name": name, "workspace": WORKSPACE, "description": "managed by Pulumi (mlflow-tracing)"})["role"]
         return CreateResult(str(role["id"]), self._converge(client, str(role["id"]), props, action))
 
     def read(self, id_: str, props: dict) -> ReadResult:

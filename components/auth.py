@@ -1,7 +1,9 @@
 """MLflow's basic-auth app: a generated admin password and Flask secret key in a
 Secret, and the auth config file (no secrets in it) in a ConfigMap.
 
-The experiment provider and the collector sign in as the admin user, so
+Only `pulumi up` signs in as the admin (the dynamic providers); the migration Job
+creates the admin from the Secret, and no other pod mounts its password. In-cluster
+clients sign in as machine users of their own (components/access.py), so
 anonymous clients get 401 on the REST API and on `/v1/traces` alike.
 """
 
@@ -22,11 +24,38 @@ USERNAME_KEY = "username"
 PASSWORD_KEY = "password"
 SECRET_KEY_KEY = "flask-secret-key"
 # The env vars MLflow's own client reads; in-cluster clients (the collector, the trace jobs) get them
-# from the admin Secret.
+# from their machine user's Secret.
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
 # Users other than the admin see nothing until an admin grants it.
 DEFAULT_PERMISSION = "NO_PERMISSIONS"
+
+
+# Run by the migration Job after the auth store's upgrade (the password only in its env): the
+# admin exists and signs in with the Secret's password, so MLflow's pods never need it. A kept
+# auth database (after `destroy`) gets the new password instead of locking `pulumi up` out.
+ADMIN_BOOTSTRAP = """\
+import os
+from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+store = SqlAlchemyStore()
+store.init_db(os.environ["MLFLOW_AUTH_DATABASE_URI"])
+name, password = os.environ["MLFLOW_AUTH_ADMIN_USERNAME"], os.environ["MLFLOW_AUTH_ADMIN_PASSWORD"]
+if store.has_user(name):
+    store.update_user(name, password=None if store.authenticate_user(name, password) else password, is_admin=True)
+else:
+    store.create_user(name, password, is_admin=True)
+print(f"admin {name!r} signs in with the stack's password")
+"""
+
+
+def admin_bootstrap_env(refs: AuthRefs, database_uri: str, admin_username: str) -> list[dict]:
+    """What ADMIN_BOOTSTRAP reads: the auth store's URI (no credentials: libpq's env has them),
+    the admin's name, and its password from the auth Secret."""
+    return [
+        {"name": "MLFLOW_AUTH_DATABASE_URI", "value": database_uri},
+        {"name": "MLFLOW_AUTH_ADMIN_USERNAME", "value": admin_username},
+        *secret_env(refs.secret_name, {"MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD_KEY}),
+    ]
 
 
 def auth_config_ini(*, database_uri: str, admin_username: str, credential_cache_seconds: int) -> str:
@@ -54,11 +83,12 @@ class AuthRefs:
     config_map_name: pulumi.Input[str]
 
 
-def client_env(refs: AuthRefs | None) -> list[dict]:
-    """The admin's credentials as the env of an in-cluster client of MLflow; none without auth."""
-    if refs is None:
+def client_env(secret_name: pulumi.Input[str] | None) -> list[dict]:
+    """A machine user's credentials (its Secret) as the env of an in-cluster client of MLflow;
+    none without auth."""
+    if secret_name is None:
         return []
-    return secret_env(refs.secret_name, {USERNAME_ENV: USERNAME_KEY, PASSWORD_ENV: PASSWORD_KEY})
+    return secret_env(secret_name, {USERNAME_ENV: USERNAME_KEY, PASSWORD_ENV: PASSWORD_KEY})
 
 
 class MlflowAuth(pulumi.ComponentResource):

@@ -8,6 +8,7 @@ exactly that way, before running `__main__.py`.
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 import json
@@ -29,6 +30,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
 MOCK_PASSWORD = "mock-generated-Password-4f1c2e"
 DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
+DYNAMIC_KINDS = {"experiment": "tags", "user": "username", "role": "grants"}  # a key only each has
 # What a stack with basic auth needs so that `pulumi up` never sends the admin
 # password in clear text (mlflow.auth.allowPlainHttp false): the dev stack's
 # Ingress with TLS on, or `pulumi up` through `kubectl port-forward svc/mlflow 5000`.
@@ -105,6 +107,11 @@ class ProgramRun:
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.typ == typ]
 
+    def dynamic(self, kind: str) -> list[Registered]:
+        """The dynamic resources of one provider: `experiment`, `user` or `role`."""
+        return [r for r in self.of_type(DYNAMIC_TYPE) if DYNAMIC_KINDS[kind] in r.inputs
+                and (kind != "role" or "username" not in r.inputs)]
+
     def pods(self) -> list[tuple[Registered, dict]]:
         """(workload, pod spec) of every workload, CronJobs included."""
         found = []
@@ -139,13 +146,20 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = copy.deepcopy(args.inputs)
-        if args.typ.startswith("kubernetes:"):
+        if args.typ == "kubernetes:core/v1:Secret" and args.resource_id:
+            # A Secret the stack reads (a person's password brought by the operator).
+            name = args.resource_id.split("/")[-1]
+            outputs = {"metadata": {"name": name}, "data": {
+                "password": base64.b64encode(f"{MOCK_PASSWORD}-brought-{name}".encode()).decode()}}
+        elif args.typ.startswith("kubernetes:"):
             metadata = outputs.setdefault("metadata", {})
             # The engine auto-names resources; mocks must do it themselves.
             metadata.setdefault("name", f"{args.name}-mock")
         elif args.typ == "random:index/randomPassword:RandomPassword":
             # One value per generated secret, all carrying MOCK_PASSWORD for leak scans.
             outputs["result"] = f"{MOCK_PASSWORD}-{args.name}"
+        elif args.typ == "random:index/randomId:RandomId":
+            outputs["hex"] = f"{next(self.ids):06x}"
         elif args.typ == DYNAMIC_TYPE:
             outputs.update(experiment_id=str(100 + next(self.ids)), lifecycle_stage="active")
         self.registered.append(Registered(args.typ, args.name, unwrap_secrets(args.inputs), unwrap_secrets(outputs)))
