@@ -160,7 +160,7 @@ class RecordingMocks(pulumi.runtime.Mocks):
             outputs["result"] = f"{MOCK_PASSWORD}-{args.name}"
         elif args.typ == "random:index/randomId:RandomId":
             outputs["hex"] = f"{next(self.ids):06x}"
-        elif args.typ == DYNAMIC_TYPE:
+        elif args.typ == DYNAMIC_TYPE and DYNAMIC_KINDS["experiment"] in args.inputs:
             outputs.update(experiment_id=str(100 + next(self.ids)), lifecycle_stage="active")
         self.registered.append(Registered(args.typ, args.name, unwrap_secrets(args.inputs), unwrap_secrets(outputs)))
         return f"{args.name}-id", outputs

@@ -7,7 +7,7 @@ import pytest
 from components.config import ConfigError, parse_stack_config
 from tests.support.crds import validate_custom_resource
 from tests.support.k8s import K8S_VERSION, integral
-from tests.support.program import DYNAMIC_TYPE, run_program
+from tests.support.program import run_program
 
 HTTPS_GATEWAY = {"name": "public", "sectionName": "https"}
 # variant: (stack, exposure override or None for the stack's own, kind created, mlflowUrl)
