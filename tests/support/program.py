@@ -54,6 +54,12 @@ VARIANTS = {
     "ingress-tls": {"exposure": {"kind": "ingress", "tls": {"enabled": True, "clusterIssuer": "le"}}},
     "persistent-queue": {"collector": {"persistentQueue": True}},
     "retention": {"retention": {"days": 30}},
+    # Every machine user and both kinds of person (a generated password, one brought in a Secret).
+    "team-access": {"mlflow": BASIC_AUTH_MLFLOW, "retention": {"days": 30}, "access": {
+        "roles": [{"name": "readers", "grants": [{"experiments": ["*"], "permission": "READ"}]}],
+        "users": [{"name": "alice@example.com", "roles": ["readers"]},
+                  {"name": "bob", "passwordSecret": "bob-mlflow",
+                   "grants": [{"experiments": ["llamastack-traces"], "permission": "EDIT"}]}]}},
     # A CloudNativePG Cluster with a further database (the auth store's), and no bundled server.
     "cnpg": {"postgres": {"mode": "cnpg"}, "mlflow": {"auth": {"kind": "basic"}}, "exposure": TLS_INGRESS},
     # Every scaling object: MLflow and the collector (a StatefulSet) each with an autoscaler and a budget.
@@ -146,12 +152,12 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = copy.deepcopy(args.inputs)
-        if args.typ == "kubernetes:core/v1:Secret" and args.resource_id:
-            # A Secret the stack reads (a person's password brought by the operator).
+        if args.resource_id:
+            # An object the stack reads and does not declare: a Secret of the operator's (a person's password).
             name = args.resource_id.split("/")[-1]
-            outputs = {"metadata": {"name": name}, "data": {
+            return args.resource_id, {"metadata": {"name": name}, "data": {
                 "password": base64.b64encode(f"{MOCK_PASSWORD}-brought-{name}".encode()).decode()}}
-        elif args.typ.startswith("kubernetes:"):
+        if args.typ.startswith("kubernetes:"):
             metadata = outputs.setdefault("metadata", {})
             # The engine auto-names resources; mocks must do it themselves.
             metadata.setdefault("name", f"{args.name}-mock")
