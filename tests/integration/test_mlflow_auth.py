@@ -101,8 +101,8 @@ def test_the_provider_without_credentials_fails_fast_with_the_code(auth_server):
     assert "401" in str(error.value)
 
 
-def test_the_collector_exports_as_its_own_user_with_the_credentials_its_pod_declares(auth_server, admin, collector_binary, postgres,
-                                                                    workdir, monkeypatch):
+def test_the_collector_exports_as_its_own_user_with_the_credentials_its_pod_declares(
+        auth_server, admin, collector_binary, postgres, workdir, monkeypatch):
     session = requests.Session()
     session.auth = admin
     name = f"collector-auth-{uuid.uuid4().hex[:8]}"
