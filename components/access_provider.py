@@ -86,12 +86,7 @@ class _Admin(MlflowRest):
     """The user, permission and role calls, as the admin."""
 
     def user(self, username: str, action: str) -> dict | None:
-        try:
-            return self.call("GET", f"{USERS}/get", action, params={"username": username})["user"]
-        except MlflowApiError as error:
-            if error.error_code == ABSENT:
-                return None
-            raise
+        return self.get_or_none(f"{USERS}/get", "user", action, username=username)
 
     def set_password(self, username: str, password: str, action: str) -> None:
         self.call("PATCH", f"{USERS}/update-password", action, json={"username": username, "password": password})
@@ -100,12 +95,7 @@ class _Admin(MlflowRest):
         return self.call("GET", "/api/3.0/mlflow/users/roles/list", action, params={"username": username})["roles"]
 
     def role(self, role_id: int, action: str) -> dict | None:
-        try:
-            return self.call("GET", f"{ROLES}/get", action, params={"role_id": role_id})["role"]
-        except MlflowApiError as error:
-            if error.error_code == ABSENT:
-                return None
-            raise
+        return self.get_or_none(f"{ROLES}/get", "role", action, role_id=role_id)
 
     def role_named(self, name: str, action: str) -> dict | None:
         roles = self.call("GET", f"{ROLES}/list", action, params={"workspace": WORKSPACE})["roles"]

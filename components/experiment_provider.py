@@ -55,20 +55,10 @@ class _Client(MlflowRest):
         return self.call(method, f"{API}/{path}", action, **kwargs)
 
     def get(self, experiment_id: str, action: str) -> dict | None:
-        try:
-            return self.experiments("GET", "get", action, params={"experiment_id": experiment_id})["experiment"]
-        except MlflowApiError as error:
-            if error.error_code == ABSENT:
-                return None
-            raise
+        return self.get_or_none(f"{API}/get", "experiment", action, experiment_id=experiment_id)
 
     def get_by_name(self, name: str, action: str) -> dict | None:
-        try:
-            return self.experiments("GET", "get-by-name", action, params={"experiment_name": name})["experiment"]
-        except MlflowApiError as error:
-            if error.error_code == ABSENT:
-                return None
-            raise
+        return self.get_or_none(f"{API}/get-by-name", "experiment", action, experiment_name=name)
 
 
 def _tags_of(experiment: dict) -> dict[str, str]:

@@ -87,3 +87,12 @@ class MlflowRest:
                 )
             time.sleep(min(delay, remaining))
             delay = min(delay * 2, 10.0)
+
+    def get_or_none(self, path: str, key: str, action: str, **params) -> dict | None:
+        """`GET path?params`'s `key`, or None when MLflow says it holds no such object."""
+        try:
+            return self.call("GET", path, action, params=params)[key]
+        except MlflowApiError as error:
+            if error.error_code == ABSENT:
+                return None
+            raise
