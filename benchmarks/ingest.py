@@ -23,6 +23,10 @@ that ended).
     .venv/bin/python -m benchmarks.ingest --quick --json ingest.json   # ~4 min
     .venv/bin/python -m benchmarks.ingest --quick --workers 4          # a point of the cost curve
     .venv/bin/python -m benchmarks.ingest --quick --replicas 2         # two MLflows, one PostgreSQL
+    .venv/bin/python -m benchmarks.ingest --quick --uvicorn-opts '--loop asyncio --http h11'
+
+MLflow runs from the -full image's own install (tests/support/images.py), so by default with its
+server stack, uvicorn[standard]: uvloop and httptools.
 """
 
 from __future__ import annotations
@@ -309,6 +313,9 @@ class Bench:
             changes.update(replicas=args.replicas, artifacts={"accessMode": "ReadWriteMany"})
         self.mlflow_settings = merge_over(stack_values("dev").get("mlflow", {}), changes)
         self.declared = run_program("dev", mlflow=self.mlflow_settings)
+        if args.uvicorn_opts:  # e.g. the plain asyncio/h11 stack, beside the image's uvloop/httptools
+            server = k8s.container(self.declared.get("Deployment", "mlflow"), "mlflow")
+            server["command"] += ["--uvicorn-opts", args.uvicorn_opts]
         secrets = {s.name: s.outputs["stringData"] for s in self.declared.kinds("Secret")}
         database, admin = secrets["postgres-credentials"], secrets["mlflow-auth-secret"]
         self.admin = (admin["username"], admin["password"])
@@ -568,6 +575,9 @@ def main() -> int:
     parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS,
                         help=f"how often the latency probe searches for its traces (default {POLL_SECONDS})")
     parser.add_argument("--auth-cache-seconds", type=int, help="override mlflow.auth.credentialCacheSeconds")
+    parser.add_argument("--uvicorn-opts",
+                        help="added to MLflow's server as --uvicorn-opts, e.g. '--loop asyncio --http h11' for the "
+                             "plain server stack instead of the -full image's uvloop/httptools")
     parser.add_argument("--batch-size", type=int,
                         help="override the batch processor's send_batch_size (and send_batch_max_size, to twice it)")
     parser.add_argument("--batch-timeout", help="override the batch processor's timeout, e.g. 1s")
@@ -628,6 +638,7 @@ def main() -> int:
         args.json.write_text(json.dumps({
             "cores": os.cpu_count(), "load_average_before": load_before[0], "load_average_after": os.getloadavg()[0],
             "mlflow_workers": bench.workers, "mlflow_replicas": args.replicas, "step_seconds": seconds,
+            "uvicorn_opts": args.uvicorn_opts or "",
             "knee_spans_per_s": knee,
             "direct_one_client_spans_per_s": direct_one,
             "collector": {"batch": bench.config["processors"]["batch"],

@@ -2,24 +2,27 @@
 # engine/build.sh -- the real Pulumi engine and a real Kubernetes control plane, built from source, for
 # tests/engine (`pulumi preview/up/destroy` of this program against kube-apiserver on loopback).
 #
+# The Pulumi versions come from the project's requirements.txt, their one source: the exact pins of pulumi,
+# pulumi-kubernetes and pulumi-random there are the CLI and providers built here. The script stops, naming
+# both files, when requirements.txt does not pin them exactly or when pulumi-sources.tar.gz (its VERSIONS
+# file) holds the source of other releases. `build.sh versions` prints what it builds and stops.
+#
 # Builds into $ENGINE_DIR (default <project>/.cache/engine, git-ignored):
-#   bin/pulumi, bin/pulumi-language-python(+ -exec), bin/pulumi-resource-pulumi-python   (CLI 3.259.0)
-#   bin/pulumi-resource-kubernetes (4.32.0), bin/pulumi-resource-random (4.21.1)
+#   bin/pulumi, bin/pulumi-language-python(+ -exec), bin/pulumi-resource-pulumi-python   (CLI = the pulumi pin)
+#   bin/pulumi-resource-kubernetes, bin/pulumi-resource-random                           (their SDKs' pins)
 #   bin/kube-apiserver, bin/kube-controller-manager (1.32.13)
-#   venv/   the program's requirements.txt under engine/constraints.txt (the SDKs matching those providers)
+#   venv/   the program's requirements.txt (so the SDKs of those providers)
 # and prints the path of $ENGINE_DIR last. etcd comes from Debian (`etcd-server`), installed here when missing.
 #
-# Each step is skipped when its outputs exist and were built from the same recipe (a stamp holds the hash of this
-# script, the sources tarball and the stub; for the venv also requirements.txt and the constraints); FORCE=1 rebuilds. Go steps need Go >= 1.26 and the Go
+# Each step is skipped when its outputs exist and were built from the same recipe (a stamp holds the hash of the
+# three Pulumi versions, this script, the sources tarball and the stub; for the venv also requirements.txt);
+# FORCE=1 rebuilds. Go steps need Go >= 1.26 and the Go
 # module proxy, the python step a PyPI index: without them the script stops at once, saying which.
 #
 # Sources: pulumi-sources.tar.gz holds, unchanged, the upstream files the Go module proxy refuses to serve (see
 # engine/README.md); everything else comes from the proxy at the exact versions pinned below.
 set -euo pipefail
 
-PULUMI_VERSION=3.259.0
-KUBERNETES_PROVIDER_VERSION=4.32.0
-RANDOM_PROVIDER_VERSION=4.21.1
 KUBE_VERSION=1.32.13
 KUBE_STAGING_VERSION=0.32.13
 # The proxy refuses these five staging modules at 0.32.11-0.32.13; only kube-controller-manager links them.
@@ -31,6 +34,37 @@ GO_MINIMUM=1.26
 
 ENGINE=$(cd "$(dirname "$0")" && pwd)
 PROJECT=$(dirname "$ENGINE")
+
+fail() { echo "engine/build.sh: $*" >&2; exit 1; }
+say() { echo "[engine] $*" >&2; }
+
+# The Pulumi versions: requirements.txt's exact pins, which the tarball's source must be of.
+pin_in() {  # pin_in PACKAGE: its version in the text on stdin, from a `PACKAGE==VERSION` line
+  sed -nE "s/^[[:space:]]*$1[[:space:]]*==[[:space:]]*([0-9][0-9A-Za-z.+!-]*)[[:space:]]*(#.*)?$/\1/p" | head -1
+}
+[ -f "$PROJECT/requirements.txt" ] || fail "$PROJECT/requirements.txt is missing: it pins the Pulumi versions built here"
+SOURCES_VERSIONS=$(tar -xzOf "$ENGINE/pulumi-sources.tar.gz" VERSIONS 2>/dev/null) \
+  || fail "engine/pulumi-sources.tar.gz has no VERSIONS file naming the releases of its source (see engine/README.md)"
+versions_of() {  # versions_of PACKAGE: requirements.txt's pin, checked against the tarball's VERSIONS
+  local pinned sources
+  pinned=$(pin_in "$1" < "$PROJECT/requirements.txt")
+  sources=$(pin_in "$1" <<< "$SOURCES_VERSIONS")
+  [ -n "$pinned" ] || fail "requirements.txt must pin $1 exactly ($1==X.Y.Z): the engine suite builds and tests one" \
+    "version, the one users install (engine/pulumi-sources.tar.gz holds the source of $1==${sources:-?})"
+  [ "$pinned" = "$sources" ] || fail "requirements.txt pins $1==$pinned but engine/pulumi-sources.tar.gz holds the" \
+    "source of $1==${sources:-nothing} (its VERSIONS file): pin $1==$sources in requirements.txt, or bump on" \
+    "purpose by putting that release's source in the tarball (engine/README.md)"
+  echo "$pinned"
+}
+PULUMI_VERSION=$(versions_of pulumi)
+KUBERNETES_PROVIDER_VERSION=$(versions_of pulumi-kubernetes)
+RANDOM_PROVIDER_VERSION=$(versions_of pulumi-random)
+if [ "${1:-}" = versions ]; then
+  printf 'pulumi==%s\npulumi-kubernetes==%s\npulumi-random==%s\n' \
+    "$PULUMI_VERSION" "$KUBERNETES_PROVIDER_VERSION" "$RANDOM_PROVIDER_VERSION"
+  exit 0
+fi
+
 ENGINE_DIR=${ENGINE_DIR:-$PROJECT/.cache/engine}
 mkdir -p "$ENGINE_DIR"; ENGINE_DIR=$(cd "$ENGINE_DIR" && pwd)
 BIN=$ENGINE_DIR/bin WORK=$ENGINE_DIR/work LOGS=$ENGINE_DIR/logs STAMPS=$ENGINE_DIR/stamps
@@ -38,13 +72,12 @@ mkdir -p "$BIN" "$WORK" "$LOGS" "$STAMPS"
 # The work tree may sit inside this repository: no VCS stamping, no workspace, no toolchain download.
 export GOFLAGS="-mod=mod -buildvcs=false" GOWORK=off GOTOOLCHAIN=local
 
-fail() { echo "engine/build.sh: $*" >&2; exit 1; }
-say() { echo "[engine] $*" >&2; }
-
-RECIPE=$(cat "$0" "$ENGINE/pulumi-sources.tar.gz" "$ENGINE"/stubs/pulumi-language-dotnet/go.mod \
-           "$ENGINE"/stubs/pulumi-language-dotnet/codegen/stub.go | sha256sum | cut -c1-16)
+# A bump of a Pulumi pin (with the tarball it needs) changes every Go step's recipe, so all of them rebuild.
+RECIPE=$( { echo "$PULUMI_VERSION $KUBERNETES_PROVIDER_VERSION $RANDOM_PROVIDER_VERSION"
+            cat "$0" "$ENGINE/pulumi-sources.tar.gz" "$ENGINE"/stubs/pulumi-language-dotnet/go.mod \
+                "$ENGINE"/stubs/pulumi-language-dotnet/codegen/stub.go; } | sha256sum | cut -c1-16)
 # The venv follows the program's requirements too; a change there rebuilds only it.
-PYTHON_RECIPE=$(cat "$ENGINE/constraints.txt" "$PROJECT/requirements.txt" | sha256sum | cut -c1-16)-$RECIPE
+PYTHON_RECIPE=$(sha256sum < "$PROJECT/requirements.txt" | cut -c1-16)-$RECIPE
 recipe_of() { if [ "$1" = python ]; then echo "$PYTHON_RECIPE"; else echo "$RECIPE"; fi; }
 
 require_go() {
@@ -166,12 +199,12 @@ EOF
     -o "$BIN/pulumi-resource-kubernetes" ./cmd/pulumi-resource-kubernetes)
 }
 
-build_python() {  # the program's own requirements, with the SDKs that match the providers built here
+build_python() {  # the program's own requirements: their pinned SDKs are those of the providers built here
   local venv=$ENGINE_DIR/venv
   rm -rf "$venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$PROJECT/requirements.txt" -c "$ENGINE/constraints.txt" \
-    || fail "pip could not install requirements.txt under engine/constraints.txt (is a PyPI index reachable?)"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$PROJECT/requirements.txt" \
+    || fail "pip could not install requirements.txt (is a PyPI index reachable?)"
 }
 
 outputs_cli="pulumi pulumi-language-python pulumi-language-python-exec pulumi-resource-pulumi-python"

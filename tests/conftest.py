@@ -2,6 +2,7 @@
 `engine`) by directory, so `-m "not engine"` and the like select suites
 without per-module markers; and the session's work directory."""
 
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,8 +22,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def workdir():
-    """A temp dir the postgres user can enter too (pytest's own are root-only): PostgreSQL runs as it."""
+    """A temp dir every container user can enter (pytest's own are root-only): containers run as their
+    declared users. Kept for inspection (logs, volumes) with MLFLOW_TRACING_KEEP_WORKDIR=1."""
     path = Path(tempfile.mkdtemp(prefix="mlflow-tracing-"))
     path.chmod(0o755)
     yield path
-    shutil.rmtree(path, ignore_errors=True)
+    if os.environ.get("MLFLOW_TRACING_KEEP_WORKDIR") == "1":
+        print(f"\nwork directory kept: {path}")
+    else:
+        shutil.rmtree(path, ignore_errors=True)

@@ -179,7 +179,7 @@ def test_openshift_assigns_an_arbitrary_uid_group_0_and_the_projects_fs_group(wo
     owner = pod_owner("openshift", {"runAsNonRoot": True}, {"runAsNonRoot": True})
     seen = report(kubelet, owner)
     assert (seen["uid"], seen["gid"]) == (scc.uid_start, 0)
-    assert seen["groups"] == [0, scc.uid_start]
+    assert seen["groups"] == [0, scc.fs_group]
     assert seen["cap_bounding"] == 0 and seen["no_new_privs"] == 1  # restricted-v2 drops ALL, no escalation
     # CRI-O writes a passwd entry for a UID the image lacks.
     assert seen["passwd"][2] == scc.uid_start and seen["passwd"][5] == "/"

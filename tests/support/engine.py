@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from components.config import PROJECT
+from tests.support.pins import engine_versions
 from tests.support.processes import run_build
 from tests.support.program import PROJECT_DIR
 
@@ -24,13 +25,9 @@ BUILD_SCRIPT = PROJECT_DIR / "engine" / "build.sh"
 BUILD_TIMEOUT = 3600  # cold ~21 min on 2 cores, warm ~1-2 min
 COMMAND_TIMEOUT = 900
 PROGRAM_FILES = ("Pulumi.yaml", "__main__.py", "requirements.txt", "components")
-# The provider plugins build.sh builds: the versions of their SDKs in engine/constraints.txt.
-PROVIDERS = {
-    package.removeprefix("pulumi-"): version
-    for package, _, version in (line.partition("==") for line in
-                                (PROJECT_DIR / "engine" / "constraints.txt").read_text().splitlines())
-    if package in ("pulumi-kubernetes", "pulumi-random")
-}
+# The provider plugins build.sh builds: the versions requirements.txt pins their SDKs to.
+PROVIDERS = {package.removeprefix("pulumi-"): version
+             for package, version in engine_versions().items() if package != "pulumi"}
 PASSPHRASE = "engine-tests-only"
 
 
@@ -69,7 +66,7 @@ class PulumiProject:
                                 dirs_exist_ok=True)
             else:
                 shutil.copy(source, self.project / name)
-        # The engine's venv holds requirements.txt under engine/constraints.txt.
+        # The engine's venv holds requirements.txt, so the SDKs of the providers installed below.
         document = yaml.safe_load((self.project / "Pulumi.yaml").read_text())
         document["runtime"]["options"]["virtualenv"] = str(engine / "venv")
         (self.project / "Pulumi.yaml").write_text(yaml.safe_dump(document, sort_keys=False))

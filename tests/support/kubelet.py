@@ -111,6 +111,7 @@ class RestrictedV2:
 
     uid_start: int = 1000680000
     uid_size: int = 10000
+    group_start: int | None = None  # the first supplemental group (the fsGroup); by default uid_start
 
     @classmethod
     def from_annotations(cls, annotations: dict[str, str]) -> RestrictedV2 | None:
@@ -118,7 +119,12 @@ class RestrictedV2:
         if not value:
             return None
         start, _, size = value.partition("/")
-        return cls(int(start), int(size))
+        groups = annotations.get("openshift.io/sa.scc.supplemental-groups", value)
+        return cls(int(start), int(size), int(groups.partition("/")[0].partition(",")[0]))
+
+    @property
+    def fs_group(self) -> int:
+        return self.uid_start if self.group_start is None else self.group_start
 
     def admit(self, pod: dict) -> dict:
         """The pod spec as admission stores it: the namespace's UID (the first of its range) on
@@ -127,11 +133,12 @@ class RestrictedV2:
         pod = json.loads(json.dumps(pod))
         context = pod.setdefault("securityContext", {})
         in_range = range(self.uid_start, self.uid_start + self.uid_size)
-        for key in ("runAsUser", "fsGroup", "runAsGroup"):
-            if key in context and context[key] not in in_range:
+        groups = range(self.fs_group, self.fs_group + self.uid_size)
+        for key, allowed in (("runAsUser", in_range), ("fsGroup", groups), ("runAsGroup", groups)):
+            if key in context and context[key] not in allowed:
                 raise ContainerRefused(f"restricted-v2: pod securityContext.{key} {context[key]} is not in "
-                                       f"the namespace's range {self.uid_start}/{self.uid_size}")
-        context.setdefault("fsGroup", self.uid_start)
+                                       f"the namespace's range")
+        context.setdefault("fsGroup", self.fs_group)
         for container in pod.get("initContainers", []) + pod["containers"]:
             own = container.setdefault("securityContext", {})
             uid = own.get("runAsUser", context.get("runAsUser"))

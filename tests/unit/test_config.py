@@ -48,6 +48,8 @@ def test_declared_defaults_give_the_documented_stack():
     assert config.namespace == "mlflow" and config.create_namespace and config.platform == "kubernetes"
     assert config.exposure.host == "mlflow.example.com" and config.exposure.url == "https://mlflow.example.com"
     assert config.mlflow.auth.kind == "basic" and not config.mlflow.auth.allow_plain_http
+    # The newest 17.x patch tag docker-library/postgres publishes; a superseded tag (17.6) is no longer rebuilt.
+    assert config.postgres.image == "postgres:17.11"
     assert config.mlflow.image == "ghcr.io/mlflow/mlflow:v3.17.2-full"
     assert config.collector.image == "otel/opentelemetry-collector-contrib:0.152.0"
     assert config.collector.version == "0.152.0"
@@ -258,7 +260,7 @@ def test_each_image_must_be_an_image_reference(section, image):
     assert any(p.startswith(f"{section}.image:") and "image reference" in p for p in problems), problems
 
 
-@pytest.mark.parametrize("image", ["postgres", "postgres:17.6", "docker.io/library/postgres:17.6-bookworm",
+@pytest.mark.parametrize("image", ["postgres", "postgres:17.11", "docker.io/library/postgres:17.11-trixie",
                                    "registry.local:5000/team/postgres_db:17", "localhost/pg@sha256:" + "0" * 64,
                                    "Registry.Example.com/pg:v1.2", "[::1]:5000/pg:17"])
 def test_valid_image_references_pass(image):

@@ -4,6 +4,7 @@ command CI runs is the one the README gives."""
 import re
 
 from components.config import project_defaults
+from tests.support.pins import engine_versions
 from tests.support.program import PROJECT_DIR
 from tests.support.readme import README, table_keys
 
@@ -26,6 +27,14 @@ def test_every_config_key_is_in_the_readme_reference():
     assert documented - declared == set()
 
 
+def test_the_readme_gives_each_default_image_of_pulumi_yaml():
+    text = README.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    documented = dict(re.findall(r"^\| `([A-Za-z]+\.image)` \| `([^`]+)` \|", text, re.M))
+    declared = {f"{name}.image": default["image"] for name, default in project_defaults().items()
+                if isinstance(default, dict) and "image" in default}
+    assert documented == declared
+
+
 def test_every_stack_output_is_in_the_readme(dev):
     assert table_keys("Outputs") == set(dev.outputs)
 
@@ -35,3 +44,12 @@ def test_ci_runs_the_readme_test_command():
                             README, re.M)
     ci = (PROJECT_DIR / ".ci" / "run").read_text()
     assert re.search(rf"^{re.escape(command)}$", ci, re.M)
+
+
+def test_the_pinned_versions_table_is_requirements_txt():
+    text = README.split("\n## Pinned versions\n", 1)[1].split("\n## ", 1)[0]
+    table = dict(re.findall(r"^\| `([a-z-]+)` \| `([0-9][^`]*)` \|", text, re.M))
+    assert table == engine_versions(), f"README's Pinned versions table {table} is not requirements.txt's pins"
+    prerequisites = README.split("\n## Prerequisites\n", 1)[1].split("\n## ", 1)[0]
+    assert f"{engine_versions()['pulumi']} or newer" in prerequisites
+    assert f'requiredPulumiVersion: ">={engine_versions()["pulumi"]}"' in prerequisites
