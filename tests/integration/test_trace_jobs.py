@@ -79,20 +79,20 @@ def collector(good, auth_server, collector_binary, postgres, workdir):
     process.stop()
 
 
-def run_check(run: ProgramRun, auth_server, admin, collector, postgres, workdir, **kubelet_options) -> tuple[int, str]:
-    """The check Job's pod, signed in as the run's check user, with the Services' addresses
-    mapped to the processes; (exit code, output)."""
+def run_check(run: ProgramRun, auth_server, collector, postgres, workdir, **kubelet_options) -> tuple[int, str]:
+    """The check Job's pod, signed in as the run's check user (whose grants the test has applied:
+    the good stack's by `good_users`), with the Services' addresses mapped to the processes; (exit
+    code, output)."""
     rewrites = {f"mlflow.mlflow.svc:{5000}": f"127.0.0.1:{auth_server.port}",
                 f"otel-collector.mlflow.svc:{HTTP_PORT}": f"127.0.0.1:{collector.ports.http}",
                 f"otel-collector.mlflow.svc:{GRPC_PORT}": f"127.0.0.1:{collector.ports.grpc}"}
-    apply_declared_access(run, auth_server.url, admin)
     kubelet = kubelet_for(run, workdir / "check", postgres, auth_server.port, rewrites=rewrites, **kubelet_options)
     (job,) = [j for j in run.kinds("Job") if j.name == CHECK_JOB]
     done = kubelet.run_pod_to_completion(job, timeout=TIMEOUT + 60)
     return done.returncode, (done.stdout + done.stderr).strip()
 
 
-def run_check_on_drifted_collector(checked: ProgramRun, running: ProgramRun, auth_server, admin, collector, postgres,
+def run_check_on_drifted_collector(checked: ProgramRun, running: ProgramRun, auth_server, collector, postgres,
                                    workdir, restore: ProgramRun | None = None) -> tuple[int, str]:
     """The check of `checked` while the collector runs the config of `running` (a hand-edited
     ConfigMap, a pod left on an old config); the collector is put back on the config of `restore`
@@ -100,7 +100,7 @@ def run_check_on_drifted_collector(checked: ProgramRun, running: ProgramRun, aut
     collector.configure(configmap_config(running), auth_server.url)
     collector.restart()
     try:
-        return run_check(checked, auth_server, admin, collector, postgres, workdir)
+        return run_check(checked, auth_server, collector, postgres, workdir)
     finally:
         collector.configure(configmap_config(restore or checked), auth_server.url)
         collector.restart()
@@ -125,10 +125,10 @@ def only_line(output: str) -> str:
     return lines[0]
 
 
-def test_a_good_stack_passes_and_the_check_leaves_nothing_behind(good, auth_server, admin, collector, api, experiments,
+def test_a_good_stack_passes_and_the_check_leaves_nothing_behind(good, auth_server, collector, api, experiments,
                                                                postgres, workdir):
     before = {name: trace_count(api, auth_server, i) for name, i in experiments.items()}
-    code, output = run_check(good, auth_server, admin, collector, postgres, workdir)
+    code, output = run_check(good, auth_server, collector, postgres, workdir)
     assert code == 0, output
     assert output.startswith("ok: traces flow through the collector to MLflow"), output
     for name, experiment_id in experiments.items():
@@ -141,35 +141,35 @@ def machine_secret(run: ProgramRun, machine: str):
     return secret
 
 
-def test_wrong_check_credentials_are_named_as_a_refused_sign_in(good, auth_server, admin, collector, postgres, workdir):
+def test_wrong_check_credentials_are_named_as_a_refused_sign_in(good, auth_server, collector, postgres, workdir):
     secret = machine_secret(good, "trace-check-")
     wrong = {**secret.outputs["stringData"], "password": "not-the-check-password"}
-    code, output = run_check(good, auth_server, admin, collector, postgres, workdir,
+    code, output = run_check(good, auth_server, collector, postgres, workdir,
                              user_secrets={secret.k8s_name: wrong})
     assert code == 1
     assert only_line(output).startswith("verify failed: sign-in refused: MLflow answers HTTP 401 to the check's "
                                         f"own user (Secret {secret.k8s_name})"), output
 
 
-def test_a_revoked_read_grant_of_the_check_is_named(good, experiments, auth_server, admin, collector, api, postgres,
+def test_a_revoked_read_grant_of_the_check_is_named(good, experiments, auth_server, collector, api, postgres,
                                                     workdir):
     username = machine_secret(good, "trace-check-").outputs["stringData"]["username"]
     default, default_id = next(iter(experiments.items()))
     api.post(f"{auth_server.url}/api/3.0/mlflow/users/permissions/revoke", timeout=10, json={
         "username": username, "resource_type": "experiment", "resource_id": default_id}).raise_for_status()
-    code, output = run_check(good, auth_server, admin, collector, postgres, workdir)
+    code, output = run_check(good, auth_server, collector, postgres, workdir)
     assert code == 1
     assert only_line(output).startswith(f"verify failed: permission refused: the check's user may not read "
                                         f"experiment '{default}' (ID {default_id}, HTTP 403)"), output
 
 
 def test_a_revoked_edit_grant_of_the_collector_times_out_naming_the_collectors_log(
-        good, experiments, auth_server, admin, collector, api, postgres, workdir):
+        good, experiments, auth_server, collector, api, postgres, workdir):
     username = machine_secret(good, "otel-collector-").outputs["stringData"]["username"]
     chat_id = list(experiments.values())[1]
     api.post(f"{auth_server.url}/api/3.0/mlflow/users/permissions/revoke", timeout=10, json={
         "username": username, "resource_type": "experiment", "resource_id": chat_id}).raise_for_status()
-    code, output = run_check(good, auth_server, admin, collector, postgres, workdir)
+    code, output = run_check(good, auth_server, collector, postgres, workdir)
     assert code == 1
     line = only_line(output)
     assert line.startswith("verify failed: timeout:") and "403, its EDIT grant" in line, line
@@ -179,7 +179,8 @@ def test_a_revoked_edit_grant_of_the_collector_times_out_naming_the_collectors_l
 def test_a_stale_experiment_id_is_named_with_its_id(experiments, auth_server, admin, collector, postgres, workdir):
     default = next(iter(experiments))
     stale = stack(experiments, ids={default: "987654"}, verify={"timeoutSeconds": TIMEOUT})
-    code, output = run_check(stale, auth_server, admin, collector, postgres, workdir)
+    apply_declared_access(stale, auth_server.url, admin)  # the check's READ follows the stale ID, as in the stack
+    code, output = run_check(stale, auth_server, collector, postgres, workdir)
     assert code == 1
     line = only_line(output)
     assert line.startswith(f"verify failed: export refused: the collector exports experiment '{default}' to ID "
@@ -187,13 +188,13 @@ def test_a_stale_experiment_id_is_named_with_its_id(experiments, auth_server, ad
 
 
 def test_a_noise_rule_missing_from_the_running_collector_is_named_and_the_noise_removed(
-        good, experiments, auth_server, admin, collector, api, postgres, workdir):
+        good, experiments, auth_server, collector, api, postgres, workdir):
     """The collector runs a config without the rule the stack declares (drift, an old pod): the
     probe request is stored, the check says where, and deletes it with its own traces."""
     default_id = next(iter(experiments.values()))
     before = trace_count(api, auth_server, default_id)
     without_rules = stack(experiments, collector={"noise": []})
-    code, output = run_check_on_drifted_collector(good, without_rules, auth_server, admin, collector, postgres, workdir)
+    code, output = run_check_on_drifted_collector(good, without_rules, auth_server, collector, postgres, workdir)
     assert code == 1
     assert only_line(output).startswith("verify failed: noise stored: the probe request 'GET /v1/models' was "
                                         f"stored in experiment {default_id}"), output
@@ -201,25 +202,25 @@ def test_a_noise_rule_missing_from_the_running_collector_is_named_and_the_noise_
 
 
 def test_without_noise_rules_the_check_sends_a_kubelet_probe_that_the_collector_drops(
-        good, experiments, auth_server, admin, collector, postgres, workdir):
+        good, experiments, auth_server, collector, postgres, workdir):
     """With `collector.noise: []` the probe request is a kubelet probe; the filter the program
     generates drops kubelet probes whatever the rules, so the check passes on that config."""
     without_rules = stack(experiments, collector={"noise": []}, verify={"timeoutSeconds": TIMEOUT})
     (job,) = [j for j in without_rules.kinds("Job") if j.name == CHECK_JOB]
     plan = json.loads(env_of(container(job, "verify"))["TRACE_JOB_PLAN"]["value"])
     assert plan["noise"]["attributes"]["user_agent.original"].startswith("kube-probe/"), plan["noise"]
-    code, output = run_check_on_drifted_collector(without_rules, without_rules, auth_server, admin, collector, postgres,
+    code, output = run_check_on_drifted_collector(without_rules, without_rules, auth_server, collector, postgres,
                                                   workdir, restore=good)
     assert code == 0, output
 
 
-def test_traces_routed_to_another_experiment_are_named(good, experiments, auth_server, admin, collector, postgres,
+def test_traces_routed_to_another_experiment_are_named(good, experiments, auth_server, collector, postgres,
                                                        workdir):
     default, chat = experiments
     swapped = run_program("dev", mocks=RealIdMocks(experiments), mlflow=BASIC_AUTH_MLFLOW,
                           experiments=[{"name": default, "default": True, "services": ["chat-api"]},
                                        {"name": chat, "services": ["other"]}])
-    code, output = run_check_on_drifted_collector(good, swapped, auth_server, admin, collector, postgres, workdir)
+    code, output = run_check_on_drifted_collector(good, swapped, auth_server, collector, postgres, workdir)
     assert code == 1
     assert only_line(output).startswith(
         f"verify failed: trace in the wrong experiment: the trace of experiment '{chat}' (service 'chat-api') is "
@@ -230,11 +231,11 @@ def test_traces_routed_to_another_experiment_are_named(good, experiments, auth_s
     ("collector", "verify failed: collector unreachable: POST http://127.0.0.1:"),
     ("auth_server", "verify failed: MLflow unreachable: GET http://127.0.0.1:"),
 ])
-def test_a_stopped_server_is_named(down, line, good, auth_server, admin, collector, postgres, workdir):
+def test_a_stopped_server_is_named(down, line, good, auth_server, collector, postgres, workdir):
     process = {"collector": collector, "auth_server": auth_server}[down]
     process.stop()
     try:
-        code, output = run_check(good, auth_server, admin, collector, postgres, workdir)
+        code, output = run_check(good, auth_server, collector, postgres, workdir)
     finally:
         process.start()
     assert code == 1
