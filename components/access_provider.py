@@ -192,11 +192,19 @@ class MlflowUserProvider(ResourceProvider):
             return
         import secrets
 
-        self._converge(client, {**props, "grants": [], "roles": []}, action)
-        client.set_password(id_, secrets.token_urlsafe(32), action)  # nobody knows it: signed out for good
+        # First the password nobody knows (signed out for good; a worker that verified the old one may
+        # accept it until its credential cache entry expires), then nothing left to sign in to.
+        client.set_password(id_, secrets.token_urlsafe(32), action)
+        self._hold_to_declared(client, {**props, "grants": [], "roles": []}, action)
 
     def _converge(self, client: _Admin, props: dict, action: str) -> dict:
-        """Make the user's direct grants and role memberships exactly the declared ones."""
+        """Make the user's direct grants and role memberships exactly the declared ones; the state
+        as read from MLflow afterwards."""
+        return self._outputs(client, props, self._hold_to_declared(client, props, action), action)
+
+    def _hold_to_declared(self, client: _Admin, props: dict, action: str) -> dict:
+        """Revoke, change and grant until the user's direct grants and role memberships are exactly
+        the declared ones; the user as MLflow holds it."""
         username = props["username"]
         user = client.user(username, action)
         if user is None:
@@ -229,7 +237,7 @@ class MlflowUserProvider(ResourceProvider):
                     raise MlflowApiError(action, 404, ABSENT, f"role {name!r} does not exist in MLflow; declare it "
                                          "under access.roles")
                 client.call("POST", f"{ROLES}/assign", action, json={"username": username, "role_id": declared["id"]})
-        return self._outputs(client, props, user, action)
+        return user
 
     def _outputs(self, client: _Admin, props: dict, user: dict, action: str) -> dict:
         """State as read from MLflow: the live grants and memberships, and whether the
