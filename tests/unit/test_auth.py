@@ -1,13 +1,15 @@
-"""MLflow basic auth under mocks: generated credentials in a Secret, wired into
-the server, the migration step, the auth database and the experiment provider."""
+"""MLflow basic auth under mocks: generated credentials (the admin's only as a hash in a
+Secret), wired into the server, the migration step, the auth database and the
+experiment provider."""
 
 import configparser
 import json
 
 import pytest
 import yaml
+from werkzeug.security import check_password_hash
 
-from components.auth import auth_config_ini
+from components.auth import auth_config_ini, password_hash
 from components.config import ConfigError, parse_stack_config
 from components.postgres import database_init_sql
 from tests.support.k8s import auth_config, container, env_of
@@ -55,20 +57,30 @@ def test_the_server_runs_the_basic_auth_app_with_generated_secrets_from_the_secr
     env, secret = env_of(server), auth_secret(run)
     assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name,
                                                                                   "key": "flask-secret-key"}
-    for key in ("password", "flask-secret-key"):
-        assert secret.outputs["stringData"][key].startswith(MOCK_PASSWORD)
-    assert secret.outputs["stringData"]["password"] != secret.outputs["stringData"]["flask-secret-key"]
+    assert secret.outputs["stringData"]["flask-secret-key"].startswith(MOCK_PASSWORD)
 
 
-def test_only_the_migration_jobs_bootstrap_step_gets_the_admin_password(run):
-    """The server creates no admin: the Job's step does, from the Secret, so no long-running pod
-    holds the admin's password."""
+def test_the_auth_secret_holds_a_hash_mlflow_accepts_for_the_admin_password_and_never_the_password(run):
+    stored = auth_secret(run).outputs["stringData"]
+    password = run.outputs["mlflowCredentials"]["password"]
+    assert set(stored) == {"username", "admin-password-hash", "flask-secret-key"}
+    assert password not in json.dumps(stored)
+    assert check_password_hash(stored["admin-password-hash"], password)  # as MLflow's user store checks it
+    assert not check_password_hash(stored["admin-password-hash"], password + "x")
+    assert password_hash(password, "salt") != password_hash(password, "other-salt")
+
+
+def test_only_the_migration_jobs_bootstrap_step_gets_the_admin_password_hash_and_no_pod_the_password(run):
+    """The server creates no admin: the Job's step does, from the hash in the Secret; no pod
+    gets the admin's password in any form it could sign in with."""
     secret = auth_secret(run)
     holders = [(resource.name, c["name"]) for resource, c in run.containers()
                if any(((e.get("valueFrom") or {}).get("secretKeyRef") or {}) == {"name": secret.k8s_name,
-                                                                                 "key": "password"}
+                                                                                 "key": "admin-password-hash"}
                       for e in c.get("env", []))]
     assert holders == [("mlflow-migrate", "bootstrap-admin")]
+    password = run.outputs["mlflowCredentials"]["password"]
+    assert not [c["name"] for _, c in run.containers() if password in json.dumps(c)]
 
 
 def test_the_auth_config_file_is_mounted_where_mlflow_reads_it(run):
@@ -95,19 +107,18 @@ def test_the_auth_database_is_created_and_migrated_before_the_server(run):
 
 
 def test_the_experiment_provider_gets_the_admin_credentials_as_a_secret(run):
-    secret = auth_secret(run).outputs["stringData"]
+    (password,) = [r.outputs["result"] for r in run.of_type("random:index/randomPassword:RandomPassword")
+                   if r.name == "mlflow-auth-admin-password"]
     (experiment,) = run.dynamic("experiment")
-    assert experiment.inputs["credentials"] == {"username": "admin", "password": secret["password"]}
+    assert experiment.inputs["credentials"] == {"username": "admin", "password": password}
     assert "mlflowCredentials" in run.secret_outputs
-    assert run.outputs["mlflowCredentials"] == {"username": "admin", "password": secret["password"]}
+    assert run.outputs["mlflowCredentials"] == {"username": "admin", "password": password}
 
 
-def test_the_admin_password_is_only_in_its_secret_and_the_secret_inputs(run):
-    password = auth_secret(run).outputs["stringData"]["password"]
+def test_the_admin_password_is_only_in_its_generator_and_the_providers_secret_inputs(run):
+    password = run.outputs["mlflowCredentials"]["password"]
     holders = {r.typ.rsplit(":", 1)[-1] for r in run.resources if password in json.dumps(r.outputs)}
-    assert holders == {"RandomPassword", "Secret", "Resource"}  # Resource: the providers' secret input
-    (secret,) = [r for r in run.resources if r.typ.endswith(":Secret") and password in json.dumps(r.outputs)]
-    assert secret is auth_secret(run)
+    assert holders == {"RandomPassword", "Resource"}  # Resource: the dynamic providers' secret input
 
 
 def test_without_auth_nothing_of_it_is_declared(dev):
