@@ -43,7 +43,6 @@ PERMISSION_ORDER = ("READ", "EDIT", "MANAGE")
 TRACE_DELETION = [{"resource_type": tier, "resource_id": "*", "permission": "MANAGE"}
                   for tier in ("trace", "assessment")]
 USER_LABEL = "mlflow-tracing/mlflow-user"  # on each person's generated password Secret
-PASSWORD_KEY = "password"
 
 
 def _experiment_grants(experiment_ids: list[str], permission: str) -> list[dict]:
@@ -194,7 +193,8 @@ class TeamAccess(pulumi.ComponentResource):
         if existing is not None:
             brought = k8s.core.v1.Secret.get(f"{name}-password-{slug}", f"{namespace.name}/{existing}",
                                              opts=pulumi.ResourceOptions(parent=self))
-            return pulumi.Output.secret(brought.data.apply(lambda data: base64.b64decode(data[PASSWORD_KEY]).decode()))
+            return pulumi.Output.secret(
+                brought.data.apply(lambda data: base64.b64decode(data[auth.PASSWORD_KEY]).decode()))
         password = random.RandomPassword(f"{name}-password-{slug}", length=24, special=True, override_special="-_.~",
                                          opts=pulumi.ResourceOptions(parent=self))
         k8s.core.v1.Secret(
@@ -202,7 +202,7 @@ class TeamAccess(pulumi.ComponentResource):
             metadata={"name": f"mlflow-user-{slug}", "namespace": namespace.ref,
                       "labels": {**labels_for("mlflow-user"), USER_LABEL: slug},
                       "annotations": {USER_LABEL: username}},
-            string_data={"username": username, PASSWORD_KEY: password.result},
+            string_data={auth.USERNAME_KEY: username, auth.PASSWORD_KEY: password.result},
             opts=pulumi.ResourceOptions(parent=self, delete_before_replace=True),
         )
         return password.result
