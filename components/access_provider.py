@@ -12,7 +12,9 @@ holds it to:
   are exactly the declared ones: a grant added, changed or revoked in the UI is
   seen by the refresh before every `pulumi up` and put back;
 - a user whose password MLflow no longer accepts (changed in the UI) is seen by
-  the refresh and gets the declared password again;
+  the refresh and gets the declared password again (every update sets it: the
+  refresh can miss a change while MLflow's workers still have the declared
+  password in their credential cache);
 - `create` adopts a user or role that already has the name;
 - a level change is one in-place update of the grant, never a revoke followed
   by a grant, so a client never loses its access in between;
@@ -48,6 +50,7 @@ WORKSPACE = "default"
 PERMISSIONS_GRANTED = ("READ", "USE", "EDIT", "MANAGE", "DENY")
 ON_DELETE = ("delete", "retire")
 MIN_PASSWORD = 12  # MLflow refuses shorter ones
+SIGN_IN_ATTEMPTS = 4  # the refresh's password check, each on a new connection
 
 
 def _unknown(value: Any) -> bool:
@@ -117,15 +120,19 @@ def _as_grants(role: dict | None) -> list[dict]:
 
 
 def _password_accepted(props: dict, username: str, password: str) -> bool:
-    """Whether MLflow signs the user in with `password` (a worker that verified it may keep
-    accepting it for up to the credential cache's lifetime after a change)."""
-    try:
-        MlflowRest({**props, "credentials": {"username": username, "password": password}}).call(
-            "GET", f"{USERS}/current", f"sign in as {username!r}")
-    except MlflowApiError as error:
-        if error.status == 401:
-            return False
-        raise
+    """Whether MLflow signs the user in with `password`, asked on SIGN_IN_ATTEMPTS new
+    connections (so of several workers): a worker that verified a password keeps accepting it
+    from its credential cache for up to the cache's lifetime after a change, so one refusal
+    means a changed password, and a change can still go unseen while every worker asked has
+    the old password cached."""
+    for _ in range(SIGN_IN_ATTEMPTS):
+        try:
+            MlflowRest({**props, "credentials": {"username": username, "password": password}}).call(
+                "GET", f"{USERS}/current", f"sign in as {username!r}")
+        except MlflowApiError as error:
+            if error.status == 401:
+                return False
+            raise
     return True
 
 
@@ -174,8 +181,9 @@ class MlflowUserProvider(ResourceProvider):
     def update(self, id_: str, olds: dict, news: dict) -> UpdateResult:
         client = _Admin(news)
         action = f"update MLflow user {id_!r}"
-        if olds.get("password") != news["password"] or olds.get("password_accepted") is False:
-            client.set_password(id_, news["password"], action)
+        # Every update sets the password: a change made in the UI may have looked accepted to the
+        # refresh (a worker's credential cache), and setting the declared one again changes nothing else.
+        client.set_password(id_, news["password"], action)
         return UpdateResult(self._converge(client, news, action))
 
     def delete(self, id_: str, props: dict) -> None:
