@@ -154,3 +154,16 @@ def test_a_role_that_mlflow_does_not_hold_is_named(auth_server, admin):
                                              "access.roles"):
         MlflowUserProvider().create(user_props(auth_server, admin, [], roles=["no-such-role"]))
 
+
+def test_a_grant_on_every_experiment_covers_one_created_later_and_no_more_than_its_level(auth_server, admin, api):
+    """`experiments: ["*"]` in `access`: the grant on the experiment wildcard reaches an experiment
+    created after it, at its level only."""
+    props = user_props(auth_server, admin, [grant("*", "READ")])
+    MlflowUserProvider().create(props)
+    later = api.post(f"{auth_server.url}/api/2.0/mlflow/experiments/create", timeout=10,
+                     json={"name": f"later-{uuid.uuid4().hex[:6]}"}).json()["experiment_id"]
+    signed_in = (props["username"], props["password"])
+    assert status_as(auth_server, signed_in, later) == 200
+    deleted = requests.post(f"{auth_server.url}/api/2.0/mlflow/experiments/delete", json={"experiment_id": later},
+                            auth=signed_in, timeout=10)
+    assert deleted.status_code == 403
