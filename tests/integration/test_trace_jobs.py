@@ -80,9 +80,10 @@ def collector(good, auth_server, collector_binary, postgres, workdir):
 
 
 def run_check(run: ProgramRun, auth_server, collector, postgres, workdir, **kubelet_options) -> tuple[int, str]:
-    """The check Job's pod, signed in as the run's check user (whose grants the test has applied:
-    the good stack's by `good_users`), with the Services' addresses mapped to the processes; (exit
-    code, output)."""
+    """The check Job's pod, signed in as the run's check user, with the Services' addresses mapped
+    to the processes; (exit code, output). The test has applied the run's users and grants (the good
+    stack's: `good_users`); another run's may carry other user names, as the mocks number each
+    run's random IDs in the order they resolve."""
     rewrites = {f"mlflow.mlflow.svc:{5000}": f"127.0.0.1:{auth_server.port}",
                 f"otel-collector.mlflow.svc:{HTTP_PORT}": f"127.0.0.1:{collector.ports.http}",
                 f"otel-collector.mlflow.svc:{GRPC_PORT}": f"127.0.0.1:{collector.ports.grpc}"}
@@ -202,10 +203,11 @@ def test_a_noise_rule_missing_from_the_running_collector_is_named_and_the_noise_
 
 
 def test_without_noise_rules_the_check_sends_a_kubelet_probe_that_the_collector_drops(
-        good, experiments, auth_server, collector, postgres, workdir):
+        good, experiments, auth_server, admin, collector, postgres, workdir):
     """With `collector.noise: []` the probe request is a kubelet probe; the filter the program
     generates drops kubelet probes whatever the rules, so the check passes on that config."""
     without_rules = stack(experiments, collector={"noise": []}, verify={"timeoutSeconds": TIMEOUT})
+    apply_declared_access(without_rules, auth_server.url, admin)  # its check signs in as its own user
     (job,) = [j for j in without_rules.kinds("Job") if j.name == CHECK_JOB]
     plan = json.loads(env_of(container(job, "verify"))["TRACE_JOB_PLAN"]["value"])
     assert plan["noise"]["attributes"]["user_agent.original"].startswith("kube-probe/"), plan["noise"]
