@@ -196,12 +196,13 @@ def run_retention_now(cluster) -> dict:
     return status()
 
 
-def test_rotating_the_machine_passwords_under_traffic_loses_no_span(deployed, cluster, node, mlflow_url, monkeypatch):
-    """`mlflow.auth.machinePasswordRevision` changed while an application sends steadily: each
-    machine user is replaced by a new one with the same grants and a new Secret, the collector
-    rolls onto it, the check passes under its new user, the old users are deleted at the end of
-    the `up` and their credentials refused once the credential cache lets them go, and every
-    span the collector accepted is in MLflow once."""
+def rotate_under_traffic(deployed, cluster, node, mlflow_url, monkeypatch, revision: int) -> None:
+    """`mlflow.auth.machinePasswordRevision` set to `revision` while an application sends
+    steadily: each machine user is replaced by a new one with the same grants and a new Secret,
+    the collector rolls onto it, the check passes under its new user (or the `up` fails), a
+    retention run passes under its new user, the old users are deleted at the end of the `up` and
+    their credentials refused once the credential cache lets them go, and every span the
+    collector accepted is in MLflow once."""
     admin = admin_of(deployed)
     experiment_id = deployed.outputs()["experimentIds"][EXPERIMENT]
     monkeypatch.setitem(os.environ, "MLFLOW_TRACKING_USERNAME", admin[0])
@@ -211,15 +212,15 @@ def test_rotating_the_machine_passwords_under_traffic_loses_no_span(deployed, cl
     pods_before = collector_pods(cluster)
     already, _ = span_counts_in_mlflow(mlflow_url, experiment_id)
     otlp_url = node.service_url(NAMESPACE, collector_component.SERVICE_NAME, collector_component.HTTP_PORT)
-    sender = SteadySender(otlp_url, "rotation-app", SEND_INTERVAL)
+    sender = SteadySender(otlp_url, f"rotation-{revision}", SEND_INTERVAL)
     sender.start()
     config = deployed.config()
     deployed.configure({**config, "mlflow": {**config["mlflow"], "auth": {**config["mlflow"]["auth"],
-                                                                          "machinePasswordRevision": 2}}})
+                                                                          "machinePasswordRevision": revision}}})
     try:
         time.sleep(3)
         started = time.monotonic()
-        deployed.up().check("up rotating the machine passwords")
+        deployed.up().check(f"up rotating the machine passwords (revision {revision})")
         up_seconds = time.monotonic() - started
         rotated_at = time.monotonic()
         time.sleep(5)  # traffic through the rolled collector too
@@ -229,8 +230,8 @@ def test_rotating_the_machine_passwords_under_traffic_loses_no_span(deployed, cl
                f"the {sent} spans sent during the rotation in MLflow")
     time.sleep(3)  # a duplicate would arrive after the last original
     assert span_counts_in_mlflow(mlflow_url, experiment_id) == (already + sent, already + sent)
-    print(f"rotation: {sent} spans sent and stored once, {sender.retried_requests} requests retried, "
-          f"`up` took {up_seconds:.0f} s")
+    print(f"rotation to revision {revision}: {sent} spans sent and stored once, "
+          f"{sender.retried_requests} requests retried, `up` took {up_seconds:.0f} s")
 
     after, secrets_after = machine_users(mlflow_url, admin), machine_secrets(cluster)
     assert set(after.values()).isdisjoint(before.values())  # new users; the old ones are deleted
@@ -248,3 +249,18 @@ def test_rotating_the_machine_passwords_under_traffic_loses_no_span(deployed, cl
                                       timeout=10).status_code for _ in range(8)}
                for machine, (_, username, password) in secrets_before.items()}
     assert answers == {machine: {401} for machine in MACHINE_USERS}
+
+
+def test_rotating_the_machine_passwords_under_traffic_loses_no_span(deployed, cluster, node, mlflow_url, monkeypatch):
+    """The collector a Deployment: a new pod is Ready before the old one stops."""
+    rotate_under_traffic(deployed, cluster, node, mlflow_url, monkeypatch, revision=2)
+
+
+def test_rotating_with_the_persistent_queue_loses_no_span(deployed, cluster, node, mlflow_url, monkeypatch):
+    """The collector a StatefulSet (`persistentQueue`): its pod stops before its successor starts
+    on the same claim, which sends what it found queued under the new user."""
+    config = deployed.config()
+    deployed.configure({**config, "collector": {"persistentQueue": True, "queueVolume": {"size": "100Mi"}}})
+    deployed.up().check("up switching the collector to the persistent queue")
+    assert cluster.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/statefulsets/{collector_component.SERVICE_NAME}")
+    rotate_under_traffic(deployed, cluster, node, mlflow_url, monkeypatch, revision=3)
