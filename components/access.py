@@ -15,7 +15,9 @@ wildcard tier grants give exactly that, and only in the experiments the user can
 Each machine user's name carries a suffix that is new with its password (`random.RandomId`
 kept by the password): a rotation creates a new user beside the old one, the Secret is
 replaced (new name), the pods that use it roll onto it, and the old user is deleted only
-at the end of the `pulumi up`, after the roll. No pod ever holds a password MLflow refuses.
+at the end of the `pulumi up`, after the roll and the post-deploy check: only a pod of the old
+user still exporting by then (a slow drain of a Deployment's pod) can meet a refusal (README:
+Rotation).
 """
 
 from __future__ import annotations
