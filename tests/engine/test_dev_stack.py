@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import subprocess
 import time
 
@@ -276,14 +277,16 @@ def _databases(cluster, node) -> set[str]:
 
 
 def _query_retained_database(node, password: str, sql: str) -> str:
-    """Start PostgreSQL on the retained volume's data directory (as the StatefulSet's pod would) and query it."""
+    """Start PostgreSQL on the retained volume's data directory (as its owner, the pod's user) and query it."""
     data = node.workdir / "volumes" / f"{NAMESPACE}-data-postgres-0" / "pgdata"
+    owner = data.stat()
     sockets = node.workdir / "retained-sockets"
     sockets.mkdir(exist_ok=True)
-    subprocess.run(["chown", "postgres", str(sockets)], check=True)
+    os.chown(sockets, owner.st_uid, owner.st_gid)
     port, log = free_port(), node.workdir / "retained-postgres.log"
     server = subprocess.Popen(
-        ["runuser", "-u", "postgres", "--", str(postgres_bin_dir() / "postgres"), "-D", str(data), "-p", str(port),
+        ["setpriv", f"--reuid={owner.st_uid}", f"--regid={owner.st_gid}", "--clear-groups", "--",
+         str(postgres_bin_dir() / "postgres"), "-D", str(data), "-p", str(port),
          "-c", "listen_addresses=127.0.0.1", "-k", str(sockets)],
         stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
     try:

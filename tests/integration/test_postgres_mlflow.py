@@ -10,14 +10,17 @@ from mlflow import MlflowClient
 
 from components.config import version_from_image
 from tests.support.kubelet import KERNEL_MOUNTS, POD_HOST
-from tests.support.otlp import one_span_request
+from tests.support.otlp import chat_trace, export_request, one_span_request
 from tests.support.processes import run_job
 
 
-def test_mlflow_under_test_is_the_version_of_the_deployed_image(declared):
+def test_mlflow_under_test_is_the_version_of_the_deployed_image(declared, mlflow_server):
+    """The server runs from the image's stand-in (its own install), the tests' client from this venv: both
+    are the image's version."""
     deployment = declared.get("Deployment", "mlflow")
     image = deployment.outputs["spec"]["template"]["spec"]["containers"][0]["image"]
     assert version("mlflow") == version_from_image(image)
+    assert requests.get(f"{mlflow_server.url}/version", timeout=10).text == version_from_image(image)
 
 
 def test_database_init_creates_the_databases_and_is_idempotent(declared, kubelet, postgres, databases_created):
@@ -86,6 +89,28 @@ def test_a_span_posted_with_an_experiment_header_is_stored_there(mlflow_server):
     unknown = requests.post(f"{mlflow_server.url}/v1/traces", data=other, timeout=10, headers={
         "Content-Type": "application/x-protobuf", "x-mlflow-experiment-id": "987654"})
     assert unknown.status_code == 404
+
+
+def test_a_request_that_holds_a_span_twice_is_refused_whole(mlflow_server):
+    """MLflow 3.17's ingest upserts a request's spans in one statement, which PostgreSQL refuses when a
+    span is in it twice: the whole request gets 400, which the collector takes as permanent and drops,
+    so every other span in that batch is lost too (README Troubleshooting). The same spans sent again in
+    a request of their own are stored (a retry is harmless)."""
+    client = MlflowClient(tracking_uri=mlflow_server.url)
+    experiment_id = client.create_experiment(f"duplicates-{id(client)}")
+    repeated, other = chat_trace("llama-3.1-8b", 3, 4), chat_trace("llama-3.1-8b", 5, 6)
+
+    def post(spans) -> requests.Response:
+        return requests.post(f"{mlflow_server.url}/v1/traces", timeout=30,
+                             data=export_request({"chat-api": spans}).SerializeToString(),
+                             headers={"Content-Type": "application/x-protobuf",
+                                      "x-mlflow-experiment-id": experiment_id})
+
+    refused = post(repeated + repeated + other)
+    assert refused.status_code == 400 and "cannot affect row a second time" in refused.text
+    assert client.search_traces(locations=[experiment_id]) == []  # nothing of the request was stored
+    assert post(other).status_code == post(repeated).status_code == post(repeated).status_code == 200
+    assert len(client.search_traces(locations=[experiment_id])) == 2
 
 
 def test_an_artifact_logged_through_the_server_lands_on_the_declared_volume(mlflow_server, kubelet, declared):

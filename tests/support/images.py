@@ -30,7 +30,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.config import project_defaults
+from components.config import project_defaults, version_from_image
 
 IMAGE_STORE = Path(os.environ.get("MLFLOW_TRACING_IMAGE_STORE", "/var/lib/mlflow-tracing-tests/images"))
 BUILD_TIMEOUT = 1800
@@ -153,14 +153,18 @@ def _image_python() -> str:
     return python
 
 
-def mlflow_version(reference: str) -> str:
-    tag = reference.rsplit(":", 1)[1]
-    return tag.removeprefix("v").removesuffix("-full")
+def image_version(reference: str) -> str:
+    """The version an image's tag names (`ghcr.io/mlflow/mlflow:v3.17.2-full@sha256:...` -> 3.17.2): what its
+    stand-in installs or was built at."""
+    found = version_from_image(reference.split("@", 1)[0])
+    if found is None:
+        raise ValueError(f"no stand-in for image {reference!r}: its tag names no version")
+    return found
 
 
 def mlflow_image(reference: str) -> Image:
     """The -full image of `reference`'s version: its stand-in built on first use (~3 min)."""
-    requirement = f"mlflow[{MLFLOW_EXTRAS}]=={mlflow_version(reference)}"
+    requirement = f"mlflow[{MLFLOW_EXTRAS}]=={image_version(reference)}"
 
     def build(directory: Path) -> None:
         venv = directory / "venv"
@@ -171,7 +175,7 @@ def mlflow_image(reference: str) -> Image:
             raise RuntimeError(f"pip install {requirement} into the MLflow image's stand-in failed:\n"
                                f"{done.stderr[-4000:]}")
 
-    root = _locked_build(f"mlflow-{mlflow_version(reference)}", f"python{IMAGE_PYTHON} {requirement}", build)
+    root = _locked_build(f"mlflow-{image_version(reference)}", f"python{IMAGE_PYTHON} {requirement}", build)
     return Image(reference, entrypoint=(), cmd=("python3",), user=None,
                  path=f"{root / 'venv' / 'bin'}:{DEFAULT_PATH}", env={"LANG": "C.UTF-8"})
 
@@ -213,7 +217,7 @@ def collector_image(reference: str, binary: Path) -> Image:
         shutil.copy(binary, directory / "otelcol-contrib")
         (directory / "otelcol-contrib").chmod(0o755)
 
-    root = _locked_build(f"otelcol-{reference.rsplit(':', 1)[1]}", hashlib.sha256(binary.read_bytes()).hexdigest(),
+    root = _locked_build(f"otelcol-{image_version(reference)}", hashlib.sha256(binary.read_bytes()).hexdigest(),
                          build)
     return Image(reference, entrypoint=(str(root / "otelcol-contrib"),),
                  cmd=("--config", "/etc/otelcol-contrib/config.yaml"), user="10001:10001", path=DEFAULT_PATH,

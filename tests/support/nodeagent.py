@@ -59,7 +59,11 @@ from tests.support.kubelet import ContainerRefused, Kubelet, RestrictedV2, new_f
 from tests.support.processes import free_port, stop
 
 POLL_SECONDS = 0.5
-BACKEND_WAIT_SECONDS = 30
+# kube-proxy refuses a connection to a Service without a Ready endpoint. A connection here waits at most
+# this long for one (endpoint propagation lags in a cluster too), then is reset. Holding it longer is
+# kinder than a cluster and worse: a client that timed out and retried would have both requests
+# delivered at once when a pod turns Ready.
+BACKEND_WAIT_SECONDS = 1
 # The kubelet's restart back-off: 10 s, doubling up to 5 min, reset after 10 min of running.
 BACKOFF_SECONDS, BACKOFF_CAP_SECONDS, BACKOFF_RESET_SECONDS = 10, 300, 600
 
@@ -159,8 +163,8 @@ class NodeAgent:
             proxy.close()
 
     def service_url(self, namespace: str, service: str, port: int) -> str:
-        """`http://127.0.0.1:<p>`: the Service's port as this machine reaches it (also before it exists, like a
-        port-forward that waits for its pod)."""
+        """`http://127.0.0.1:<p>`: the Service's port as this machine reaches it (the address exists before the
+        Service does; connections are reset while no pod of it is Ready)."""
         return f"http://127.0.0.1:{self._proxy(namespace, service, port).port}"
 
     # ------------------------------------------------------------------ API helpers
@@ -328,7 +332,7 @@ class NodeAgent:
                 self._run_job(pod, kubelet, spec)
             else:
                 self._serve(pod, kubelet, spec)
-        except ContainerRefused as refused:
+        except (ContainerRefused, LookupError) as refused:  # LookupError: a Secret or ConfigMap it needs is gone
             self._error(f"pod {pod.namespace}/{pod.name}: {refused}")
             waiting = {"waiting": {"reason": "CreateContainerConfigError", "message": str(refused)}}
             self._set_status(pod, spec, "Pending", False, {c["name"]: waiting for c in spec["containers"]})
@@ -458,8 +462,8 @@ class NodeAgent:
     # ------------------------------------------------------------------ services
 
     def _proxy(self, namespace: str, service: str, port: int) -> RoundRobinProxy:
-        """The Service port's proxy. A connection waits (bounded) for a Ready endpoint like a port-forward
-        waiting for its pod: right after a rollout the agent's view of readiness may trail the API's by a poll."""
+        """The Service port's proxy: each connection to the next Ready pod, reset when none is Ready (as
+        kube-proxy rejects it) after BACKEND_WAIT_SECONDS."""
         key = (namespace, service, port)
         with self.lock:
             if key not in self.proxies:
