@@ -19,16 +19,15 @@ from components import collector as collector_component
 from components import mlflow as mlflow_component
 from components.config import MACHINE_USERS
 from components.kube import service_host
-from tests.support.collector import span_counts_in_mlflow, stored_spans
+from tests.support.collector import stored_spans
+from tests.support.disruption import pods, under_traffic
 from tests.support.otlp import chat_trace, export_request, post_http
 from tests.support.processes import wait_until
 from tests.support.readme import table_keys
-from tests.support.traffic import SteadySender
 
 NAMESPACE = "traces"
 EXPERIMENT = "agent-traces"
 ARRIVAL_TIMEOUT = 90
-SEND_INTERVAL = 0.25
 # Short, so that the test sees a rotated-out credential refused by every worker soon after the `up`.
 CREDENTIAL_CACHE_SECONDS = 10
 TEAM = {"roles": [{"name": "readers", "grants": [{"experiments": [EXPERIMENT], "permission": "READ"}]}],
@@ -176,9 +175,7 @@ def machine_users(mlflow_url: str, admin: tuple[str, str]) -> dict[str, str]:
 
 
 def collector_pods(cluster) -> set[str]:
-    pods = cluster.get(f"/api/v1/namespaces/{NAMESPACE}/pods?labelSelector=app.kubernetes.io/name%3D"
-                       f"{collector_component.COMPONENT}")["items"]
-    return {p["metadata"]["uid"] for p in pods if p["status"].get("phase") == "Running"}
+    return {p["metadata"]["uid"] for p in pods(cluster, NAMESPACE, collector_component.COMPONENT)}
 
 
 def run_retention_now(cluster) -> dict:
@@ -209,42 +206,36 @@ def rotate_under_traffic(deployed, cluster, node, mlflow_url, monkeypatch, revis
     monkeypatch.setitem(os.environ, "MLFLOW_TRACKING_PASSWORD", admin[1])
     before, secrets_before = machine_users(mlflow_url, admin), machine_secrets(cluster)
     grants_before = {machine: grants_of(mlflow_url, admin, user) for machine, user in before.items()}
-    pods_before = collector_pods(cluster)
-    already, _ = span_counts_in_mlflow(mlflow_url, experiment_id)
-    otlp_url = node.service_url(NAMESPACE, collector_component.SERVICE_NAME, collector_component.HTTP_PORT)
-    sender = SteadySender(otlp_url, f"rotation-{revision}", SEND_INTERVAL)
-    sender.start()
     config = deployed.config()
     deployed.configure({**config, "mlflow": {**config["mlflow"], "auth": {**config["mlflow"]["auth"],
                                                                           "machinePasswordRevision": revision}}})
-    try:
-        time.sleep(3)
+    timing: dict[str, float] = {}
+
+    def rotate() -> set[str]:
+        """The `up`; the collector pods it replaces."""
+        replaced = collector_pods(cluster)
         started = time.monotonic()
         deployed.up().check(f"up rotating the machine passwords (revision {revision})")
-        up_seconds = time.monotonic() - started
-        rotated_at = time.monotonic()
-        time.sleep(5)  # traffic through the rolled collector too
-    finally:
-        sent = sender.finish()
-    wait_until(lambda: span_counts_in_mlflow(mlflow_url, experiment_id)[0] >= already + sent, ARRIVAL_TIMEOUT,
-               f"the {sent} spans sent during the rotation in MLflow")
-    time.sleep(3)  # a duplicate would arrive after the last original
-    assert span_counts_in_mlflow(mlflow_url, experiment_id) == (already + sent, already + sent)
-    print(f"rotation to revision {revision}: {sent} spans sent and stored once, "
-          f"{sender.retried_requests} requests retried, `up` took {up_seconds:.0f} s")
+        timing["up_seconds"], timing["done"] = time.monotonic() - started, time.monotonic()
+        return replaced
+
+    otlp_url = node.service_url(NAMESPACE, collector_component.SERVICE_NAME, collector_component.HTTP_PORT)
+    sent = under_traffic(rotate, cluster=cluster, namespace=NAMESPACE, otlp_url=otlp_url, mlflow_url=mlflow_url,
+                         experiment_id=experiment_id, service=f"rotation-{revision}")
+    print(f"rotation to revision {revision}: {sent} spans sent and stored once, `up` took "
+          f"{timing['up_seconds']:.0f} s")
 
     after, secrets_after = machine_users(mlflow_url, admin), machine_secrets(cluster)
     assert set(after.values()).isdisjoint(before.values())  # new users; the old ones are deleted
     assert {machine: grants_of(mlflow_url, admin, user) for machine, user in after.items()} == grants_before
     for machine, (secret, username, _) in secrets_after.items():
         assert username == after[machine] and secret != secrets_before[machine][0]
-    assert collector_pods(cluster).isdisjoint(pods_before)  # rolled onto the new Secret
     assert run_retention_now(cluster).get("succeeded") == 1  # retention runs under its new user
     state = json.dumps(deployed.resources())
     assert not [m for m, (_, _, password) in secrets_after.items() if password in state]  # encrypted only
     # Workers that verified an old credential may accept it until their cache entry expires; then none does
     # (several requests each, so that every worker answers some).
-    time.sleep(max(0.0, rotated_at + CREDENTIAL_CACHE_SECONDS + 2 - time.monotonic()))
+    time.sleep(max(0.0, timing["done"] + CREDENTIAL_CACHE_SECONDS + 2 - time.monotonic()))
     answers = {machine: {requests.get(f"{mlflow_url}/api/2.0/mlflow/users/current", auth=(username, password),
                                       timeout=10).status_code for _ in range(8)}
                for machine, (_, username, password) in secrets_before.items()}
