@@ -126,6 +126,16 @@ def test_the_collector_signs_in_as_its_own_user_with_edit_on_its_experiment(depl
     assert grants_of(mlflow_url, admin, collectors[0]) == {"direct": [("experiment", experiment_id, "EDIT")]}
 
 
+def machine_users(mlflow_url: str, admin: tuple[str, str]) -> dict[str, str]:
+    """Machine user kind -> the one MLflow user of that kind."""
+    users = [u["username"] for u in requests.get(f"{mlflow_url}/api/2.0/mlflow/users/list", auth=admin,
+                                                 timeout=10).json()["users"]]
+    found = {}
+    for machine in MACHINE_USERS:
+        (found[machine],) = [u for u in users if u.startswith(f"{machine}-")]
+    return found
+
+
 def test_grants_changed_in_mlflow_are_put_back_by_the_next_up(deployed, mlflow_url):
     """What someone changes in the UI (as the admin): a person's extra grant, a role's level, a
     machine user's grant revoked. The refresh before `up` sees each, and `up` puts it back."""
@@ -133,8 +143,7 @@ def test_grants_changed_in_mlflow_are_put_back_by_the_next_up(deployed, mlflow_u
     experiment_id = deployed.outputs()["experimentIds"][EXPERIMENT]
     api = requests.Session()
     api.auth = admin
-    users = api.get(f"{mlflow_url}/api/2.0/mlflow/users/list", timeout=10).json()["users"]
-    (collector,) = [u["username"] for u in users if u["username"].startswith("otel-collector-")]
+    collector = machine_users(mlflow_url, admin)["otel-collector"]
     expected = {user: grants_of(mlflow_url, admin, user) for user in ("alice", collector)}
     api.post(f"{mlflow_url}/api/3.0/mlflow/users/permissions/grant", timeout=10, json={
         "username": "alice", "resource_type": "experiment", "resource_id": experiment_id,
@@ -161,16 +170,6 @@ def machine_secrets(cluster) -> dict[str, tuple[str, str, str]]:
         (secret,) = [s for s in secrets if "password" in (s.get("data") or {})]
         data = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
         found[machine] = (secret["metadata"]["name"], data["username"], data["password"])
-    return found
-
-
-def machine_users(mlflow_url: str, admin: tuple[str, str]) -> dict[str, str]:
-    """Machine user kind -> the one MLflow user of that kind."""
-    users = [u["username"] for u in requests.get(f"{mlflow_url}/api/2.0/mlflow/users/list", auth=admin,
-                                                 timeout=10).json()["users"]]
-    found = {}
-    for machine in MACHINE_USERS:
-        (found[machine],) = [u for u in users if u.startswith(f"{machine}-")]
     return found
 
 
