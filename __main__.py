@@ -3,11 +3,13 @@
     OTLP clients -> Collector (filter noise, route by service.name)
                  -> MLflow /v1/traces (one experiment per route) -> PostgreSQL
     pulumi up    -> MLflow REST (experiments) -> IDs -> Collector config
+                 -> MLflow REST (users, roles, grants): each in-cluster client signs in as its own user
     NetworkPolicies: each server accepts only the clients on these arrows
 """
 
 import pulumi
 
+from components.access import CHECK, COLLECTOR, RETENTION, AdminApi, MachineUsers, TeamAccess
 from components.collector import TraceCollector
 from components.config import load_stack_config
 from components.experiments import MlflowExperiments
@@ -17,7 +19,7 @@ from components.mlflow import MlflowServer
 from components.namespace import StackNamespace
 from components.network import StackNetworkPolicies
 from components.postgres import PostgresDatabase
-from components.trace_upkeep import JobTarget, TraceUpkeep
+from components.trace_upkeep import JobCredentials, JobTarget, TraceUpkeep
 
 config = load_stack_config()
 
@@ -63,13 +65,26 @@ experiments = MlflowExperiments(
     server_ready=[server, exposure],
 )
 
+# Only `pulumi up` signs in as the admin: the collector and the jobs as machine users with the
+# least rights their job needs, people as the users and roles of `access`.
+machine_secrets: dict = {}
+if server.credentials is not None:
+    admin = AdminApi(tracking_url=config.mlflow_api_url, credentials=server.credentials,
+                     server_ready=[server, exposure])
+    machine_secrets = MachineUsers(
+        "machine-users", machines=config.machine_users, revision=config.mlflow.auth.machine_password_revision,
+        experiments=config.experiments, experiment_ids=experiments.ids, retention_days=config.retention_limits,
+        admin=admin, namespace=namespace,
+    ).secrets
+    TeamAccess("team-access", access=config.access, experiment_ids=experiments.ids, admin=admin, namespace=namespace)
+
 traces = TraceCollector(
     "collector",
     config=config.collector,
     experiments=config.experiments,
     experiment_ids=experiments.ids,
     mlflow_endpoint=server.internal_url,
-    mlflow_auth=server.auth_refs,
+    credentials_secret=machine_secrets.get(COLLECTOR),
     namespace=namespace,
     platform=config.platform,
 )
@@ -82,8 +97,9 @@ TraceUpkeep(
     experiments=traces.experiments,
     retention_days=config.retention_limits,
     noise=config.collector.noise,
-    target=JobTarget(image=config.mlflow.image, platform=config.platform, mlflow_url=server.internal_url,
-                     mlflow_auth=server.auth_refs),
+    target=JobTarget(image=config.mlflow.image, platform=config.platform, mlflow_url=server.internal_url),
+    credentials=JobCredentials(check=machine_secrets.get(CHECK),
+                               retention=machine_secrets.get(RETENTION)),
     collector_url=traces.http_endpoint,
     namespace=namespace,
     revisions=[traces.pod_revision, server.pod_revision],

@@ -17,7 +17,7 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components import auth
-from components.auth import PASSWORD_ENV, USERNAME_ENV, AuthRefs
+from components.auth import PASSWORD_ENV, USERNAME_ENV
 from components.availability import keep_available
 from components.config import Collector, Experiment, NoiseRule, experiment_slug, quantity_bytes
 from components.kube import (
@@ -258,7 +258,7 @@ def gomemlimit(memory_limit: str) -> str:
 
 
 def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
-                 checksum: pulumi.Input[str], mlflow_auth: AuthRefs | None) -> dict:
+                 checksum: pulumi.Input[str], credentials_secret: pulumi.Input[str] | None) -> dict:
     """The collector's pod; with `persistentQueue` it mounts the claim its StatefulSet gives each pod."""
     volumes = [{"name": "config", "configMap": {"name": config_map}}]
     mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
@@ -279,7 +279,7 @@ def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
                 "args": [f"--config={CONFIG_DIR}/{CONFIG_FILE}"],
                 "env": [
                     {"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])},
-                    *auth.client_env(mlflow_auth),  # what the basicauth extension signs in with
+                    *auth.client_env(credentials_secret),  # what the basicauth extension signs in with
                 ],
                 "ports": [
                     {"name": "otlp-grpc", "containerPort": GRPC_PORT},
@@ -346,7 +346,10 @@ class TraceCollector(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, config: Collector, experiments: tuple[Experiment, ...],
                  experiment_ids: pulumi.Output[dict[str, str]], mlflow_endpoint: str, namespace: NamespaceRef,
-                 platform: str, mlflow_auth: AuthRefs | None, opts: pulumi.ResourceOptions | None = None):
+                 platform: str, credentials_secret: pulumi.Input[str] | None,
+                 opts: pulumi.ResourceOptions | None = None):
+        """`credentials_secret`: the collector's MLflow user (None without auth); a new Secret
+        (a rotated password) rolls the pods."""
         super().__init__("mlflow-tracing:index:TraceCollector", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = labels_for(COMPONENT)
@@ -354,7 +357,7 @@ class TraceCollector(pulumi.ComponentResource):
         config_text = self.experiments.apply(lambda routed: render_config(collector_config(
             experiments=routed, noise=config.noise, version=config.version,
             mlflow_endpoint=mlflow_endpoint, persistent_queue=config.persistent_queue,
-            basic_auth=mlflow_auth is not None,
+            basic_auth=credentials_secret is not None,
         )))
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
@@ -364,7 +367,7 @@ class TraceCollector(pulumi.ComponentResource):
         )
         metadata = {"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels}
         template = pod_template(config, platform, config_map.metadata.name, config_text.apply(content_checksum),
-                                mlflow_auth)
+                                credentials_secret)
         self.pod_revision = template_revision(template)
         kind = workload_kind(config)
         if kind == "StatefulSet":

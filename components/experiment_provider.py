@@ -20,7 +20,6 @@ Behaviour that keeps users' traces safe:
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from pulumi.dynamic import (
@@ -34,110 +33,32 @@ from pulumi.dynamic import (
 )
 from pulumi.runtime.rpc import UNKNOWN  # a value not known until apply (preview passes it to check/diff)
 
+from components.mlflow_rest import ABSENT, DEFAULT_TIMEOUT_SECONDS, MlflowApiError, MlflowRest, NotMlflowError
 from components.names import experiment_name_problem
 
+__all__ = ["DEFAULT_TIMEOUT_SECONDS", "MlflowApiError", "MlflowExperimentProvider", "NotMlflowError"]
+
 API = "/api/2.0/mlflow/experiments"
-DEFAULT_TIMEOUT_SECONDS = 300
-RETRIED_STATUS = {502, 503, 504}
 # Properties whose change the provider can apply in place; anything else is a replacement.
 UPDATABLE = ("name", "tags", "tracking_url", "credentials", "timeout_seconds")
 REPLACING = ("artifact_location",)
-
-
-ABSENT = "RESOURCE_DOES_NOT_EXIST"  # MLflow's error_code for an experiment it does not hold
-
-
-class MlflowApiError(Exception):
-    """MLflow refused a request (a 4xx answer); never retried."""
-
-    def __init__(self, action: str, status: int, error_code: str, message: str):
-        self.status, self.error_code = status, error_code
-        super().__init__(f"{action}: MLflow answered {status} {error_code}: {message}")
-
-
-class NotMlflowError(Exception):
-    """A 404 without MLflow's JSON error: the URL does not lead to MLflow's API
-    (a proxy, an ingress default backend, a Gateway not yet programmed, a
-    wrong path). Never taken for an absent experiment."""
-
-    def __init__(self, action: str, url: str, excerpt: str):
-        super().__init__(
-            f"{action}: {url} answered 404 without MLflow's error code, so it is probably not MLflow "
-            "(a proxy or ingress default backend, a Gateway not yet programmed, or a wrong URL); check "
-            f"mlflow.apiUrl and the exposure (exposure.host, exposure.kind). Answer: {excerpt!r}"
-        )
 
 
 def _is_unknown(value: Any) -> bool:
     return value == UNKNOWN
 
 
-class _Client:
-    """MLflow REST calls with retries while the server is not reachable yet."""
+class _Client(MlflowRest):
+    """The experiments REST API."""
 
-    def __init__(self, props: dict):
-        import requests
+    def experiments(self, method: str, path: str, action: str, **kwargs) -> dict:
+        return self.call(method, f"{API}/{path}", action, **kwargs)
 
-        self.base = str(props["tracking_url"]).rstrip("/")
-        self.timeout_seconds = float(props.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS)
-        self.deadline = time.monotonic() + self.timeout_seconds
-        self.session = requests.Session()
-        credentials = props.get("credentials") or {}
-        if credentials.get("token"):
-            self.session.headers["Authorization"] = f"Bearer {credentials['token']}"
-        elif credentials.get("username"):
-            self.session.auth = (credentials["username"], credentials.get("password", ""))
-
-    def call(self, method: str, path: str, action: str, **kwargs) -> dict:
-        import requests
-
-        delay, last_error = 1.0, "no answer"
-        while True:
-            url = f"{self.base}{API}/{path}"
-            try:
-                response = self.session.request(method, url, timeout=30, **kwargs)
-                if response.status_code < 400:
-                    return response.json() if response.content else {}
-                if response.status_code not in RETRIED_STATUS:
-                    try:
-                        body = response.json()
-                    except ValueError:
-                        body = None
-                    if not isinstance(body, dict):
-                        body = {"message": response.text[:200]}
-                    if response.status_code == 404 and not body.get("error_code"):
-                        raise NotMlflowError(action, url, response.text[:200])
-                    raise MlflowApiError(action, response.status_code, body.get("error_code", "UNKNOWN"),
-                                         body.get("message", ""))
-                last_error = f"HTTP {response.status_code}"
-            except requests.RequestException as error:
-                last_error = f"{type(error).__name__}: {error}"
-            remaining = self.deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(
-                    f"{action}: MLflow at {self.base} did not answer within {self.timeout_seconds:.0f}s "
-                    f"(last error: {last_error}); check that the server is up and that the URL is reachable "
-                    "from this machine (mlflow.apiUrl)"
-                )
-            time.sleep(min(delay, remaining))
-            delay = min(delay * 2, 10.0)
-
-    # Experiments REST API
     def get(self, experiment_id: str, action: str) -> dict | None:
-        try:
-            return self.call("GET", "get", action, params={"experiment_id": experiment_id})["experiment"]
-        except MlflowApiError as error:
-            if error.error_code == ABSENT:
-                return None
-            raise
+        return self.get_or_none(f"{API}/get", "experiment", action, experiment_id=experiment_id)
 
     def get_by_name(self, name: str, action: str) -> dict | None:
-        try:
-            return self.call("GET", "get-by-name", action, params={"experiment_name": name})["experiment"]
-        except MlflowApiError as error:
-            if error.error_code == ABSENT:
-                return None
-            raise
+        return self.get_or_none(f"{API}/get-by-name", "experiment", action, experiment_name=name)
 
 
 def _tags_of(experiment: dict) -> dict[str, str]:
@@ -201,7 +122,7 @@ class MlflowExperimentProvider(ResourceProvider):
             if props.get("artifact_location"):
                 body["artifact_location"] = props["artifact_location"]
             try:
-                experiment_id = client.call("POST", "create", action, json=body)["experiment_id"]
+                experiment_id = client.experiments("POST", "create", action, json=body)["experiment_id"]
             except MlflowApiError as error:
                 if error.error_code != "RESOURCE_ALREADY_EXISTS":
                     raise
@@ -230,7 +151,7 @@ class MlflowExperimentProvider(ResourceProvider):
                                  f"experiment {experiment_id} was permanently deleted; run `pulumi refresh` "
                                  "so that the next `pulumi up` creates it again")
         if experiment.get("lifecycle_stage") == "deleted":
-            client.call("POST", "restore", action, json={"experiment_id": experiment_id})
+            client.experiments("POST", "restore", action, json={"experiment_id": experiment_id})
         if experiment["name"] != props["name"]:
             # MLflow answers a clash with a raw database error: name the holder instead.
             holder = client.get_by_name(props["name"], action)
@@ -242,16 +163,18 @@ class MlflowExperimentProvider(ResourceProvider):
                     + (" (soft-deleted: restore it and drop this one, or purge it with `mlflow gc`)" if deleted
                        else "; choose another name"),
                 )
-            client.call("POST", "update", action, json={"experiment_id": experiment_id, "new_name": props["name"]})
+            client.experiments("POST", "update", action,
+                               json={"experiment_id": experiment_id, "new_name": props["name"]})
         tags = props.get("tags") or {}
         live = _tags_of(experiment)
         for key, value in tags.items():
             if live.get(key) != value:
-                client.call("POST", "set-experiment-tag", action,
+                client.experiments("POST", "set-experiment-tag", action,
                             json={"experiment_id": experiment_id, "key": key, "value": value})
         for key in old_tags:
             if key not in tags and key in live:
-                client.call("POST", "delete-experiment-tag", action, json={"experiment_id": experiment_id, "key": key})
+                client.experiments("POST", "delete-experiment-tag", action,
+                                   json={"experiment_id": experiment_id, "key": key})
         converged = client.get(experiment_id, action)
         if converged is None:
             raise MlflowApiError(action, 404, ABSENT, f"experiment {experiment_id} was permanently deleted meanwhile")
@@ -275,4 +198,4 @@ class MlflowExperimentProvider(ResourceProvider):
         action = f"delete experiment {props.get('name')!r}"
         experiment = client.get(id_, action)
         if experiment is not None and experiment.get("lifecycle_stage") != "deleted":
-            client.call("POST", "delete", action, json={"experiment_id": id_})
+            client.experiments("POST", "delete", action, json={"experiment_id": id_})

@@ -121,8 +121,8 @@ def server_env(cfg: Mlflow, connection: PostgresConnection, auth_refs: AuthRefs 
     if auth_refs is not None:
         env += [
             {"name": "MLFLOW_AUTH_CONFIG_PATH", "value": f"{auth.CONFIG_DIR}/{auth.CONFIG_FILE}"},
-            *secret_env(auth_refs.secret_name, {"MLFLOW_AUTH_ADMIN_PASSWORD": auth.PASSWORD_KEY,
-                                         "MLFLOW_FLASK_SERVER_SECRET_KEY": auth.SECRET_KEY_KEY}),
+            # Not the admin's password: the migration Job creates the admin (auth.ADMIN_BOOTSTRAP).
+            *secret_env(auth_refs.secret_name, {"MLFLOW_FLASK_SERVER_SECRET_KEY": auth.SECRET_KEY_KEY}),
         ]
     return env
 
@@ -152,22 +152,29 @@ def _volumes(cfg: Mlflow, artifacts_claim: pulumi.Input[str] | None,
     return volumes, mounts
 
 
-def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: str) -> dict:
-    """`mlflow db upgrade`, and before it the auth store's upgrade when auth is on."""
+def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: str,
+                       auth_refs: AuthRefs | None) -> dict:
+    """`mlflow db upgrade`, and before it, when auth is on, the auth store's upgrade and the
+    admin's bootstrap: the one pod that gets the admin's password, for the time it runs. A new
+    admin password (a new auth Secret) re-runs the Job."""
     volumes, mounts = [{"name": "tmp", "emptyDir": {}}], [{"name": "tmp", "mountPath": "/tmp"}]
 
-    def step(name: str, command: list[str]) -> dict:
+    def step(name: str, command: list[str], env: list[dict] | None = None) -> dict:
         return {
             "name": name,
             "image": cfg.image,
             "command": command,
-            "env": server_env(cfg, connection, auth_refs=None),
+            "env": server_env(cfg, connection, auth_refs=None) + (env or []),
             "resources": cfg.resources.as_k8s(),
             "securityContext": container_security_context(read_only_root=True),
             "volumeMounts": mounts,
         }
 
-    auth_steps = [step("migrate-auth", auth_migration_args(cfg, connection))] if cfg.auth.enabled else []
+    auth_steps = [
+        step("migrate-auth", auth_migration_args(cfg, connection)),
+        step("bootstrap-admin", ["python", "-c", auth.ADMIN_BOOTSTRAP], auth.admin_bootstrap_env(
+            auth_refs, backend_store_uri(connection, cfg.auth.database), cfg.auth.admin_username)),
+    ] if auth_refs is not None else []
     return {
         "backoffLimit": 6,
         "template": {
@@ -224,8 +231,8 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
 class MlflowServer(pulumi.ComponentResource):
     """MLflow tracking server wired to PostgreSQL, with artifacts on a PVC or S3.
 
-    With basic auth, `auth_refs` locate the admin credentials for in-cluster
-    clients and `credentials` (a Pulumi secret) holds them for `pulumi up`."""
+    With basic auth, `auth_refs` locate the auth Secret and config of the server and the
+    migration Job, and `credentials` (a Pulumi secret) holds the admin's for `pulumi up`."""
 
     internal_url: str
     service_name: str  # the Service an exposure routes to, on `port`
@@ -265,7 +272,7 @@ class MlflowServer(pulumi.ComponentResource):
         migration = k8s.batch.v1.Job(
             f"{name}-migrate",
             metadata={**meta, "labels": labels_for(MIGRATION_COMPONENT)},
-            spec=migration_job_spec(config, connection, platform),
+            spec=migration_job_spec(config, connection, platform, self.auth_refs),
             opts=pulumi.ResourceOptions(parent=self, depends_on=database_ready),
         )
         allowed_hosts = allowed_hosts_for(

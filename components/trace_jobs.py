@@ -144,8 +144,8 @@ def _looking_at(namespace: str, component: str) -> str:
 
 
 def check_experiments(mlflow: Http, plan: dict, deadline: float) -> None:
-    """Every experiment the collector exports to exists and is active, and MLflow accepts the
-    credentials the collector signs in with (the same Secret)."""
+    """Every experiment the collector exports to exists and is active, and the check's own user
+    may read it."""
     for experiment in plan["experiments"]:
         while True:
             try:
@@ -161,12 +161,16 @@ def check_experiments(mlflow: Http, plan: dict, deadline: float) -> None:
                 continue
             break
         name, experiment_id = experiment["name"], experiment["id"]
-        if status in (401, 403):
+        if status == 401:
             raise HopFailure(
-                f"export refused: MLflow answers HTTP {status} to the credentials the collector signs in with "
-                f"(Secret {plan.get('credentialsSecret') or 'none: auth is off in the stack'}); MLflow's auth "
-                f"database holds another password for that user. Look at: "
-                f"{_looking_at(plan['namespace'], 'otel-collector')}")
+                f"sign-in refused: MLflow answers HTTP 401 to the check's own user (Secret "
+                f"{plan.get('credentialsSecret') or 'none: auth is off in the stack'}); MLflow holds another password "
+                f"for it, or no such user. Run `pulumi up`: it refreshes the MLflow users and sets them again")
+        if status == 403:
+            raise HopFailure(
+                f"permission refused: the check's user may not read experiment {name!r} (ID {experiment_id}, HTTP "
+                f"403): its READ grant was revoked in MLflow. Run `pulumi up`: it refreshes the grants and puts them "
+                f"back")
         if status == 404:
             raise HopFailure(
                 f"export refused: the collector exports experiment {name!r} to ID {experiment_id}, which MLflow does "
@@ -210,9 +214,12 @@ def send_through_collector(collector_url: str, plan: dict, probes: list[Probe], 
 
 
 def trace_location(mlflow: Http, probe: Probe) -> str | None:
-    """The experiment ID that holds the probe's trace, or None while MLflow has no such trace."""
+    """The experiment ID that holds the probe's trace, or None while none of the experiments the
+    check reads holds it."""
     status, body = mlflow.call("GET", f"/api/3.0/mlflow/traces/{probe.mlflow_id}")
-    if status == 404:
+    # A user without admin rights gets 403 for a trace MLflow does not hold (yet): it can be told
+    # from "not stored" only in the experiments it reads, which are the ones the collector routes to.
+    if status in (403, 404):
         return None
     if status >= 500:  # a pod rolling or overloaded: retried until the deadline, like no answer
         raise Unreachable(f"GET {mlflow.base_url}/api/3.0/mlflow/traces/{probe.mlflow_id}: HTTP {status}")
@@ -250,7 +257,8 @@ def await_delivery(mlflow: Http, plan: dict, probes: list[Probe], deadline: floa
             raise HopFailure(
                 f"timeout: after {plan['timeoutSeconds']} s MLflow holds no trace for "
                 f"{', '.join(p.what for p in pending)}; the collector accepted it. Look at: "
-                f"{_looking_at(plan['namespace'], 'otel-collector')} (export errors name MLflow's answer)")
+                f"{_looking_at(plan['namespace'], 'otel-collector')} (export errors name MLflow's answer: 401, its "
+                f"MLflow user's password; 403, its EDIT grant on the experiment)")
         if pending:
             time.sleep(POLL_SECONDS)
     # The noise travelled in the same request, but a batch may split it from the traces: give it as

@@ -19,7 +19,6 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import auth, collector, trace_jobs
-from components.auth import AuthRefs
 from components.collector import RoutedExperiment
 from components.config import NoiseRule, Retention, Verify
 from components.kube import (
@@ -104,11 +103,21 @@ class JobTarget:
     image: str  # MLflow's: its Python runs the script
     platform: str
     mlflow_url: str
-    mlflow_auth: AuthRefs | None
 
 
-def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map: pulumi.Input[str]) -> dict:
-    """One run of `trace_jobs.py <command>`; on failure its last line becomes the termination message."""
+@dataclass(frozen=True)
+class JobCredentials:
+    """The Secret of each job's own MLflow user (None without auth): the check and retention
+    each hold only the rights their job needs."""
+
+    check: pulumi.Input[str] | None = None
+    retention: pulumi.Input[str] | None = None
+
+
+def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map: pulumi.Input[str],
+                 credentials_secret: pulumi.Input[str] | None) -> dict:
+    """One run of `trace_jobs.py <command>`, signed in as its own MLflow user; on failure its
+    last line becomes the termination message."""
     return {
         "restartPolicy": "Never",
         "securityContext": pod_security_context(target.platform, MLFLOW_UID),
@@ -121,7 +130,7 @@ def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map
                 *env,
                 {"name": "HOME", "value": "/tmp"},
                 {"name": "PYTHONDONTWRITEBYTECODE", "value": "1"},
-                *auth.client_env(target.mlflow_auth),
+                *auth.client_env(credentials_secret),
             ],
             "resources": JOB_RESOURCES,
             "securityContext": container_security_context(read_only_root=True),
@@ -134,14 +143,16 @@ def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map
 
 
 def check_job_spec(target: JobTarget, *, plan: pulumi.Input[str], collector_url: str, config_map: pulumi.Input[str],
-                   revision: pulumi.Input[str], timeout_seconds: int) -> dict:
+                   revision: pulumi.Input[str], timeout_seconds: int,
+                   credentials_secret: pulumi.Input[str] | None) -> dict:
     """One attempt: the check waits for every hop itself, so a retry would only repeat its verdict."""
     return {
         "backoffLimit": 0,
         "activeDeadlineSeconds": timeout_seconds + DEADLINE_MARGIN_SECONDS,
         "template": {
             "metadata": {"labels": labels_for(COMPONENT), "annotations": {CHECKSUM_ANNOTATION: revision}},
-            "spec": job_pod_spec(target, command="verify", config_map=config_map, env=[
+            "spec": job_pod_spec(target, command="verify", config_map=config_map,
+                                 credentials_secret=credentials_secret, env=[
                 {"name": "COLLECTOR_URL", "value": collector_url},
                 {"name": "TRACE_JOB_PLAN", "value": plan},
             ]),
@@ -150,7 +161,7 @@ def check_job_spec(target: JobTarget, *, plan: pulumi.Input[str], collector_url:
 
 
 def retention_cronjob_spec(target: JobTarget, *, plan: pulumi.Input[str], schedule: str,
-                           config_map: pulumi.Input[str]) -> dict:
+                           config_map: pulumi.Input[str], credentials_secret: pulumi.Input[str] | None) -> dict:
     """Never two runs at once; a missed run is made up within the hour, then waits for the next."""
     return {
         "schedule": schedule,
@@ -166,6 +177,7 @@ def retention_cronjob_spec(target: JobTarget, *, plan: pulumi.Input[str], schedu
                 "template": {
                     "metadata": {"labels": labels_for(RETENTION_COMPONENT)},
                     "spec": job_pod_spec(target, command="retention", config_map=config_map,
+                                         credentials_secret=credentials_secret,
                                          env=[{"name": "TRACE_JOB_PLAN", "value": plan}]),
                 },
             },
@@ -179,7 +191,8 @@ class TraceUpkeep(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, verify: Verify, retention: Retention,
                  experiments: pulumi.Output[list[RoutedExperiment]], retention_days: dict[str, int | None],
-                 noise: tuple[NoiseRule, ...], target: JobTarget, collector_url: str, namespace: NamespaceRef,
+                 noise: tuple[NoiseRule, ...], target: JobTarget, credentials: JobCredentials, collector_url: str,
+                 namespace: NamespaceRef,
                  revisions: list[pulumi.Output[str]], after: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
         """`revisions`: what the check re-runs on (the collector's and MLflow's pods, the former
@@ -198,8 +211,7 @@ class TraceUpkeep(pulumi.ComponentResource):
             opts=child,
         )
         if verify.enabled:
-            secret = target.mlflow_auth.secret_name if target.mlflow_auth else None
-            plan = pulumi.Output.all(experiments, secret).apply(lambda args: json.dumps(check_plan(
+            plan = pulumi.Output.all(experiments, credentials.check).apply(lambda args: json.dumps(check_plan(
                 experiments=args[0], noise=noise, namespace=namespace.name,
                 timeout_seconds=verify.timeout_seconds, credentials_secret=args[1],
             )))
@@ -208,7 +220,8 @@ class TraceUpkeep(pulumi.ComponentResource):
                 f"{name}-check",
                 metadata={"namespace": namespace.ref, "labels": labels_for(COMPONENT)},
                 spec=check_job_spec(target, plan=plan, collector_url=collector_url, config_map=scripts.metadata.name,
-                                    revision=revision, timeout_seconds=verify.timeout_seconds),
+                                    revision=revision, timeout_seconds=verify.timeout_seconds,
+                                    credentials_secret=credentials.check),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after),
             )
         if has_retention:
@@ -218,7 +231,8 @@ class TraceUpkeep(pulumi.ComponentResource):
                 f"{name}-retention",
                 metadata={"namespace": namespace.ref, "labels": labels_for(RETENTION_COMPONENT)},
                 spec=retention_cronjob_spec(target, plan=plan, schedule=retention.schedule,
-                                            config_map=scripts.metadata.name),
+                                            config_map=scripts.metadata.name,
+                                            credentials_secret=credentials.retention),
                 opts=child,
             )
         self.register_outputs({})

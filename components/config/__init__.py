@@ -10,6 +10,7 @@ A newcomer reads `types` (what a config is), `reader` (how raw values are
 read), then `stack` and the one module per section it calls.
 """
 
+from components.config.access import ALL_EXPERIMENTS
 from components.config.collector import HTTP_METHODS
 from components.config.fields import version_from_image
 from components.config.mlflow import (
@@ -35,8 +36,12 @@ from components.config.types import (
     ARTIFACT_KINDS,
     AUTH_KINDS,
     EXPOSURE_KINDS,
+    MACHINE_USERS,
     PLATFORMS,
     POSTGRES_MODES,
+    TEAM_PERMISSIONS,
+    Access,
+    AccessGrant,
     Artifacts,
     ArtifactsKind,
     Auth,
@@ -58,6 +63,8 @@ from components.config.types import (
     Resources,
     Retention,
     StackConfig,
+    TeamRole,
+    TeamUser,
     Tls,
     Verify,
 )
@@ -66,6 +73,13 @@ from components.quantities import quantity_bytes
 
 __all__ = [
     "ACCESS_MODES",
+    "ALL_EXPERIMENTS",
+    "MACHINE_USERS",
+    "TEAM_PERMISSIONS",
+    "Access",
+    "AccessGrant",
+    "TeamRole",
+    "TeamUser",
     "ANY_NAMESPACE",
     "ARTIFACT_KINDS",
     "AUTH_KINDS",

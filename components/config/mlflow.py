@@ -63,6 +63,7 @@ def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
         database=database or "",
         allow_plain_http=reader.flag("allowPlainHttp"),
         credential_cache_seconds=reader.integer("credentialCacheSeconds", 0),
+        machine_password_revision=reader.integer("machinePasswordRevision", 1),
     )
     if auth.credential_cache_seconds > MAX_CREDENTIAL_CACHE_SECONDS:
         reader.problems.add(

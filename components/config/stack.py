@@ -8,6 +8,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from components.config.access import _access
 from components.config.collector import _collector
 from components.config.experiments import _experiments
 from components.config.exposure import _exposure
@@ -50,6 +51,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     postgres_database = postgres.external.database if postgres.external else MLFLOW_DATABASE
     mlflow = _mlflow(_Reader(merged["mlflow"], "mlflow", problems), exposure, postgres_database)
     retention, default_retention_days = _retention(_Reader(merged["retention"], "retention", problems))
+    experiments = _experiments(root.objects("experiments"), "experiments", problems, default_retention_days)
     config = StackConfig(
         namespace=namespace,
         create_namespace=root.flag("createNamespace"),
@@ -62,9 +64,10 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
         network_policies=_network_policies(
             _Reader(merged["networkPolicies"], "networkPolicies", problems), platform, exposure
         ),
-        experiments=_experiments(root.objects("experiments"), "experiments", problems, default_retention_days),
+        experiments=experiments,
         verify=_verify(_Reader(merged["verify"], "verify", problems)),
         retention=retention,
+        access=_access(_Reader(merged["access"], "access", problems), mlflow.auth, experiments),
         warnings=tuple(problems.warnings),  # evaluated last: every section has been read
     )
     if problems.items:

@@ -10,17 +10,23 @@ from typing import Any, Literal, get_args
 
 from components.quantities import quantity_bytes
 
+# The stack's own clients of MLflow, in the order of StackConfig.machine_users: each signs in as
+# `<name>-<suffix>`, the suffix new with every password (components/access.py).
+MACHINE_USERS = ("otel-collector", "trace-check", "trace-retention")
+
 Platform = Literal["kubernetes", "openshift"]
 ExposureKind = Literal["ingress", "route", "httproute", "none"]
 PostgresMode = Literal["bundled", "external", "cnpg"]
 ArtifactsKind = Literal["pvc", "s3"]
 AuthKind = Literal["basic", "none"]
+TeamPermission = Literal["READ", "EDIT", "MANAGE"]
 
 PLATFORMS: tuple[Platform, ...] = get_args(Platform)
 EXPOSURE_KINDS: tuple[ExposureKind, ...] = get_args(ExposureKind)
 POSTGRES_MODES: tuple[PostgresMode, ...] = get_args(PostgresMode)
 ARTIFACT_KINDS: tuple[ArtifactsKind, ...] = get_args(ArtifactsKind)
 AUTH_KINDS: tuple[AuthKind, ...] = get_args(AuthKind)
+TEAM_PERMISSIONS: tuple[TeamPermission, ...] = get_args(TeamPermission)
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,7 @@ class Auth:
     database: str
     allow_plain_http: bool  # the stack accepts passwords over plain HTTP (said at every `pulumi up`)
     credential_cache_seconds: int  # how long a worker trusts a password it verified; 0: hash every request
+    machine_password_revision: int = 1  # a change rotates the machine users' passwords (and names)
 
     @property
     def enabled(self) -> bool:
@@ -207,6 +214,40 @@ class Experiment:
 
 
 @dataclass(frozen=True)
+class AccessGrant:
+    """A permission on some of the stack's experiments, by name; "*" is every experiment,
+    those created later included."""
+
+    experiments: tuple[str, ...]
+    permission: TeamPermission
+
+
+@dataclass(frozen=True)
+class TeamRole:
+    """An MLflow role: its grants apply to every user assigned to it."""
+
+    name: str
+    grants: tuple[AccessGrant, ...]
+
+
+@dataclass(frozen=True)
+class TeamUser:
+    """A person's MLflow user: its own grants and its roles. Its password is generated into a
+    Secret, or read from `password_secret` (key `password`)."""
+
+    name: str
+    roles: tuple[str, ...]
+    grants: tuple[AccessGrant, ...]
+    password_secret: str | None
+
+
+@dataclass(frozen=True)
+class Access:
+    roles: tuple[TeamRole, ...] = ()
+    users: tuple[TeamUser, ...] = ()
+
+
+@dataclass(frozen=True)
 class Verify:
     """The post-deploy check: a Job that sends traces through the collector after every change."""
 
@@ -245,6 +286,7 @@ class StackConfig:
     experiments: tuple[Experiment, ...]
     verify: Verify
     retention: Retention
+    access: Access
     warnings: tuple[str, ...]  # risky but allowed settings, said at every `pulumi up`
     cluster: ClusterTarget = ClusterTarget()
 
@@ -254,6 +296,15 @@ class StackConfig:
         databases and MLflow's auth database."""
         auth = (self.mlflow.auth.database,) if self.mlflow.auth.enabled else ()
         return tuple(dict.fromkeys((*self.postgres.databases, *auth)))
+
+    @property
+    def machine_users(self) -> tuple[str, ...]:
+        """The stack's clients of MLflow that sign in as their own users: the collector, the
+        post-deploy check when it runs, retention when an experiment has a limit."""
+        if not self.mlflow.auth.enabled:
+            return ()
+        needed = (True, self.verify.enabled, any(e.retention_days is not None for e in self.experiments))
+        return tuple(machine for machine, used in zip(MACHINE_USERS, needed, strict=True) if used)
 
     @property
     def retention_limits(self) -> dict[str, int | None]:

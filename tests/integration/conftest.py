@@ -60,9 +60,9 @@ def auth_run() -> ProgramRun:
 
 @pytest.fixture(scope="session")
 def admin(auth_run) -> tuple[str, str]:
-    """The generated admin's (username, password)."""
-    (secret,) = [s for s in auth_run.kinds("Secret") if "flask-secret-key" in s.outputs["stringData"]]
-    return secret.outputs["stringData"]["username"], secret.outputs["stringData"]["password"]
+    """The generated admin's (username, password), as `pulumi up` holds them (no Secret does)."""
+    credentials = auth_run.outputs["mlflowCredentials"]
+    return credentials["username"], credentials["password"]
 
 
 @pytest.fixture(scope="session")

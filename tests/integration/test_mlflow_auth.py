@@ -14,6 +14,7 @@ from mlflow import MlflowClient
 from werkzeug.security import generate_password_hash
 
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
+from tests.support.access import apply_declared_access
 from tests.support.collector import CollectorProcess, RealIdMocks
 from tests.support.k8s import auth_config
 from tests.support.kubelet import POD_HOST
@@ -31,7 +32,8 @@ def provider_props(server, credentials) -> dict:
 def test_the_declared_steps_create_and_migrate_the_auth_database(auth_server, postgres):
     assert postgres.psql("SELECT count(*) FROM pg_database WHERE datname = 'mlflow_auth'") == "1"
     assert postgres.psql("SELECT count(*) FROM alembic_version_auth", database="mlflow_auth") == "1"
-    assert postgres.psql("SELECT username || ' ' || is_admin FROM users", database="mlflow_auth") == "admin true"
+    # The bootstrap step made the one admin (other modules of the session add users of their own).
+    assert postgres.psql("SELECT username FROM users WHERE is_admin", database="mlflow_auth") == "admin"
 
 
 def test_anonymous_clients_get_401_on_the_rest_api_and_on_otlp(auth_server):
@@ -100,8 +102,8 @@ def test_the_provider_without_credentials_fails_fast_with_the_code(auth_server):
     assert "401" in str(error.value)
 
 
-def test_the_collector_exports_with_the_credentials_its_pod_declares(auth_server, admin, collector_binary, postgres,
-                                                                    workdir, monkeypatch):
+def test_the_collector_exports_as_its_own_user_with_the_credentials_its_pod_declares(
+        auth_server, admin, collector_binary, postgres, workdir, monkeypatch):
     session = requests.Session()
     session.auth = admin
     name = f"collector-auth-{uuid.uuid4().hex[:8]}"
@@ -110,9 +112,11 @@ def test_the_collector_exports_with_the_credentials_its_pod_declares(auth_server
     run = run_program("dev", mocks=RealIdMocks({name: experiment_id}), mlflow=BASIC_AUTH_MLFLOW,
                       experiments=[{"name": name, "default": True}])
     container = run.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]["containers"][0]
-    # The env a kubelet gives the pod: the credentials resolved from the auth Secret.
+    # The env a kubelet gives the pod: its own MLflow user's, never the admin's.
+    users = apply_declared_access(run, auth_server.url, admin)
     env = kubelet_for(run, workdir, postgres, auth_server.port).env(container, {})
-    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == admin
+    assert env["MLFLOW_TRACKING_USERNAME"].startswith("otel-collector-")
+    assert users[env["MLFLOW_TRACKING_USERNAME"]] == env["MLFLOW_TRACKING_PASSWORD"] != admin[1]
     collector = CollectorProcess(collector_binary, run, auth_server.url, workdir / "auth-collector",
                                  env=env).start()
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", admin[0])

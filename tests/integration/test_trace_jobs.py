@@ -1,6 +1,7 @@
 """The post-deploy check and the retention job, run as their pods declare them
-(`trace_jobs.py` from the ConfigMap, env and credentials from the stack's Secret,
-read-only root) against the real collector and a real basic-auth MLflow on PostgreSQL.
+(`trace_jobs.py` from the ConfigMap, env and credentials from their machine users'
+Secrets, read-only root) against the real collector and a real basic-auth MLflow on
+PostgreSQL, where each run's MLflow users exist with exactly their declared grants.
 
 The check must pass on a good stack, leave nothing behind, and fail with the line
 that names the broken hop when each hop is broken in turn."""
@@ -16,6 +17,7 @@ import pytest
 import requests
 
 from components.collector import GRPC_PORT, HTTP_PORT
+from tests.support.access import apply_declared_access
 from tests.support.collector import CollectorProcess, RealIdMocks, configmap_config
 from tests.support.k8s import container, env_of
 from tests.support.otlp import aged_traces
@@ -61,6 +63,12 @@ def good(experiments) -> ProgramRun:
     return stack(experiments, verify={"timeoutSeconds": TIMEOUT})
 
 
+@pytest.fixture(autouse=True)
+def good_users(good, auth_server, admin):
+    """The good stack's users and grants before each test (a test may apply a broken stack's)."""
+    apply_declared_access(good, auth_server.url, admin)
+
+
 @pytest.fixture(scope="module")
 def collector(good, auth_server, collector_binary, postgres, workdir):
     container = good.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]["containers"][0]
@@ -72,7 +80,10 @@ def collector(good, auth_server, collector_binary, postgres, workdir):
 
 
 def run_check(run: ProgramRun, auth_server, collector, postgres, workdir, **kubelet_options) -> tuple[int, str]:
-    """The check Job's pod, with the Services' addresses mapped to the processes; (exit code, output)."""
+    """The check Job's pod, signed in as the run's check user, with the Services' addresses mapped
+    to the processes; (exit code, output). The test has applied the run's users and grants (the good
+    stack's: `good_users`); another run's may carry other user names, as the mocks number each
+    run's random IDs in the order they resolve."""
     rewrites = {f"mlflow.mlflow.svc:{5000}": f"127.0.0.1:{auth_server.port}",
                 f"otel-collector.mlflow.svc:{HTTP_PORT}": f"127.0.0.1:{collector.ports.http}",
                 f"otel-collector.mlflow.svc:{GRPC_PORT}": f"127.0.0.1:{collector.ports.grpc}"}
@@ -126,17 +137,50 @@ def test_a_good_stack_passes_and_the_check_leaves_nothing_behind(good, auth_serv
     assert {name: trace_count(api, auth_server, i) for name, i in experiments.items()} == before
 
 
-def test_wrong_credentials_are_named_as_an_export_refused_with_401(good, auth_server, collector, postgres, workdir):
-    (secret,) = [s for s in good.kinds("Secret") if "flask-secret-key" in s.outputs["stringData"]]
-    wrong = {**secret.outputs["stringData"], "password": "not-the-admin-password"}
-    code, output = run_check(good, auth_server, collector, postgres, workdir, user_secrets={secret.k8s_name: wrong})
+def machine_secret(run: ProgramRun, machine: str):
+    (secret,) = [s for s in run.kinds("Secret") if s.outputs["stringData"].get("username", "").startswith(machine)]
+    return secret
+
+
+def test_wrong_check_credentials_are_named_as_a_refused_sign_in(good, auth_server, collector, postgres, workdir):
+    secret = machine_secret(good, "trace-check-")
+    wrong = {**secret.outputs["stringData"], "password": "not-the-check-password"}
+    code, output = run_check(good, auth_server, collector, postgres, workdir,
+                             user_secrets={secret.k8s_name: wrong})
     assert code == 1
-    assert only_line(output).startswith("verify failed: export refused: MLflow answers HTTP 401"), output
+    assert only_line(output).startswith("verify failed: sign-in refused: MLflow answers HTTP 401 to the check's "
+                                        f"own user (Secret {secret.k8s_name})"), output
 
 
-def test_a_stale_experiment_id_is_named_with_its_id(experiments, auth_server, collector, postgres, workdir):
+def test_a_revoked_read_grant_of_the_check_is_named(good, experiments, auth_server, collector, api, postgres,
+                                                    workdir):
+    username = machine_secret(good, "trace-check-").outputs["stringData"]["username"]
+    default, default_id = next(iter(experiments.items()))
+    api.post(f"{auth_server.url}/api/3.0/mlflow/users/permissions/revoke", timeout=10, json={
+        "username": username, "resource_type": "experiment", "resource_id": default_id}).raise_for_status()
+    code, output = run_check(good, auth_server, collector, postgres, workdir)
+    assert code == 1
+    assert only_line(output).startswith(f"verify failed: permission refused: the check's user may not read "
+                                        f"experiment '{default}' (ID {default_id}, HTTP 403)"), output
+
+
+def test_a_revoked_edit_grant_of_the_collector_times_out_naming_the_collectors_log(
+        good, experiments, auth_server, collector, api, postgres, workdir):
+    username = machine_secret(good, "otel-collector-").outputs["stringData"]["username"]
+    chat_id = list(experiments.values())[1]
+    api.post(f"{auth_server.url}/api/3.0/mlflow/users/permissions/revoke", timeout=10, json={
+        "username": username, "resource_type": "experiment", "resource_id": chat_id}).raise_for_status()
+    code, output = run_check(good, auth_server, collector, postgres, workdir)
+    assert code == 1
+    line = only_line(output)
+    assert line.startswith("verify failed: timeout:") and "403, its EDIT grant" in line, line
+    assert "403" in collector.log_text()
+
+
+def test_a_stale_experiment_id_is_named_with_its_id(experiments, auth_server, admin, collector, postgres, workdir):
     default = next(iter(experiments))
     stale = stack(experiments, ids={default: "987654"}, verify={"timeoutSeconds": TIMEOUT})
+    apply_declared_access(stale, auth_server.url, admin)  # the check's READ follows the stale ID, as in the stack
     code, output = run_check(stale, auth_server, collector, postgres, workdir)
     assert code == 1
     line = only_line(output)
@@ -159,10 +203,11 @@ def test_a_noise_rule_missing_from_the_running_collector_is_named_and_the_noise_
 
 
 def test_without_noise_rules_the_check_sends_a_kubelet_probe_that_the_collector_drops(
-        good, experiments, auth_server, collector, postgres, workdir):
+        good, experiments, auth_server, admin, collector, postgres, workdir):
     """With `collector.noise: []` the probe request is a kubelet probe; the filter the program
     generates drops kubelet probes whatever the rules, so the check passes on that config."""
     without_rules = stack(experiments, collector={"noise": []}, verify={"timeoutSeconds": TIMEOUT})
+    apply_declared_access(without_rules, auth_server.url, admin)  # its check signs in as its own user
     (job,) = [j for j in without_rules.kinds("Job") if j.name == CHECK_JOB]
     plan = json.loads(env_of(container(job, "verify"))["TRACE_JOB_PLAN"]["value"])
     assert plan["noise"]["attributes"]["user_agent.original"].startswith("kube-probe/"), plan["noise"]
@@ -171,7 +216,8 @@ def test_without_noise_rules_the_check_sends_a_kubelet_probe_that_the_collector_
     assert code == 0, output
 
 
-def test_traces_routed_to_another_experiment_are_named(good, experiments, auth_server, collector, postgres, workdir):
+def test_traces_routed_to_another_experiment_are_named(good, experiments, auth_server, collector, postgres,
+                                                       workdir):
     default, chat = experiments
     swapped = run_program("dev", mocks=RealIdMocks(experiments), mlflow=BASIC_AUTH_MLFLOW,
                           experiments=[{"name": default, "default": True, "services": ["chat-api"]},
@@ -210,8 +256,9 @@ def ingest(auth_server, admin, experiment_id: str, count: int, age_seconds: floa
                                "x-mlflow-experiment-id": experiment_id}).raise_for_status()
 
 
-def run_retention(run: ProgramRun, auth_server, postgres, workdir) -> tuple[int, str, float]:
-    """The CronJob's pod, once; (exit code, output, seconds)."""
+def run_retention(run: ProgramRun, auth_server, admin, postgres, workdir) -> tuple[int, str, float]:
+    """The CronJob's pod, once, signed in as the run's retention user; (exit code, output, seconds)."""
+    apply_declared_access(run, auth_server.url, admin)
     kubelet = kubelet_for(run, workdir / "retention", postgres, auth_server.port,
                           rewrites={"mlflow.mlflow.svc:5000": f"127.0.0.1:{auth_server.port}"})
     (cronjob,) = run.kinds("CronJob")
@@ -242,16 +289,16 @@ def retention_stack(api, auth_server, admin) -> tuple[ProgramRun, dict[str, str]
 
 
 def test_retention_deletes_old_traces_keeps_recent_ones_and_leaves_other_experiments_alone(
-        retention_stack, api, auth_server, postgres, workdir):
+        retention_stack, api, auth_server, admin, postgres, workdir):
     run, ids = retention_stack
-    code, output, _ = run_retention(run, auth_server, postgres, workdir)
+    code, output, _ = run_retention(run, auth_server, admin, postgres, workdir)
     assert code == 0, output
     assert trace_count(api, auth_server, ids["limited"]) == 40  # 120 old ones gone in batches of 50
     assert trace_count(api, auth_server, ids["kept"]) == 160  # no limit: everything kept
     assert trace_count(api, auth_server, ids["retired"]) == 160  # soft-deleted: left alone
     assert f"({ids['limited']}): deleted 120 traces older than 7 days" in output
     assert f"({ids['retired']}): deleted; left alone" in output
-    code, output, _ = run_retention(run, auth_server, postgres, workdir)
+    code, output, _ = run_retention(run, auth_server, admin, postgres, workdir)
     assert code == 0 and f"({ids['limited']}): deleted 0 traces" in output  # idempotent
     assert trace_count(api, auth_server, ids["limited"]) == 40
 
@@ -262,7 +309,7 @@ def test_retention_over_ten_thousand_traces_finishes_in_bounded_time(api, auth_s
     ingest(auth_server, admin, experiment_id, 10_000, 10 * DAY)
     run = run_program("dev", mocks=RealIdMocks({name: experiment_id}), mlflow=BASIC_AUTH_MLFLOW,
                       experiments=[{"name": name, "default": True, "retentionDays": 1}])
-    code, output, seconds = run_retention(run, auth_server, postgres, workdir)
+    code, output, seconds = run_retention(run, auth_server, admin, postgres, workdir)
     assert code == 0, output
     assert "deleted 10000 traces older than 1 days" in output
     assert trace_count(api, auth_server, experiment_id) == 0

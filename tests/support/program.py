@@ -8,6 +8,7 @@ exactly that way, before running `__main__.py`.
 
 from __future__ import annotations
 
+import base64
 import copy
 import itertools
 import json
@@ -29,6 +30,7 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 STACKS = sorted(p.name[len("Pulumi."):-len(".yaml")] for p in PROJECT_DIR.glob("Pulumi.*.yaml"))
 MOCK_PASSWORD = "mock-generated-Password-4f1c2e"
 DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
+DYNAMIC_KINDS = {"experiment": "tags", "user": "username", "role": "grants"}  # a key only each has
 # What a stack with basic auth needs so that `pulumi up` never sends the admin
 # password in clear text (mlflow.auth.allowPlainHttp false): the dev stack's
 # Ingress with TLS on, or `pulumi up` through `kubectl port-forward svc/mlflow 5000`.
@@ -52,6 +54,12 @@ VARIANTS = {
     "ingress-tls": {"exposure": {"kind": "ingress", "tls": {"enabled": True, "clusterIssuer": "le"}}},
     "persistent-queue": {"collector": {"persistentQueue": True}},
     "retention": {"retention": {"days": 30}},
+    # Every machine user and both kinds of person (a generated password, one brought in a Secret).
+    "team-access": {"mlflow": BASIC_AUTH_MLFLOW, "retention": {"days": 30}, "access": {
+        "roles": [{"name": "readers", "grants": [{"experiments": ["*"], "permission": "READ"}]}],
+        "users": [{"name": "alice@example.com", "roles": ["readers"]},
+                  {"name": "bob", "passwordSecret": "bob-mlflow",
+                   "grants": [{"experiments": ["llamastack-traces"], "permission": "EDIT"}]}]}},
     # A CloudNativePG Cluster with a further database (the auth store's), and no bundled server.
     "cnpg": {"postgres": {"mode": "cnpg"}, "mlflow": {"auth": {"kind": "basic"}}, "exposure": TLS_INGRESS},
     # Every scaling object: MLflow and the collector (a StatefulSet) each with an autoscaler and a budget.
@@ -105,6 +113,11 @@ class ProgramRun:
     def of_type(self, typ: str) -> list[Registered]:
         return [r for r in self.resources if r.typ == typ]
 
+    def dynamic(self, kind: str) -> list[Registered]:
+        """The dynamic resources of one provider: `experiment`, `user` or `role`."""
+        return [r for r in self.of_type(DYNAMIC_TYPE) if DYNAMIC_KINDS[kind] in r.inputs
+                and (kind != "role" or "username" not in r.inputs)]
+
     def pods(self) -> list[tuple[Registered, dict]]:
         """(workload, pod spec) of every workload, CronJobs included."""
         found = []
@@ -139,6 +152,11 @@ class RecordingMocks(pulumi.runtime.Mocks):
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         outputs = copy.deepcopy(args.inputs)
+        if args.resource_id:
+            # An object the stack reads and does not declare: a Secret of the operator's (a person's password).
+            name = args.resource_id.split("/")[-1]
+            return args.resource_id, {"metadata": {"name": name}, "data": {
+                "password": base64.b64encode(f"{MOCK_PASSWORD}-brought-{name}".encode()).decode()}}
         if args.typ.startswith("kubernetes:"):
             metadata = outputs.setdefault("metadata", {})
             # The engine auto-names resources; mocks must do it themselves.
@@ -146,7 +164,9 @@ class RecordingMocks(pulumi.runtime.Mocks):
         elif args.typ == "random:index/randomPassword:RandomPassword":
             # One value per generated secret, all carrying MOCK_PASSWORD for leak scans.
             outputs["result"] = f"{MOCK_PASSWORD}-{args.name}"
-        elif args.typ == DYNAMIC_TYPE:
+        elif args.typ == "random:index/randomId:RandomId":
+            outputs["hex"] = f"{next(self.ids):06x}"
+        elif args.typ == DYNAMIC_TYPE and DYNAMIC_KINDS["experiment"] in args.inputs:
             outputs.update(experiment_id=str(100 + next(self.ids)), lifecycle_stage="active")
         self.registered.append(Registered(args.typ, args.name, unwrap_secrets(args.inputs), unwrap_secrets(outputs)))
         return f"{args.name}-id", outputs

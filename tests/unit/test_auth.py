@@ -1,17 +1,19 @@
-"""MLflow basic auth under mocks: generated credentials in a Secret, wired into
-the server, the migration step, the auth database and the experiment provider."""
+"""MLflow basic auth under mocks: generated credentials (the admin's only as a hash in a
+Secret), wired into the server, the migration step, the auth database and the
+experiment provider."""
 
 import configparser
 import json
 
 import pytest
 import yaml
+from werkzeug.security import check_password_hash
 
-from components.auth import auth_config_ini
+from components.auth import auth_config_ini, password_hash
 from components.config import ConfigError, parse_stack_config
 from components.postgres import database_init_sql
 from tests.support.k8s import auth_config, container, env_of
-from tests.support.program import DYNAMIC_TYPE, MOCK_PASSWORD, TLS_INGRESS, RecordingMocks, run_program
+from tests.support.program import MOCK_PASSWORD, TLS_INGRESS, RecordingMocks, run_program
 
 AUTH = {"auth": {"kind": "basic"}}
 
@@ -53,11 +55,32 @@ def test_the_server_runs_the_basic_auth_app_with_generated_secrets_from_the_secr
     server = server_container(run)
     assert server["command"][:4] == ["mlflow", "server", "--app-name", "basic-auth"]
     env, secret = env_of(server), auth_secret(run)
-    for name, key in (("MLFLOW_AUTH_ADMIN_PASSWORD", "password"),
-                      ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flask-secret-key")):
-        assert env[name]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": key}
-        assert secret.outputs["stringData"][key].startswith(MOCK_PASSWORD)
-    assert secret.outputs["stringData"]["password"] != secret.outputs["stringData"]["flask-secret-key"]
+    assert env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name,
+                                                                                  "key": "flask-secret-key"}
+    assert secret.outputs["stringData"]["flask-secret-key"].startswith(MOCK_PASSWORD)
+
+
+def test_the_auth_secret_holds_a_hash_mlflow_accepts_for_the_admin_password_and_never_the_password(run):
+    stored = auth_secret(run).outputs["stringData"]
+    password = run.outputs["mlflowCredentials"]["password"]
+    assert set(stored) == {"username", "admin-password-hash", "flask-secret-key"}
+    assert password not in json.dumps(stored)
+    assert check_password_hash(stored["admin-password-hash"], password)  # as MLflow's user store checks it
+    assert not check_password_hash(stored["admin-password-hash"], password + "x")
+    assert password_hash(password, "salt") != password_hash(password, "other-salt")
+
+
+def test_only_the_migration_jobs_bootstrap_step_gets_the_admin_password_hash_and_no_pod_the_password(run):
+    """The server creates no admin: the Job's step does, from the hash in the Secret; no pod
+    gets the admin's password in any form it could sign in with."""
+    secret = auth_secret(run)
+    holders = [(resource.name, c["name"]) for resource, c in run.containers()
+               if any(((e.get("valueFrom") or {}).get("secretKeyRef") or {}) == {"name": secret.k8s_name,
+                                                                                 "key": "admin-password-hash"}
+                      for e in c.get("env", []))]
+    assert holders == [("mlflow-migrate", "bootstrap-admin")]
+    password = run.outputs["mlflowCredentials"]["password"]
+    assert not [c["name"] for _, c in run.containers() if password in json.dumps(c)]
 
 
 def test_the_auth_config_file_is_mounted_where_mlflow_reads_it(run):
@@ -73,25 +96,29 @@ def test_the_auth_database_is_created_and_migrated_before_the_server(run):
     deployment = run.get("Deployment", "mlflow")
     assert job.urn in deployment.dependencies
     pod = job.outputs["spec"]["template"]["spec"]
-    (step,) = pod["initContainers"]
+    step, bootstrap = pod["initContainers"]
     assert step["command"] == ["python", "-m", "mlflow.server.auth", "db", "upgrade", "--url",
                                "postgresql+psycopg2://postgres.mlflow.svc:5432/mlflow_auth"]
-    assert {"PGUSER", "PGPASSWORD"} <= set(env_of(step))
+    assert bootstrap["command"][:2] == ["python", "-c"]
+    assert env_of(bootstrap)["MLFLOW_AUTH_DATABASE_URI"]["value"] == step["command"][-1]
+    for container_ in (step, bootstrap):
+        assert {"PGUSER", "PGPASSWORD"} <= set(env_of(container_))
     assert [c["name"] for c in pod["containers"]] == ["migrate"]
 
 
 def test_the_experiment_provider_gets_the_admin_credentials_as_a_secret(run):
-    secret = auth_secret(run).outputs["stringData"]
-    (experiment,) = run.of_type(DYNAMIC_TYPE)
-    assert experiment.inputs["credentials"] == {"username": "admin", "password": secret["password"]}
+    (password,) = [r.outputs["result"] for r in run.of_type("random:index/randomPassword:RandomPassword")
+                   if r.name == "mlflow-auth-admin-password"]
+    (experiment,) = run.dynamic("experiment")
+    assert experiment.inputs["credentials"] == {"username": "admin", "password": password}
     assert "mlflowCredentials" in run.secret_outputs
-    assert run.outputs["mlflowCredentials"] == {"username": "admin", "password": secret["password"]}
+    assert run.outputs["mlflowCredentials"] == {"username": "admin", "password": password}
 
 
-def test_the_admin_password_is_only_in_its_secret_and_the_secret_inputs(run):
-    password = auth_secret(run).outputs["stringData"]["password"]
+def test_the_admin_password_is_only_in_its_generator_and_the_providers_secret_inputs(run):
+    password = run.outputs["mlflowCredentials"]["password"]
     holders = {r.typ.rsplit(":", 1)[-1] for r in run.resources if password in json.dumps(r.outputs)}
-    assert holders == {"RandomPassword", "Secret", "Resource"}  # Resource: the experiments' secret input
+    assert holders == {"RandomPassword", "Resource"}  # Resource: the dynamic providers' secret input
 
 
 def test_without_auth_nothing_of_it_is_declared(dev):
@@ -118,7 +145,9 @@ def test_bad_auth_settings_name_the_key(auth, key):
 
 
 def test_every_collector_exporter_signs_in_with_the_credentials_from_the_secret(run):
-    env, secret = env_of(container(run.get("Deployment", "otel-collector"), "otel-collector")), auth_secret(run)
+    env = env_of(container(run.get("Deployment", "otel-collector"), "otel-collector"))
+    (secret,) = [s for s in run.kinds("Secret") if s.outputs["stringData"].get("username", "").startswith(
+        "otel-collector-")]
     assert env["MLFLOW_TRACKING_USERNAME"]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": "username"}
     assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret.k8s_name, "key": "password"}
     (config_map,) = [c for c in run.kinds("ConfigMap") if "collector.yaml" in c.outputs["data"]]
@@ -191,6 +220,6 @@ def test_plain_http_that_the_stack_allows_or_leaves_to_browsers_is_still_warned_
 
 def test_a_stack_that_allows_plain_http_explicitly_deploys():
     run = run_program("dev", mlflow={"auth": {"kind": "basic", "allowPlainHttp": True}})
-    (experiment,) = run.of_type(DYNAMIC_TYPE)
+    (experiment,) = run.dynamic("experiment")
     assert experiment.inputs["tracking_url"] == "http://mlflow.localtest.me"
     assert experiment.inputs["credentials"]["password"].startswith(MOCK_PASSWORD)

@@ -7,7 +7,7 @@ import pytest
 from components.config import ConfigError, parse_stack_config
 from tests.support.crds import validate_custom_resource
 from tests.support.k8s import K8S_VERSION, integral
-from tests.support.program import DYNAMIC_TYPE, run_program
+from tests.support.program import run_program
 
 HTTPS_GATEWAY = {"name": "public", "sectionName": "https"}
 # variant: (stack, exposure override or None for the stack's own, kind created, mlflowUrl)
@@ -114,8 +114,9 @@ def test_httproute_attaches_to_the_named_gateway_listener():
 def test_no_exposure_creates_nothing_and_experiments_use_the_api_url():
     run = run_program("dev", exposure={"kind": "none"}, mlflow={"apiUrl": "http://localhost:5000"})
     assert not run.kinds("Ingress") and not run.kinds("Route") and not run.kinds("HTTPRoute")
-    (experiment,) = run.of_type(DYNAMIC_TYPE)
+    (experiment,) = run.dynamic("experiment")
     assert experiment.inputs["tracking_url"] == "http://localhost:5000"
+    assert {user.inputs["tracking_url"] for user in run.dynamic("user")} == {"http://localhost:5000"}
     assert run.outputs["mlflowUrl"] == run.outputs["mlflowInternalUrl"]
     allowed = run.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]["command"]
     assert "mlflow.localtest.me" not in allowed[allowed.index("--allowed-hosts") + 1].split(",")

@@ -130,15 +130,23 @@ def test_the_check_reruns_when_the_collector_or_mlflow_pods_change_and_only_then
     assert revision(run_program("dev", retention={"days": 30})) == revision(dev)
 
 
-def test_the_check_signs_in_with_the_collectors_credentials_and_no_secret_is_in_its_command():
-    run = run_program("dev", mlflow={"auth": {"kind": "basic"}, "apiUrl": "http://localhost:5000"})
+def test_the_check_and_retention_sign_in_as_their_own_users_and_no_secret_is_in_their_commands():
+    run = run_program("dev", mlflow={"auth": {"kind": "basic"}, "apiUrl": "http://localhost:5000"},
+                      retention={"days": 7})
     verify = check_job(run).outputs["spec"]["template"]["spec"]["containers"][0]
+    (cronjob,) = run.kinds("CronJob")
+    retention = cronjob.outputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     collector = container(run.get("Deployment", "otel-collector"), "otel-collector")
-    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
-        assert env_of(verify)[name]["valueFrom"] == env_of(collector)[name]["valueFrom"]
-    (secret,) = [s for s in run.kinds("Secret") if "flask-secret-key" in s.outputs["stringData"]]
-    password = secret.outputs["stringData"]["password"]
-    assert password not in json.dumps(verify)
+    secrets = {s.k8s_name: s.outputs["stringData"] for s in run.kinds("Secret")}
+    users = {}
+    for who, pod in (("trace-check", verify), ("trace-retention", retention), ("otel-collector", collector)):
+        refs = {env_of(pod)[name]["valueFrom"]["secretKeyRef"]["name"]
+                for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+        (secret_name,) = refs
+        users[who] = secrets[secret_name]["username"]
+        assert users[who].startswith(f"{who}-")
+        assert secrets[secret_name]["password"] not in json.dumps(pod)
+    assert len(set(users.values())) == 3
 
 
 def test_verify_disabled_and_no_retention_create_neither_job_nor_script(dev):
