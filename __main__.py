@@ -98,7 +98,7 @@ if server.credentials is not None:
     machine_secrets = MachineUsers(
         "machine-users", machines=config.machine_users, revision=config.mlflow.auth.machine_password_revision,
         experiments=config.experiments, experiment_ids=experiments.ids, retention_days=config.retention_limits,
-        admin=admin, namespace=namespace,
+        trace_permissions=config.mlflow.trace_permissions, admin=admin, namespace=namespace,
     ).secrets
     TeamAccess("team-access", access=config.access, experiment_ids=experiments.ids, admin=admin, namespace=namespace)
 

@@ -17,6 +17,7 @@ from components.auth import AuthRefs, MlflowAuth
 from components.availability import keep_available
 from components.config import Artifacts, Mlflow
 from components.kube import (
+    RERUN_IF_FAILED,
     NamespaceRef,
     claim_spec,
     container_security_context,
@@ -277,7 +278,7 @@ class MlflowServer(pulumi.ComponentResource):
         # Job, which runs it again, after the gate; anything else leaves the completed Job as it is.
         migration = k8s.batch.v1.Job(
             f"{name}-migrate",
-            metadata={**meta, "labels": labels_for(MIGRATION_COMPONENT)},
+            metadata={**meta, "labels": labels_for(MIGRATION_COMPONENT), "annotations": RERUN_IF_FAILED},
             spec=migration_job_spec(config, connection, platform, self.auth_refs),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[gate.stopped]),
         )
@@ -294,7 +295,7 @@ class MlflowServer(pulumi.ComponentResource):
         )
         resumed = k8s.batch.v1.Job(
             f"{name}-resume-writers",
-            metadata={**meta, "labels": labels_for(upgrade.COMPONENT)},
+            metadata={**meta, "labels": labels_for(upgrade.COMPONENT), "annotations": RERUN_IF_FAILED},
             spec=resume_job_spec(image=config.image, plan=gate.plan, config_map=gate.scripts, platform=platform,
                                  uid=MLFLOW_UID),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),

@@ -29,6 +29,7 @@ import pulumi_kubernetes as k8s
 from components import backup, upgrade_gate
 from components.backup import BackupTarget
 from components.kube import (
+    RERUN_IF_FAILED,
     NamespaceRef,
     container_security_context,
     labels_for,
@@ -186,7 +187,7 @@ class UpgradeGate(pulumi.ComponentResource):
         self.scripts = scripts.metadata.name
         self.deployment_annotations = deployment_annotations(schema, restore_from)
         self.stopped = k8s.batch.v1.Job(
-            f"{name}-stop-writers", metadata=meta,
+            f"{name}-stop-writers", metadata={**meta, "annotations": RERUN_IF_FAILED},
             spec=stop_job_spec(image=image, plan=self.plan, config_map=self.scripts, target=target),
             opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role, binding, *after]),
         )

@@ -12,7 +12,7 @@ read), then `stack` and the one module per section it calls.
 
 from components.config.access import ALL_EXPERIMENTS
 from components.config.collector import HTTP_METHODS
-from components.config.fields import schema_line, version_from_image
+from components.config.fields import has_trace_permissions, schema_line, version_from_image
 from components.config.mlflow import (
     ACCESS_MODES,
     LOOPBACK_HOSTS,
@@ -138,6 +138,7 @@ __all__ = [
     "parse_stack_config",
     "project_defaults",
     "quantity_bytes",
+    "has_trace_permissions",
     "schema_line",
     "version_from_image",
 ]

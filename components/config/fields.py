@@ -44,6 +44,17 @@ def schema_line(image: str) -> str:
     return ".".join(version.split(".")[:2]) if version else image
 
 
+# MLflow 3.17 added trace- and assessment-tier permissions (`resource_type` trace, assessment).
+TRACE_PERMISSIONS_SINCE = (3, 17)
+
+
+def has_trace_permissions(image: str) -> bool:
+    """Whether the image's MLflow grants on traces and assessments. An image whose tag names no
+    version is taken to be as new as the deployed default."""
+    version = version_from_image(image)
+    return version is None or tuple(int(part) for part in version.split(".")[:2]) >= TRACE_PERMISSIONS_SINCE
+
+
 def _cron(reader: _Reader, name: str) -> str:
     """A Kubernetes CronJob schedule: five fields or one of its macros."""
     schedule = reader.text(name) or ""

@@ -184,6 +184,7 @@ class Autoscaling:
 class Mlflow:
     image: str  # any reference; its tag's version decides only how an upgrade runs (`schema`)
     schema: str  # the schema line of the image (fields.schema_line): a change stops MLflow to migrate
+    trace_permissions: bool  # MLflow 3.17+: grants on the trace and assessment tiers (machine users' least rights)
     replicas: int  # without autoscaling
     workers: int
     job_execution: bool
