@@ -258,7 +258,9 @@ def test_a_backup_under_load_restores_onto_a_lost_volume(stack, cluster, node, m
                         auth=("bob", "bob-Password-77c1"), timeout=10).ok
     spans = stored_spans(mlflow_url, experiment_id)
     restored = len(spans)
-    assert stored_at_start <= restored <= stored_at_end and len({(s.trace_id, s.span_id) for s in spans}) == restored
+    # At least what was stored when the backup began, plus what the collector still held when the
+    # volume was lost (it retries into the restored database): each span once.
+    assert stored_at_start <= restored and len({(s.trace_id, s.span_id) for s in spans}) == restored
     by_trace = Counter(s.trace_id for s in spans)
     assert set(by_trace.values()) == {4}, "a trace restored without all of its spans"  # each trace whole
     assert client.search_traces(locations=[experiment_id], filter_string="tag.reviewed = 'yes'")  # its tag too
@@ -271,4 +273,5 @@ def test_a_backup_under_load_restores_onto_a_lost_volume(stack, cluster, node, m
     stack.configure(config)
     stack.up().check("up without restoreFrom")
     assert "rolls as usual" in gate_log(node)
-    assert span_counts_in_mlflow(mlflow_url, experiment_id)[0] == restored
+    total, unique = span_counts_in_mlflow(mlflow_url, experiment_id)
+    assert total == unique >= restored  # not restored again: only the collector's late retries added
