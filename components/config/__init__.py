@@ -131,6 +131,7 @@ __all__ = [
     "Verify",
     "experiment_name_problem",
     "experiment_slug",
+    "has_trace_permissions",
     "load_stack_config",
     "merge_over",
     "mlflow_footprint_mib",
@@ -138,7 +139,6 @@ __all__ = [
     "parse_stack_config",
     "project_defaults",
     "quantity_bytes",
-    "has_trace_permissions",
     "schema_line",
     "version_from_image",
 ]

@@ -201,7 +201,6 @@ class Mlflow:
         return self.replicas > 1 or self.autoscaling.enabled
 
 
-
 @dataclass(frozen=True)
 class NoiseRule:
     method: str
