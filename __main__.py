@@ -4,12 +4,16 @@
                  -> MLflow /v1/traces (one experiment per route) -> PostgreSQL
     pulumi up    -> MLflow REST (experiments) -> IDs -> Collector config
                  -> MLflow REST (users, roles, grants): each in-cluster client signs in as its own user
+    PostgreSQL   -> pg_dump -> backup volume (scheduled, and before each upgrade or restore)
+    MLflow image of a new schema line: writers stopped, backup, migration, new version, writers resumed
     NetworkPolicies: each server accepts only the clients on these arrows
 """
 
 import pulumi
 
+from components import mlflow, trace_upkeep
 from components.access import CHECK, COLLECTOR, RETENTION, AdminApi, MachineUsers, TeamAccess
+from components.backup import DatabaseBackups
 from components.collector import TraceCollector
 from components.config import load_stack_config
 from components.experiments import MlflowExperiments
@@ -20,6 +24,7 @@ from components.namespace import StackNamespace
 from components.network import StackNetworkPolicies
 from components.postgres import PostgresDatabase
 from components.trace_upkeep import JobCredentials, JobTarget, TraceUpkeep
+from components.upgrade import UpgradeGate, Writers
 
 config = load_stack_config()
 
@@ -44,6 +49,25 @@ database = PostgresDatabase(
     platform=config.platform,
 )
 
+backups = DatabaseBackups(
+    "backups", config=config.postgres.backup, image=config.postgres.image, connection=database.connection,
+    databases=config.databases_to_back_up, namespace=namespace, platform=config.platform, kept_provider=kept,
+)
+
+# Before the migration: the writers stopped and a backup taken when the schema may change, or a restore.
+gate = UpgradeGate(
+    "upgrade",
+    image=config.mlflow.image,
+    schema=config.mlflow.schema,
+    restore_from=config.postgres.backup.restore_from,
+    writers=Writers(deployment=mlflow.SERVICE_NAME,
+                    components=(mlflow.COMPONENT, trace_upkeep.RETENTION_COMPONENT),
+                    cronjobs=(trace_upkeep.RETENTION_CRONJOB_NAME,)),
+    target=backups.target,
+    namespace=namespace,
+    after=database.ready,
+)
+
 server = MlflowServer(
     "mlflow",
     config=config.mlflow,
@@ -52,7 +76,7 @@ server = MlflowServer(
     platform=config.platform,
     external_host=config.exposure.host,
     kept_provider=kept,
-    database_ready=database.ready,
+    gate=gate,
 )
 
 exposure = MlflowExposure("exposure", config=config.exposure, namespace=namespace, server=server)
@@ -74,7 +98,7 @@ if server.credentials is not None:
     machine_secrets = MachineUsers(
         "machine-users", machines=config.machine_users, revision=config.mlflow.auth.machine_password_revision,
         experiments=config.experiments, experiment_ids=experiments.ids, retention_days=config.retention_limits,
-        admin=admin, namespace=namespace,
+        trace_permissions=config.mlflow.trace_permissions, admin=admin, namespace=namespace,
     ).secrets
     TeamAccess("team-access", access=config.access, experiment_ids=experiments.ids, admin=admin, namespace=namespace)
 
@@ -103,7 +127,7 @@ TraceUpkeep(
     collector_url=traces.http_endpoint,
     namespace=namespace,
     revisions=[traces.pod_revision, server.pod_revision],
-    after=[traces.workload, server.deployment],
+    after=[traces.workload, *server.rolled_out],
 )
 
 pulumi.export("namespace", config.namespace)

@@ -10,7 +10,10 @@ its job needs, and the people and roles of `access`.
 MLflow 3.17's DeleteTraces needs experiment READ plus `delete` on the trace tier and on
 the assessment tier (whose absence falls back to experiment DELETE and UPDATE): the
 wildcard tier grants give exactly that, and only in the experiments the user can read
-(measured in tests/integration/test_access_matrix.py).
+(measured in tests/integration/test_access_matrix.py). MLflow 3.16 has no such tiers (it
+refuses the grant) and asks for experiment MANAGE (`can_delete`): on an older image the
+check and retention users get MANAGE on their experiments instead, and the upgrade to 3.17
+narrows it.
 
 Each machine user's name carries a suffix that is new with its password (`random.RandomId`
 kept by the password): a rotation creates a new user beside the old one, the Secret is
@@ -52,17 +55,20 @@ def _experiment_grants(experiment_ids: list[str], permission: str) -> list[dict]
             for i in dict.fromkeys(experiment_ids)]
 
 
-def machine_grants(machine: str, routed: list[RoutedExperiment], retention_days: dict[str, int | None]) -> list[dict]:
-    """The least a machine user needs, on the experiments of its job."""
+def machine_grants(machine: str, routed: list[RoutedExperiment], retention_days: dict[str, int | None], *,
+                   trace_permissions: bool = True) -> list[dict]:
+    """The least a machine user needs, on the experiments of its job, in an MLflow with
+    (`trace_permissions`) or without trace-tier grants."""
     exported = [e.experiment_id for e in routed if check_service(e, routed) is not None]
+    limited = [e.experiment_id for e in routed if retention_days.get(e.name) is not None]
     if machine == COLLECTOR:
         return canonical_grants(_experiment_grants(exported, "EDIT"))
-    if machine == CHECK:
-        return canonical_grants(_experiment_grants(exported, "READ") + TRACE_DELETION)
-    if machine == RETENTION:
-        limited = [e.experiment_id for e in routed if retention_days.get(e.name) is not None]
-        return canonical_grants(_experiment_grants(limited, "READ") + TRACE_DELETION)
-    raise ValueError(f"unknown machine user {machine!r}")
+    if machine not in (CHECK, RETENTION):
+        raise ValueError(f"unknown machine user {machine!r}")
+    deleting_in = exported if machine == CHECK else limited
+    if not trace_permissions:
+        return canonical_grants(_experiment_grants(deleting_in, "MANAGE"))
+    return canonical_grants(_experiment_grants(deleting_in, "READ") + TRACE_DELETION)
 
 
 def team_grants(grants: tuple[AccessGrant, ...], ids: dict[str, str]) -> list[dict]:
@@ -218,12 +224,14 @@ class MachineUsers(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, machines: tuple[str, ...], revision: int, experiments: tuple[Experiment, ...],
                  experiment_ids: pulumi.Output[dict[str, str]], retention_days: dict[str, int | None],
-                 admin: AdminApi, namespace: NamespaceRef, opts: pulumi.ResourceOptions | None = None):
+                 trace_permissions: bool, admin: AdminApi, namespace: NamespaceRef,
+                 opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:MachineUsers", name, None, opts)
         routed = experiment_ids.apply(lambda ids: routed_experiments(experiments, ids))
 
         def grants_of(machine: str) -> pulumi.Output[list]:
-            return routed.apply(lambda resolved: machine_grants(machine, resolved, retention_days))
+            return routed.apply(lambda resolved: machine_grants(machine, resolved, retention_days,
+                                                                    trace_permissions=trace_permissions))
 
         self.secrets = {
             machine: MachineUser(f"{name}-{machine}", machine=machine, revision=revision, grants=grants_of(machine),

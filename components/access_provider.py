@@ -40,7 +40,7 @@ from pulumi.dynamic import (
 )
 from pulumi.runtime.rpc import UNKNOWN
 
-from components.mlflow_rest import ABSENT, MlflowApiError, MlflowRest
+from components.mlflow_rest import ABSENT, READ_TIMEOUT_SECONDS, MlflowApiError, MlflowRest, read_or_keep
 
 USERS = "/api/2.0/mlflow/users"
 PERMISSIONS = "/api/3.0/mlflow/users/permissions"
@@ -171,12 +171,15 @@ class MlflowUserProvider(ResourceProvider):
         return CreateResult(username, self._converge(client, props, action))
 
     def read(self, id_: str, props: dict) -> ReadResult:
-        client = _Admin(props)
-        action = f"read MLflow user {id_!r}"
-        user = client.user(id_, action)
-        if user is None:
-            return ReadResult(None, {})  # deleted outside Pulumi: the next `up` creates it again
-        return ReadResult(id_, self._outputs(client, props, user, action))
+        def found() -> ReadResult:
+            client = _Admin(props, READ_TIMEOUT_SECONDS)
+            action = f"read MLflow user {id_!r}"
+            user = client.user(id_, action)
+            if user is None:
+                return ReadResult(None, {})  # deleted outside Pulumi: the next `up` creates it again
+            return ReadResult(id_, self._outputs(client, props, user, action))
+
+        return read_or_keep(found, ReadResult(id_, props))
 
     def update(self, id_: str, olds: dict, news: dict) -> UpdateResult:
         client = _Admin(news)
@@ -284,10 +287,13 @@ class MlflowRoleProvider(ResourceProvider):
         return CreateResult(str(role["id"]), self._converge(client, str(role["id"]), props, action))
 
     def read(self, id_: str, props: dict) -> ReadResult:
-        role = _Admin(props).role(int(id_), f"read MLflow role {props.get('name')!r}")
-        if role is None:
-            return ReadResult(None, {})
-        return ReadResult(id_, {**props, "name": role["name"], "grants": _as_grants(role)})
+        def found() -> ReadResult:
+            role = _Admin(props, READ_TIMEOUT_SECONDS).role(int(id_), f"read MLflow role {props.get('name')!r}")
+            if role is None:
+                return ReadResult(None, {})
+            return ReadResult(id_, {**props, "name": role["name"], "grants": _as_grants(role)})
+
+        return read_or_keep(found, ReadResult(id_, props))
 
     def update(self, id_: str, _olds: dict, news: dict) -> UpdateResult:
         return UpdateResult(self._converge(_Admin(news), id_, news, f"update MLflow role {news['name']!r}"))

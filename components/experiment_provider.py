@@ -33,7 +33,15 @@ from pulumi.dynamic import (
 )
 from pulumi.runtime.rpc import UNKNOWN  # a value not known until apply (preview passes it to check/diff)
 
-from components.mlflow_rest import ABSENT, DEFAULT_TIMEOUT_SECONDS, MlflowApiError, MlflowRest, NotMlflowError
+from components.mlflow_rest import (
+    ABSENT,
+    DEFAULT_TIMEOUT_SECONDS,
+    READ_TIMEOUT_SECONDS,
+    MlflowApiError,
+    MlflowRest,
+    NotMlflowError,
+    read_or_keep,
+)
 from components.names import experiment_name_problem
 
 __all__ = ["DEFAULT_TIMEOUT_SECONDS", "MlflowApiError", "MlflowExperimentProvider", "NotMlflowError"]
@@ -181,11 +189,13 @@ class MlflowExperimentProvider(ResourceProvider):
         return _outputs(props, converged)
 
     def read(self, id_: str, props: dict) -> ReadResult:
-        client = _Client(props)
-        experiment = client.get(id_, f"read experiment {props.get('name')!r}")
-        if experiment is None:
-            return ReadResult(None, {})  # purged outside Pulumi: the next `up` creates it again
-        return ReadResult(id_, _outputs(props, experiment))
+        def found() -> ReadResult:
+            experiment = _Client(props, READ_TIMEOUT_SECONDS).get(id_, f"read experiment {props.get('name')!r}")
+            if experiment is None:
+                return ReadResult(None, {})  # purged outside Pulumi: the next `up` creates it again
+            return ReadResult(id_, _outputs(props, experiment))
+
+        return read_or_keep(found, ReadResult(id_, props))
 
     def update(self, id_: str, olds: dict, news: dict) -> UpdateResult:
         client = _Client(news)

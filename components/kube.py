@@ -13,6 +13,8 @@ import pulumi
 from components.config import PROJECT, Autoscaling
 
 CHECKSUM_ANNOTATION = "checksum/config"
+# On a Job that failed, the next `pulumi up` replaces it (runs it again) instead of waiting on it again.
+RERUN_IF_FAILED = {"pulumi.com/replaceUnready": "true"}
 
 
 def labels_for(component: str) -> dict[str, str]:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import auth
+from components import auth, upgrade
 from components.auth import AuthRefs, MlflowAuth
 from components.availability import keep_available
 from components.config import Artifacts, Mlflow
 from components.kube import (
+    RERUN_IF_FAILED,
     NamespaceRef,
     claim_spec,
     container_security_context,
@@ -30,6 +31,7 @@ from components.kube import (
     template_revision,
 )
 from components.postgres import PostgresConnection, libpq_env
+from components.upgrade import UpgradeGate, resume_job_spec
 
 COMPONENT = "mlflow"  # the label of the server's pods and objects
 SERVICE_NAME = COMPONENT  # the Service and the Deployment are named after it
@@ -238,14 +240,17 @@ class MlflowServer(pulumi.ComponentResource):
     service_name: str  # the Service an exposure routes to, on `port`
     port: int
     deployment: k8s.apps.v1.Deployment
+    rolled_out: list[pulumi.Resource]  # the Deployment and, after it, the writers resumed
     pod_revision: pulumi.Output[str]  # changes whenever the pods do (image, args, env, migration)
     service: k8s.core.v1.Service
     auth_refs: AuthRefs | None
     credentials: pulumi.Output[dict] | None
 
     def __init__(self, name: str, *, config: Mlflow, connection: PostgresConnection, namespace: NamespaceRef,
-                 platform: str, external_host: str | None, database_ready: list[pulumi.Resource],
+                 platform: str, external_host: str | None, gate: UpgradeGate,
                  kept_provider: k8s.Provider, opts: pulumi.ResourceOptions | None = None):
+        """`gate`: its stop Job runs before the migration (and waits for the database), its resume
+        Job after the Deployment."""
         super().__init__("mlflow-tracing:index:MlflowServer", name, None, opts)
         meta = {"namespace": namespace.ref, "labels": labels_for(COMPONENT)}
 
@@ -269,11 +274,13 @@ class MlflowServer(pulumi.ComponentResource):
             )
             artifacts_claim = claim.metadata.name
 
+        # Jobs are immutable: a change of the migration's pod (the image, the connection) replaces the
+        # Job, which runs it again, after the gate; anything else leaves the completed Job as it is.
         migration = k8s.batch.v1.Job(
             f"{name}-migrate",
-            metadata={**meta, "labels": labels_for(MIGRATION_COMPONENT)},
+            metadata={**meta, "labels": labels_for(MIGRATION_COMPONENT), "annotations": RERUN_IF_FAILED},
             spec=migration_job_spec(config, connection, platform, self.auth_refs),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=database_ready),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[gate.stopped]),
         )
         allowed_hosts = allowed_hosts_for(
             namespace=namespace.name, external_host=external_host, extra=config.extra_allowed_hosts,
@@ -282,10 +289,18 @@ class MlflowServer(pulumi.ComponentResource):
                                artifacts_claim, self.auth_refs)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
-            metadata={**meta, "name": SERVICE_NAME},
+            metadata={**meta, "name": SERVICE_NAME, "annotations": gate.deployment_annotations},
             spec=spec,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[migration]),
         )
+        resumed = k8s.batch.v1.Job(
+            f"{name}-resume-writers",
+            metadata={**meta, "labels": labels_for(upgrade.COMPONENT), "annotations": RERUN_IF_FAILED},
+            spec=resume_job_spec(image=config.image, plan=gate.plan, config_map=gate.scripts, platform=platform,
+                                 uid=MLFLOW_UID),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
+        )
+        self.rolled_out = [self.deployment, resumed]
         self.pod_revision = template_revision(spec["template"])
         keep_available(name, component=COMPONENT, scales_out=config.scales_out, autoscaling=config.autoscaling,
                        workload_kind="Deployment", workload_name=SERVICE_NAME, metadata=meta,

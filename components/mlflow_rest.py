@@ -9,10 +9,15 @@ inside calls.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 DEFAULT_TIMEOUT_SECONDS = 300
 RETRIED_STATUS = {502, 503, 504}
 ABSENT = "RESOURCE_DOES_NOT_EXIST"  # MLflow's error_code for an object it does not hold
+# How long a refresh waits for MLflow before it keeps what the state holds (`read_or_keep`).
+READ_TIMEOUT_SECONDS = 30
+Found = TypeVar("Found")
 
 
 class MlflowApiError(Exception):
@@ -21,6 +26,10 @@ class MlflowApiError(Exception):
     def __init__(self, action: str, status: int, error_code: str, message: str):
         self.status, self.error_code = status, error_code
         super().__init__(f"{action}: MLflow answered {status} {error_code}: {message}")
+
+
+class MlflowUnreachable(TimeoutError):
+    """No answer from MLflow, or only 502-504, until the deadline."""
 
 
 class NotMlflowError(Exception):
@@ -40,11 +49,11 @@ class MlflowRest:
     """MLflow REST calls signed in with `props["credentials"]`, retried while the server is
     not reachable yet (no answer, 502-504) until `props["timeout_seconds"]` have passed."""
 
-    def __init__(self, props: dict):
+    def __init__(self, props: dict, timeout_seconds: float | None = None):
         import requests
 
         self.base = str(props["tracking_url"]).rstrip("/")
-        self.timeout_seconds = float(props.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS)
+        self.timeout_seconds = timeout_seconds or float(props.get("timeout_seconds") or DEFAULT_TIMEOUT_SECONDS)
         self.deadline = time.monotonic() + self.timeout_seconds
         self.session = requests.Session()
         credentials = props.get("credentials") or {}
@@ -80,7 +89,7 @@ class MlflowRest:
                 last_error = f"{type(error).__name__}: {error}"
             remaining = self.deadline - time.monotonic()
             if remaining <= 0:
-                raise TimeoutError(
+                raise MlflowUnreachable(
                     f"{action}: MLflow at {self.base} did not answer within {self.timeout_seconds:.0f}s "
                     f"(last error: {last_error}); check that the server is up and that the URL is reachable "
                     "from this machine (mlflow.apiUrl)"
@@ -96,3 +105,14 @@ class MlflowRest:
             if error.error_code == ABSENT:
                 return None
             raise
+
+
+def read_or_keep(read: Callable[[], Found], kept: Found) -> Found:
+    """What a provider's `read` finds, or `kept` (the state as it was) when MLflow does not answer.
+    Every `up` refreshes first (Pulumi.yaml), and MLflow may be stopped by then: a migration that
+    failed half-way, a restore pending on a lost volume. Those `up`s are the ones that start it
+    again, so a refresh must not fail them; create, update and delete still wait the full timeout."""
+    try:
+        return read()
+    except MlflowUnreachable:
+        return kept

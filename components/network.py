@@ -1,8 +1,9 @@
 """NetworkPolicies: each server of the stack accepts connections only from its
 clients.
 
-    postgres:5432         <- mlflow, the migration Job, the database-creation Job
-    cnpg instances:5432   <- mlflow, the migration Job, each other (replication),
+    postgres:5432         <- mlflow, the migration Job, the database-creation Job, the backups and
+                             the upgrade gate (its backup and restore)
+    cnpg instances:5432   <- mlflow, the migration Job, the backups, the upgrade gate, each other (replication),
                    :8000  <- each other, the CloudNativePG operator (which also needs 5432)
     mlflow:5000           <- its own namespace (the collector), the ingress namespaces
     otel-collector:4317/8 <- its own namespace, the OTLP namespaces
@@ -23,14 +24,14 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import collector, mlflow, postgres
+from components import backup, collector, mlflow, postgres, upgrade
 from components.config import NAMESPACE_NAME_LABEL, NetworkPolicies, Postgres
 from components.kube import NamespaceRef, labels_for, selector_for
 
-# The pods that talk to PostgreSQL, by the component name of their labels: MLflow's, and the
-# bundled server's database-creation Job.
-MLFLOW_PODS = (mlflow.COMPONENT, mlflow.MIGRATION_COMPONENT)
-POSTGRES_CLIENTS = (*MLFLOW_PODS, postgres.INIT_COMPONENT)
+# The pods that talk to PostgreSQL, by the component name of their labels: MLflow's, the backups'
+# and the upgrade gate's, and the bundled server's database-creation Job.
+DATABASE_CLIENTS = (mlflow.COMPONENT, mlflow.MIGRATION_COMPONENT, backup.COMPONENT, upgrade.COMPONENT)
+POSTGRES_CLIENTS = (*DATABASE_CLIENTS, postgres.INIT_COMPONENT)
 CNPG_OPERATOR_LABELS = {"app.kubernetes.io/name": "cloudnative-pg"}  # the operator's pod, as its manifests label it
 # Peer: every pod in the policy's own namespace.
 OWN_NAMESPACE: dict[str, dict] = {"podSelector": {}}
@@ -75,7 +76,7 @@ def _cnpg_policy(operator_namespace: str) -> dict:
                 "podSelector": {"matchLabels": CNPG_OPERATOR_LABELS}}
     both = (postgres.PORT, postgres.CNPG_STATUS_PORT)
     return _policy(postgres.COMPONENT, instances, [
-        _rule([_pods_named(c) for c in MLFLOW_PODS], (postgres.PORT,)),
+        _rule([_pods_named(c) for c in DATABASE_CLIENTS], (postgres.PORT,)),
         _rule([{"podSelector": {"matchLabels": instances}}], both),
         _rule([operator], both),
     ])

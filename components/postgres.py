@@ -14,7 +14,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
-from components.config import MLFLOW_DATABASE, Postgres
+from components.config import MLFLOW_DATABASE, ObjectStore, Postgres
 from components.kube import (
     CHECKSUM_ANNOTATION,
     NamespaceRef,
@@ -196,6 +196,36 @@ def cnpg_cluster_spec(cfg: Postgres) -> dict:
         "storage": storage,
         "resources": cfg.resources.as_k8s(),
         "bootstrap": {"initdb": {"database": MLFLOW_DATABASE, "owner": USERNAME}},
+        **({"backup": cnpg_backup_spec(cfg.backup.object_store)} if cfg.backup.object_store else {}),
+    }
+
+
+def cnpg_backup_spec(store: ObjectStore) -> dict:
+    """The Cluster's own backups: base backups and WAL to the object store (Barman Cloud), kept
+    `retentionPolicy`, the credentials read from the Secret by the operator."""
+    credentials = {key: {"name": store.secret_name, "key": env}
+                   for key, env in (("accessKeyId", "AWS_ACCESS_KEY_ID"), ("secretAccessKey", "AWS_SECRET_ACCESS_KEY"))}
+    return {
+        "retentionPolicy": store.retention_policy,
+        "barmanObjectStore": {
+            "destinationPath": store.destination_path,
+            **({"endpointURL": store.endpoint_url} if store.endpoint_url else {}),
+            "s3Credentials": credentials,
+            "wal": {"compression": "gzip"},
+            "data": {"compression": "gzip"},
+        },
+    }
+
+
+def cnpg_scheduled_backup_spec(schedule: str) -> dict:
+    """A base backup on the stack's backup schedule. CloudNativePG's cron has a seconds field first;
+    the first backup is taken at once, so a new cluster is never without one."""
+    return {
+        "schedule": schedule if schedule.startswith("@") else f"0 {schedule}",
+        "cluster": {"name": CNPG_CLUSTER},
+        "method": "barmanObjectStore",
+        "immediate": True,
+        "backupOwnerReference": "self",
     }
 
 
@@ -312,6 +342,13 @@ class PostgresDatabase(pulumi.ComponentResource):
             )
             for database in databases
         ]
+        if config.backup.object_store and config.backup.schedule:
+            k8s.apiextensions.CustomResource(
+                f"{name}-scheduled-backup", api_version=CNPG_API_VERSION, kind="ScheduledBackup",
+                metadata={**metadata, "name": CNPG_CLUSTER},
+                spec=cnpg_scheduled_backup_spec(config.backup.schedule),
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[cluster]),
+            )
         self.connection = PostgresConnection(
             host=service_host(CNPG_PRIMARY_SERVICE, namespace.name), port=PORT, database=MLFLOW_DATABASE,
             secret_name=CNPG_APP_SECRET, username_key=USERNAME_KEY, password_key=PASSWORD_KEY,

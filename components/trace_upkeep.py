@@ -33,6 +33,8 @@ from components.mlflow import MLFLOW_UID
 
 COMPONENT = "trace-check"  # the post-deploy check's Job
 RETENTION_COMPONENT = "trace-retention"  # the retention CronJob
+# Named, not generated: the upgrade gate's Role names the CronJobs it may suspend.
+RETENTION_CRONJOB_NAME = RETENTION_COMPONENT
 SCRIPTS_COMPONENT = "trace-jobs"  # the ConfigMap with the script both run
 SCRIPTS_DIR = "/opt/mlflow-tracing"
 SCRIPT_FILE = "trace_jobs.py"
@@ -229,7 +231,8 @@ class TraceUpkeep(pulumi.ComponentResource):
                                                                               retention.batch_size)))
             k8s.batch.v1.CronJob(
                 f"{name}-retention",
-                metadata={"namespace": namespace.ref, "labels": labels_for(RETENTION_COMPONENT)},
+                metadata={"namespace": namespace.ref, "name": RETENTION_CRONJOB_NAME,
+                          "labels": labels_for(RETENTION_COMPONENT)},
                 spec=retention_cronjob_spec(target, plan=plan, schedule=retention.schedule,
                                             config_map=scripts.metadata.name,
                                             credentials_secret=credentials.retention),

@@ -12,7 +12,7 @@ read), then `stack` and the one module per section it calls.
 
 from components.config.access import ALL_EXPERIMENTS
 from components.config.collector import HTTP_METHODS
-from components.config.fields import version_from_image
+from components.config.fields import has_trace_permissions, schema_line, version_from_image
 from components.config.mlflow import (
     ACCESS_MODES,
     LOOPBACK_HOSTS,
@@ -29,7 +29,7 @@ from components.config.network import (
     OPENSHIFT_ROUTER_SELECTOR,
     namespace_selector,
 )
-from components.config.postgres import MLFLOW_DATABASE
+from components.config.postgres import BACKUP_NAME, BACKUP_SERIES
 from components.config.reader import PROJECT, PROJECT_FILE, ConfigError, merge_over, project_defaults
 from components.config.stack import load_stack_config, parse_stack_config
 from components.config.types import (
@@ -37,6 +37,7 @@ from components.config.types import (
     AUTH_KINDS,
     EXPOSURE_KINDS,
     MACHINE_USERS,
+    MLFLOW_DATABASE,
     PLATFORMS,
     POSTGRES_MODES,
     TEAM_PERMISSIONS,
@@ -47,6 +48,7 @@ from components.config.types import (
     Auth,
     AuthKind,
     Autoscaling,
+    Backup,
     ClusterTarget,
     Collector,
     Experiment,
@@ -57,6 +59,7 @@ from components.config.types import (
     Mlflow,
     NetworkPolicies,
     NoiseRule,
+    ObjectStore,
     Platform,
     Postgres,
     PostgresMode,
@@ -83,6 +86,8 @@ __all__ = [
     "ANY_NAMESPACE",
     "ARTIFACT_KINDS",
     "AUTH_KINDS",
+    "BACKUP_NAME",
+    "BACKUP_SERIES",
     "EXPOSURE_KINDS",
     "HTTP_METHODS",
     "INGRESS_NGINX_NAMESPACE",
@@ -103,6 +108,7 @@ __all__ = [
     "Auth",
     "AuthKind",
     "Autoscaling",
+    "Backup",
     "Collector",
     "ConfigError",
     "Experiment",
@@ -114,6 +120,7 @@ __all__ = [
     "ClusterTarget",
     "NetworkPolicies",
     "NoiseRule",
+    "ObjectStore",
     "Platform",
     "Postgres",
     "PostgresMode",
@@ -124,6 +131,7 @@ __all__ = [
     "Verify",
     "experiment_name_problem",
     "experiment_slug",
+    "has_trace_permissions",
     "load_stack_config",
     "merge_over",
     "mlflow_footprint_mib",
@@ -131,5 +139,6 @@ __all__ = [
     "parse_stack_config",
     "project_defaults",
     "quantity_bytes",
+    "schema_line",
     "version_from_image",
 ]

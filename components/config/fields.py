@@ -23,13 +23,45 @@ _IMAGE_REFERENCE = re.compile(
     rf"(?:{_IMAGE_DOMAIN}/)?{_IMAGE_PATH}(?::[\w][\w.-]{{0,127}})?"
     r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?"
 )
+# Five cron fields (Kubernetes' CronJob syntax) or one of its macros.
+_CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
 _VERSION_IN_TAG = re.compile(r":v?(\d+\.\d+\.\d+)(?:-[A-Za-z0-9.]+)?$")
 
 
 def version_from_image(image: str) -> str | None:
-    """`3.17.2` from `ghcr.io/mlflow/mlflow:v3.17.2-full`; None for a tag without one."""
-    match = _VERSION_IN_TAG.search(image)
+    """`3.17.2` from `ghcr.io/mlflow/mlflow:v3.17.2-full` (a digest after the tag aside); None for a tag
+    without one."""
+    match = _VERSION_IN_TAG.search(image.split("@", 1)[0])
     return match.group(1) if match else None
+
+
+def schema_line(image: str) -> str:
+    """MLflow adds schema migrations in minor releases: two images whose tags name the same
+    MAJOR.MINOR share a schema (`3.17` for `...:v3.17.2-full`, with or without a digest). An
+    image whose tag names no version is a line of its own, so any change of it may change the
+    schema."""
+    version = version_from_image(image)
+    return ".".join(version.split(".")[:2]) if version else image
+
+
+# MLflow 3.17 added trace- and assessment-tier permissions (`resource_type` trace, assessment).
+TRACE_PERMISSIONS_SINCE = (3, 17)
+
+
+def has_trace_permissions(image: str) -> bool:
+    """Whether the image's MLflow grants on traces and assessments. An image whose tag names no
+    version is taken to be as new as the deployed default."""
+    version = version_from_image(image)
+    return version is None or tuple(int(part) for part in version.split(".")[:2]) >= TRACE_PERMISSIONS_SINCE
+
+
+def _cron(reader: _Reader, name: str) -> str:
+    """A Kubernetes CronJob schedule: five fields or one of its macros."""
+    schedule = reader.text(name) or ""
+    if not _CRON.match(schedule.strip()):
+        reader.problems.add(reader.at(name), f"{schedule!r} is not a cron schedule; write five fields, "
+                            "e.g. \"17 3 * * *\" (03:17 daily)")
+    return schedule
 
 
 def _dns_label(reader: _Reader, name: str) -> str:

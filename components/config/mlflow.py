@@ -6,7 +6,15 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-from components.config.fields import _DATABASE_NAME, _autoscaling, _image, _resources, _storage_size
+from components.config.fields import (
+    _DATABASE_NAME,
+    _autoscaling,
+    _image,
+    _resources,
+    _storage_size,
+    has_trace_permissions,
+    schema_line,
+)
 from components.config.reader import _Reader
 from components.config.types import ARTIFACT_KINDS, AUTH_KINDS, Artifacts, Auth, Exposure, Mlflow
 
@@ -167,6 +175,8 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
             )
     mlflow = Mlflow(
         image=image,
+        schema=schema_line(image),
+        trace_permissions=has_trace_permissions(image),
         replicas=replicas,
         workers=workers,
         job_execution=job_execution,

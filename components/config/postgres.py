@@ -3,11 +3,81 @@ databases the stack creates, and what an external server must be given."""
 
 from __future__ import annotations
 
-from components.config.fields import _DATABASE_NAME, _dns_label, _image, _resources, _storage_size
-from components.config.reader import _Reader
-from components.config.types import POSTGRES_MODES, CnpgCluster, ExternalPostgres, Postgres
+import re
 
-MLFLOW_DATABASE = "mlflow"  # what the bundled PostgreSQL creates for MLflow
+from components.config.fields import _DATABASE_NAME, _cron, _dns_label, _image, _resources, _storage_size
+from components.config.reader import _Reader
+from components.config.types import (
+    MLFLOW_DATABASE,
+    POSTGRES_MODES,
+    Backup,
+    CnpgCluster,
+    ExternalPostgres,
+    ObjectStore,
+    Postgres,
+)
+
+# What a backup is called on its volume: its series and when it started (UTC).
+BACKUP_SERIES = ("scheduled", "before-upgrade", "before-restore")
+BACKUP_NAME = re.compile(rf"^({'|'.join(BACKUP_SERIES)})-[0-9]{{8}}T[0-9]{{6}}Z$")
+# CloudNativePG's retentionPolicy (its CRD's pattern): days, weeks or months.
+_RETENTION_POLICY = re.compile(r"^[1-9][0-9]*[dwm]$")
+
+
+def _object_store(reader: _Reader, mode: str) -> ObjectStore | None:
+    """The CloudNativePG cluster's own backups, when a destination is set (cnpg mode only)."""
+    destination = reader.text("destinationPath", optional=True)
+    endpoint, secret = reader.text("endpointURL", optional=True), reader.text("secretName", optional=True)
+    policy = reader.text("retentionPolicy") or ""
+    if destination is None:
+        if endpoint or secret:
+            reader.problems.add(reader.at("destinationPath"),
+                                "required with endpointURL or secretName: the s3://bucket/prefix the cluster "
+                                "backs up to")
+        return None
+    if mode != "cnpg":
+        reader.problems.add(reader.at("destinationPath"),
+                            "CloudNativePG's own backups exist only with postgres.mode cnpg; remove it")
+    if not re.match(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$", destination):
+        reader.problems.add(reader.at("destinationPath"), f"{destination!r} must be s3://<bucket>[/prefix]")
+    if not secret:
+        reader.problems.add(reader.at("secretName"),
+                            "name the Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY the cluster "
+                            "uploads with")
+    if endpoint and not re.match(r"^https?://", endpoint):
+        reader.problems.add(reader.at("endpointURL"), "must be an http(s) URL")
+    if not _RETENTION_POLICY.match(policy):
+        reader.problems.add(reader.at("retentionPolicy"),
+                            f"{policy!r} is not a CloudNativePG retention policy; write days, weeks or months "
+                            "such as 30d, 4w or 6m")
+    return ObjectStore(destination_path=destination, endpoint_url=endpoint, secret_name=secret or "",
+                       retention_policy=policy)
+
+
+def _backup(reader: _Reader, mode: str) -> Backup:
+    schedule = None if reader.value.get("schedule") is None else _cron(reader, "schedule")
+    restore_from = reader.text("restoreFrom", optional=True)
+    if restore_from is not None:
+        if not BACKUP_NAME.match(restore_from):
+            reader.problems.add(
+                reader.at("restoreFrom"),
+                f"{restore_from!r} is not a backup's name; give one the backup volume lists, such as "
+                "scheduled-20261203T024300Z (see README Backups)",
+            )
+        else:
+            reader.problems.warn(
+                reader.at("restoreFrom"),
+                f"{restore_from} is restored over MLflow's databases once, with MLflow stopped, and what they held "
+                "is backed up first; remove the key once MLflow serves the restored data",
+            )
+    return Backup(
+        schedule=schedule,
+        keep=reader.integer("keep", 1),
+        size=_storage_size(reader, "size"),
+        storage_class=reader.text("storageClass", optional=True),
+        restore_from=restore_from,
+        object_store=_object_store(reader.child("objectStore"), mode),
+    )
 
 
 def _postgres(reader: _Reader) -> Postgres:
@@ -61,4 +131,5 @@ def _postgres(reader: _Reader) -> Postgres:
         resources=_resources(reader.child("resources")),
         external=external,
         cnpg=cnpg,
+        backup=_backup(reader.child("backup"), mode),
     )

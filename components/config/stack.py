@@ -15,7 +15,7 @@ from components.config.exposure import _exposure
 from components.config.fields import _dns_label, _dns_name
 from components.config.mlflow import _mlflow
 from components.config.network import _network_policies
-from components.config.postgres import MLFLOW_DATABASE, _postgres
+from components.config.postgres import _postgres
 from components.config.reader import (
     PROJECT,
     ConfigError,
@@ -48,8 +48,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
     _dns_name(problems, "domain", domain or None)
     exposure = _exposure(_Reader(merged["exposure"], "exposure", problems), domain, platform)
     postgres = _postgres(_Reader(merged["postgres"], "postgres", problems))
-    postgres_database = postgres.external.database if postgres.external else MLFLOW_DATABASE
-    mlflow = _mlflow(_Reader(merged["mlflow"], "mlflow", problems), exposure, postgres_database)
+    mlflow = _mlflow(_Reader(merged["mlflow"], "mlflow", problems), exposure, postgres.mlflow_database)
     retention, default_retention_days = _retention(_Reader(merged["retention"], "retention", problems))
     experiments = _experiments(root.objects("experiments"), "experiments", problems, default_retention_days)
     config = StackConfig(

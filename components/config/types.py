@@ -28,6 +28,8 @@ ARTIFACT_KINDS: tuple[ArtifactsKind, ...] = get_args(ArtifactsKind)
 AUTH_KINDS: tuple[AuthKind, ...] = get_args(AuthKind)
 TEAM_PERMISSIONS: tuple[TeamPermission, ...] = get_args(TeamPermission)
 
+MLFLOW_DATABASE = "mlflow"  # what the bundled PostgreSQL and CloudNativePG create for MLflow
+
 
 @dataclass(frozen=True)
 class Resources:
@@ -96,6 +98,29 @@ class CnpgCluster:
 
 
 @dataclass(frozen=True)
+class ObjectStore:
+    """Where a CloudNativePG cluster keeps its own backups (base backups and WAL, by Barman Cloud)."""
+
+    destination_path: str  # s3://bucket/prefix
+    endpoint_url: str | None  # a MinIO-like store; None: AWS
+    secret_name: str  # AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY
+    retention_policy: str  # CloudNativePG's form: 30d, 4w, 6m
+
+
+@dataclass(frozen=True)
+class Backup:
+    """`pg_dump` backups of every database the stack owns, on a volume of their own: on a
+    schedule, and before each change that stops MLflow (a schema upgrade, a restore)."""
+
+    schedule: str | None  # cron of the scheduled backups; None: only those taken before a change
+    keep: int  # of each series (scheduled, before-upgrade, before-restore), the newest this many
+    size: str
+    storage_class: str | None
+    restore_from: str | None  # a backup's name, restored once with MLflow stopped
+    object_store: ObjectStore | None  # cnpg mode: the cluster's own backups too
+
+
+@dataclass(frozen=True)
 class Postgres:
     mode: PostgresMode
     image: str
@@ -105,6 +130,11 @@ class Postgres:
     resources: Resources
     external: ExternalPostgres | None
     cnpg: CnpgCluster | None
+    backup: Backup
+
+    @property
+    def mlflow_database(self) -> str:
+        return self.external.database if self.external else MLFLOW_DATABASE
 
 
 @dataclass(frozen=True)
@@ -152,7 +182,9 @@ class Autoscaling:
 
 @dataclass(frozen=True)
 class Mlflow:
-    image: str  # any reference: no component depends on MLflow's version
+    image: str  # any reference; its tag's version decides only how an upgrade runs (`schema`)
+    schema: str  # the schema line of the image (fields.schema_line): a change stops MLflow to migrate
+    trace_permissions: bool  # MLflow 3.17+: grants on the trace and assessment tiers (machine users' least rights)
     replicas: int  # without autoscaling
     workers: int
     job_execution: bool
@@ -289,6 +321,11 @@ class StackConfig:
     access: Access
     warnings: tuple[str, ...]  # risky but allowed settings, said at every `pulumi up`
     cluster: ClusterTarget = ClusterTarget()
+
+    @property
+    def databases_to_back_up(self) -> tuple[str, ...]:
+        """Every database the stack owns: MLflow's, the auth store's and the extra ones."""
+        return (self.postgres.mlflow_database, *self.databases_to_create)
 
     @property
     def databases_to_create(self) -> tuple[str, ...]:

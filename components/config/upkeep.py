@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import re
-
+from components.config.fields import _cron
 from components.config.reader import _Reader
 from components.config.types import Retention, Verify
 
 MIN_VERIFY_SECONDS = 30  # a pod start, a batch timeout and a few polls
 MAX_RETENTION_BATCH = 5000  # one DeleteTraces request; bounded so each stays short
-# Five cron fields (Kubernetes' CronJob syntax) or one of its macros.
-_CRON = re.compile(r"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|(\S+\s+){4}\S+)$")
 
 
 def _verify(reader: _Reader) -> Verify:
@@ -28,10 +25,7 @@ def retention_days(reader: _Reader, name: str) -> int | None:
 def _retention(reader: _Reader) -> tuple[Retention, int | None]:
     """The retention settings and the default limit of experiments that set none."""
     reader.only("days", "schedule", "batchSize")
-    schedule = reader.text("schedule") or ""
-    if not _CRON.match(schedule.strip()):
-        reader.problems.add(reader.at("schedule"), f"{schedule!r} is not a cron schedule; write five fields, "
-                            "e.g. \"17 3 * * *\" (03:17 daily)")
+    schedule = _cron(reader, "schedule")
     batch = reader.integer("batchSize", 1)
     if batch > MAX_RETENTION_BATCH:
         reader.problems.add(reader.at("batchSize"), f"must be at most {MAX_RETENTION_BATCH}, got {batch}")

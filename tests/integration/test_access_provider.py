@@ -10,10 +10,11 @@ import uuid
 import pytest
 import requests
 
+from components import access_provider
 from components.access_provider import MlflowRoleProvider, MlflowUserProvider, canonical_grants
 from components.mlflow_rest import MlflowApiError
 from tests.support.k8s import auth_config
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +49,16 @@ def grant(experiment_id: str, permission: str) -> dict:
 def status_as(auth_server, user: tuple[str, str], experiment_id: str) -> int:
     return requests.get(f"{auth_server.url}/api/2.0/mlflow/experiments/get", params={"experiment_id": experiment_id},
                         auth=user, timeout=10).status_code
+
+
+def test_a_refresh_while_mlflow_is_stopped_keeps_the_user_as_the_state_has_it(auth_server, admin, experiment_ids,
+                                                                              monkeypatch):
+    provider = MlflowUserProvider()
+    created = provider.create(user_props(auth_server, admin, [grant(experiment_ids[0], "READ")]))
+    stopped = {**created.outs, "tracking_url": f"http://127.0.0.1:{free_port()}"}
+    monkeypatch.setattr(access_provider, "READ_TIMEOUT_SECONDS", 2)
+    kept = provider.read(created.id, stopped)
+    assert (kept.id, kept.outs) == (created.id, stopped)
 
 
 def test_a_user_gets_exactly_its_grants_and_a_refresh_after_it_sees_no_change(auth_server, admin, experiment_ids):

@@ -15,6 +15,7 @@ import requests
 from mlflow import MlflowClient
 from pulumi.dynamic.dynamic import serialize_provider
 
+from components import experiment_provider
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
 from tests.support.otlp import one_span_request
 from tests.support.processes import forward_bytes, free_port
@@ -189,6 +190,19 @@ def test_a_server_that_never_comes_up_fails_within_the_timeout_naming_the_url(pr
     with pytest.raises(TimeoutError, match=rf"MLflow at {dead} did not answer within 3s"):
         provider.create(props(dead, timeout_seconds=3))
     assert time.monotonic() - started < 15
+
+
+def test_a_refresh_while_mlflow_is_stopped_keeps_the_state_and_a_create_still_fails(provider, url, monkeypatch):
+    """Every `up` refreshes first; the `up` that restarts a stopped MLflow (a failed migration, a
+    restore) must get past it."""
+    created = provider.create(props(url))
+    stopped = {**created.outs, "tracking_url": f"http://127.0.0.1:{free_port()}"}
+    monkeypatch.setattr(experiment_provider, "READ_TIMEOUT_SECONDS", 2)
+    started = time.monotonic()
+    kept = provider.read(created.id, stopped)
+    assert (kept.id, kept.outs) == (created.id, stopped) and time.monotonic() - started < 10
+    with pytest.raises(TimeoutError, match="did not answer within 2s"):
+        provider.create({**props(stopped["tracking_url"]), "timeout_seconds": 2})
 
 
 def test_the_unpickled_provider_performs_a_real_create(url):

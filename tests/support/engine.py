@@ -52,24 +52,23 @@ class Result:
         return self
 
 
-class PulumiProject:
-    """A copy of the program in `directory`, run by the built CLI against `kubeconfig`."""
+def program_at(commit: str, directory: Path) -> Path:
+    """The program's files as `commit` of this repository has them (`git archive`), in `directory`."""
+    directory.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(PROJECT_DIR), "archive", commit, *PROGRAM_FILES],
+                             capture_output=True, check=True, timeout=60).stdout
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive, check=True, timeout=60)
+    return directory
 
-    def __init__(self, engine: Path, directory: Path, kubeconfig: Path):
+
+class PulumiProject:
+    """A copy of the program (this checkout's, or another version's files in `program`) in `directory`,
+    run by the built CLI against `kubeconfig`."""
+
+    def __init__(self, engine: Path, directory: Path, kubeconfig: Path, program: Path = PROJECT_DIR):
         self.engine, self.directory = engine, directory
         self.project = directory / "project"
-        self.project.mkdir(parents=True, exist_ok=True)
-        for name in PROGRAM_FILES:
-            source = PROJECT_DIR / name
-            if source.is_dir():
-                shutil.copytree(source, self.project / name, ignore=shutil.ignore_patterns("__pycache__"),
-                                dirs_exist_ok=True)
-            else:
-                shutil.copy(source, self.project / name)
-        # The engine's venv holds requirements.txt, so the SDKs of the providers installed below.
-        document = yaml.safe_load((self.project / "Pulumi.yaml").read_text())
-        document["runtime"]["options"]["virtualenv"] = str(engine / "venv")
-        (self.project / "Pulumi.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
+        self.install_program(program)
         state = directory / "state"
         state.mkdir(exist_ok=True)
         closed = "http://127.0.0.1:9"  # any download attempt fails at once
@@ -91,6 +90,22 @@ class PulumiProject:
         for provider, version in PROVIDERS.items():
             self.run("plugin", "install", "resource", provider, f"v{version}", "--file",
                      str(engine / "bin" / f"pulumi-resource-{provider}")).check(f"plugin install {provider}")
+
+    def install_program(self, program: Path) -> None:
+        """The program files of `program` in place of the project's (a user checking out another
+        version); the stacks, their files and the state stay."""
+        self.project.mkdir(parents=True, exist_ok=True)
+        for name in PROGRAM_FILES:
+            source, target = program / name, self.project / name
+            if source.is_dir():
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(source, target)
+        # The engine's venv holds requirements.txt, so the SDKs of the providers installed in __init__.
+        document = yaml.safe_load((self.project / "Pulumi.yaml").read_text())
+        document["runtime"]["options"]["virtualenv"] = str(self.engine / "venv")
+        (self.project / "Pulumi.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
 
     def run(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> Result:
         done = subprocess.run(["pulumi", *args, "--non-interactive"], cwd=self.project, env=self.env,

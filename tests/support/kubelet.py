@@ -297,6 +297,7 @@ class Kubelet:
         self.images = images or Images()
         self.admission = admission
         self.pod_ip = POD_IP
+        self.cluster_env: dict[str, str] = {}  # what a kubelet gives every container (KUBERNETES_SERVICE_HOST/PORT)
         workdir.mkdir(parents=True, exist_ok=True)
         reachable(workdir)
 
@@ -390,10 +391,12 @@ class Kubelet:
             shutil.rmtree(directory, ignore_errors=True)
             directory.mkdir(parents=True)
             directory.chmod(EMPTY_DIR_MODE)
-            source = volume.get("configMap") or volume.get("secret")
-            if source is not None:
+            source = volume.get("configMap") or volume.get("secret") or volume.get("projected")
+            if "projected" in volume:
+                self._write_projected(volume["projected"], directory, pod)
+            elif source is not None:
                 self._write_files(volume, source, directory, all_mounts)
-            # ConfigMap and Secret volumes are walked without a policy, read-only (volume plugins).
+            # ConfigMap, Secret and projected volumes are walked without a policy, read-only (volume plugins).
             set_volume_ownership(directory, fs_group, None if source else policy, read_only=source is not None)
 
     def _write_files(self, volume: dict, source: dict, directory: Path, mounts: dict[str, Path]) -> None:
@@ -412,6 +415,30 @@ class Kubelet:
             path.write_text(self._rewrite(content, mounts))
             path.chmod(mode)
 
+    def _write_projected(self, projected: dict, directory: Path, pod: dict) -> None:
+        """The ServiceAccount volume admission adds to every pod (`kube-api-access-*`): a token the API
+        issues for the pod's ServiceAccount, the cluster's CA from `kube-root-ca.crt`, the namespace.
+        Needs `run` to be the API (`token`, `namespace`): the node agent's."""
+        files: dict[str, str] = {}
+        for source in projected["sources"]:
+            if "serviceAccountToken" in source:
+                token = source["serviceAccountToken"]
+                files[token["path"]] = self.run.token(pod.get("serviceAccountName", "default"),
+                                                      token.get("expirationSeconds", 3607))
+            elif "configMap" in source:
+                data = self.run.get("ConfigMap", source["configMap"]["name"]).outputs["data"]
+                files.update({item["path"]: data[item["key"]] for item in source["configMap"]["items"]})
+            elif "downwardAPI" in source:
+                for item in source["downwardAPI"]["items"]:
+                    if item["fieldRef"]["fieldPath"] != "metadata.namespace":
+                        raise NotImplementedError(f"downward API field {item['fieldRef']['fieldPath']}")
+                    files[item["path"]] = self.run.namespace
+            else:
+                raise NotImplementedError(f"projected volume source {sorted(source)}")
+        for name, content in files.items():
+            (directory / name).write_text(content)
+            (directory / name).chmod(projected.get("defaultMode", 0o644))
+
     # ------------------------------------------------------------------ processes
 
     def prepare(self, pod_owner: Any, container_name: str,
@@ -425,7 +452,7 @@ class Kubelet:
         image = self.images(container["image"])
         identity = identity_for(pod, container, image, cri_o=self.admission is not None)
         mounts = self.mounts(pod_owner, container)
-        env = {"PATH": image.path, "HOSTNAME": pod_owner.name[-63:], "HOME": identity.home,
+        env = {"PATH": image.path, "HOSTNAME": pod_owner.name[-63:], "HOME": identity.home, **self.cluster_env,
                **self.env(container, mounts, image)}
         argv = self.command(container, env, mounts, image)
         if not argv:

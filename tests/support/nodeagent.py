@@ -73,10 +73,21 @@ def now() -> str:
 
 
 class ApiObjects:
-    """The kubelet emulation's view of one namespace: Secrets (decoded) and ConfigMaps, read from the API."""
+    """The kubelet emulation's view of one namespace: Secrets (decoded) and ConfigMaps, read from the API,
+    and tokens of its ServiceAccounts, issued by the API as a kubelet asks for them."""
 
     def __init__(self, cluster: ControlPlane, namespace: str):
         self.cluster, self.namespace = cluster, namespace
+
+    def token(self, service_account: str, expiration_seconds: int) -> str:
+        response = self.cluster.session().post(
+            f"{self.cluster.url}/api/v1/namespaces/{self.namespace}/serviceaccounts/{service_account}/token",
+            json={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+                  "spec": {"expirationSeconds": expiration_seconds}}, timeout=10)
+        if response.status_code == 404:
+            raise LookupError(f"ServiceAccount {self.namespace}/{service_account} does not exist")
+        response.raise_for_status()
+        return response.json()["status"]["token"]
 
     def get(self, kind: str, name: str) -> SimpleNamespace:
         plural = {"Secret": "secrets", "ConfigMap": "configmaps"}[kind]
@@ -309,6 +320,9 @@ class NodeAgent:
         kubelet = PodKubelet(ApiObjects(self.cluster, pod.namespace), self.workdir / "pods", rewrites, ports,
                              images=self.images, admission=admission, owner=owner, claims=claims)
         kubelet.pod_ip = pod.ip
+        # The API server as a pod reaches it: the `kubernetes` Service, here its loopback address.
+        kubelet.cluster_env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1",
+                               "KUBERNETES_SERVICE_PORT": str(self.cluster.port)}
         return kubelet
 
     def _start(self, pod: RunningPod, kubelet: PodKubelet, container: dict) -> subprocess.Popen:
@@ -325,7 +339,7 @@ class NodeAgent:
             self._wait_for_claims(pod, spec)
             kubelet = self._kubelet(pod, spec)
             spec = kubelet.pod_spec(kubelet.owner)  # as admitted (ContainerRefused if it would not be)
-            kubelet.setup_volumes(kubelet.owner)
+            self._setup_volumes(pod, kubelet, spec)
             if not self._run_init_containers(pod, kubelet, spec, job):
                 return
             if job:
@@ -340,6 +354,19 @@ class NodeAgent:
             self._error(f"pod {pod.namespace}/{pod.name}: {type(error).__name__}: {error}")
             if not pod.stopped.is_set():
                 self._set_status(pod, spec, "Failed", False, {})
+
+    def _setup_volumes(self, pod: RunningPod, kubelet: PodKubelet, spec: dict) -> None:
+        """As a kubelet, retried while what a volume needs is missing (a namespace's `kube-root-ca.crt`
+        is published a moment after the namespace); a missing Secret of the env is the pod's failure."""
+        while True:
+            try:
+                kubelet.setup_volumes(kubelet.owner)
+                return
+            except LookupError as missing:
+                waiting = {"waiting": {"reason": "ContainerCreating", "message": f"MountVolume.SetUp: {missing}"}}
+                self._set_status(pod, spec, "Pending", False, {c["name"]: waiting for c in spec["containers"]})
+                if pod.stopped.wait(2):
+                    raise
 
     def _run_init_containers(self, pod: RunningPod, kubelet: PodKubelet, spec: dict, job: bool) -> bool:
         """Each init container to success, in order. A failure fails a Job's pod; any other pod

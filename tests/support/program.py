@@ -60,8 +60,12 @@ VARIANTS = {
         "users": [{"name": "alice@example.com", "roles": ["readers"]},
                   {"name": "bob", "passwordSecret": "bob-mlflow",
                    "grants": [{"experiments": ["llamastack-traces"], "permission": "EDIT"}]}]}},
-    # A CloudNativePG Cluster with a further database (the auth store's), and no bundled server.
-    "cnpg": {"postgres": {"mode": "cnpg"}, "mlflow": {"auth": {"kind": "basic"}}, "exposure": TLS_INGRESS},
+    # A CloudNativePG Cluster with a further database (the auth store's), its own backups to an
+    # object store, and no bundled server.
+    "cnpg": {"postgres": {"mode": "cnpg", "backup": {"objectStore": {
+                 "destinationPath": "s3://backups/mlflow", "endpointURL": "http://minio.minio:9000",
+                 "secretName": "s3"}}},
+             "mlflow": {"auth": {"kind": "basic"}}, "exposure": TLS_INGRESS},
     # Every scaling object: MLflow and the collector (a StatefulSet) each with an autoscaler and a budget.
     "scaled-out": {"mlflow": {"artifacts": {"kind": "s3", "uri": "s3://traces/p", "secretName": "s3"},
                               "auth": {"kind": "none"}, "autoscaling": {"enabled": True}},
@@ -93,7 +97,8 @@ class Registered:
     def manifest(self) -> dict:
         """The object as the Kubernetes API would receive it."""
         return {k: v for k, v in self.outputs.items() if k in ("apiVersion", "kind", "metadata", "spec", "data",
-                                                                 "stringData", "type")}
+                                                                 "stringData", "type", "rules", "roleRef",
+                                                                 "subjects")}
 
 
 @dataclass

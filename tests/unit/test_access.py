@@ -5,7 +5,7 @@ import pytest
 
 from components.access import CHECK, COLLECTOR, RETENTION, machine_grants, team_grants
 from components.collector import RoutedExperiment
-from components.config import AccessGrant, ConfigError
+from components.config import AccessGrant, ConfigError, has_trace_permissions
 from tests.support.program import BASIC_AUTH_MLFLOW, MOCK_PASSWORD, VARIANTS, run_program
 
 ROUTED = [RoutedExperiment(name="default", experiment_id="1", services=(), default=True),
@@ -32,6 +32,21 @@ def test_the_check_reads_the_routed_experiments_and_may_delete_traces_there():
 def test_retention_reads_only_the_experiments_with_a_limit():
     assert machine_grants(RETENTION, ROUTED, {"chat": 7, "default": None}) == [TIERS[0], experiment("2", "READ"),
                                                                               TIERS[1]]
+
+
+def test_before_mlflow_3_17_the_check_and_retention_manage_their_experiments_as_it_has_no_trace_tiers():
+    assert machine_grants(CHECK, ROUTED, {}, trace_permissions=False) == [experiment("1", "MANAGE"),
+                                                                          experiment("2", "MANAGE")]
+    assert machine_grants(RETENTION, ROUTED, {"chat": 7}, trace_permissions=False) == [experiment("2", "MANAGE")]
+    assert machine_grants(COLLECTOR, ROUTED, {}, trace_permissions=False) == machine_grants(COLLECTOR, ROUTED, {})
+
+
+@pytest.mark.parametrize(("image", "tiers"), [("ghcr.io/mlflow/mlflow:v3.16.1-full", False),
+                                              ("ghcr.io/mlflow/mlflow:v3.17.2-full", True),
+                                              ("ghcr.io/mlflow/mlflow:v4.0.0", True),
+                                              ("registry.example.com/mlflow:latest", True)])
+def test_which_images_grant_on_the_trace_tiers(image, tiers):
+    assert has_trace_permissions(image) is tiers
 
 
 def test_a_persons_grants_go_by_id_the_highest_level_wins_and_star_means_every_experiment():

@@ -99,7 +99,7 @@ def test_s3_artifacts_use_the_bucket_and_the_credentials_secret():
         assert env[key]["valueFrom"]["secretKeyRef"] == {"name": "s3-creds", "key": key}
     assert env["MLFLOW_S3_ENDPOINT_URL"]["value"] == "http://minio.minio:9000"
     assert env["MLFLOW_BOTO_CLIENT_ADDRESSING_STYLE"]["value"] == "path"
-    assert not run.kinds("PersistentVolumeClaim")
+    assert [c.k8s_name for c in run.kinds("PersistentVolumeClaim")] == ["postgres-backups"]  # no artifact claim
     assert deployment.outputs["spec"]["replicas"] == 2
 
 

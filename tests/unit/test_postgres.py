@@ -87,10 +87,11 @@ def test_init_job_runs_the_sql_after_the_server_and_reruns_when_databases_change
             != job.outputs["spec"]["template"]["metadata"]["annotations"][annotation])
 
 
-def test_migration_waits_for_the_databases(dev):
+def test_migration_waits_for_the_databases_through_the_upgrade_gate(dev):
     (init_job,) = [j for j in dev.kinds("Job") if j.name == "postgres-init"]
+    (gate,) = [j for j in dev.kinds("Job") if j.name == "upgrade-stop-writers"]
     (migrate,) = [j for j in dev.kinds("Job") if j.name == "mlflow-migrate"]
-    assert init_job.urn in migrate.dependencies
+    assert init_job.urn in gate.dependencies and gate.urn in migrate.dependencies
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +158,6 @@ def test_mlflow_uses_the_cnpg_primary_and_the_operators_credentials(cnpg):
     assert env["PGUSER"]["valueFrom"]["secretKeyRef"] == {"name": f"{name}-app", "key": "username"}
     assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"{name}-app", "key": "password"}
     assert cnpg.outputs["postgresHost"] == f"{name}-rw.mlflow.svc"
-    (migration,) = [j for j in cnpg.kinds("Job") if j.name == "mlflow-migrate"]
+    (gate,) = [j for j in cnpg.kinds("Job") if j.name == "upgrade-stop-writers"]  # the migration waits for it
     waited = {r.urn for r in cnpg.resources if r.kind in ("Cluster", "Database")}
-    assert len(waited) == 3 and waited <= set(migration.dependencies)
+    assert len(waited) == 3 and waited <= set(gate.dependencies)

@@ -10,7 +10,8 @@ from tests.support.crds import validate_custom_resource
 from tests.support.k8s import K8S_VERSION, integral
 from tests.support.program import MOCK_PASSWORD, PROJECT, STACKS, VARIANTS, run_program
 
-CUSTOM_KINDS = {"Route", "HTTPRoute", "Cluster", "Database"}  # CRDs: validated against their vendored schemas
+# CRDs: validated against their vendored schemas
+CUSTOM_KINDS = {"Route", "HTTPRoute", "Cluster", "Database", "ScheduledBackup"}
 OUTPUTS = {"namespace", "mlflowUrl", "mlflowInternalUrl", "otlpGrpcEndpoint", "otlpHttpEndpoint", "experimentIds",
            "postgresHost", "mlflowCredentials"}
 
@@ -73,6 +74,13 @@ def test_the_generated_password_appears_in_no_command_configmap_or_plain_output(
     for resource in k8s_resources(run):
         annotations = json.dumps((resource.outputs.get("metadata") or {}).get("annotations") or {})
         assert MOCK_PASSWORD not in annotations
+
+
+def test_no_object_but_a_secret_holds_a_generated_password(run):
+    """Beyond commands, env and ConfigMaps: custom resources (CloudNativePG's backups name their
+    credentials' Secret), RBAC objects, claims, Job and CronJob templates (the upgrade gate's plan)."""
+    holders = [r.name for r in k8s_resources(run) if r.kind != "Secret" and MOCK_PASSWORD in json.dumps(r.outputs)]
+    assert holders == []
 
 
 def test_the_password_is_only_in_the_credentials_secret(stack_runs):

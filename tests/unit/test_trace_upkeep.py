@@ -134,7 +134,7 @@ def test_the_check_and_retention_sign_in_as_their_own_users_and_no_secret_is_in_
     run = run_program("dev", mlflow={"auth": {"kind": "basic"}, "apiUrl": "http://localhost:5000"},
                       retention={"days": 7})
     verify = check_job(run).outputs["spec"]["template"]["spec"]["containers"][0]
-    (cronjob,) = run.kinds("CronJob")
+    cronjob = run.get("CronJob", "trace-retention")
     retention = cronjob.outputs["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
     collector = container(run.get("Deployment", "otel-collector"), "otel-collector")
     secrets = {s.k8s_name: s.outputs["stringData"] for s in run.kinds("Secret")}
@@ -152,17 +152,17 @@ def test_the_check_and_retention_sign_in_as_their_own_users_and_no_secret_is_in_
 def test_verify_disabled_and_no_retention_create_neither_job_nor_script(dev):
     off = run_program("dev", verify={"enabled": False})
     assert [j.name for j in off.kinds("Job")] == [j.name for j in dev.kinds("Job") if j.name != "trace-upkeep-check"]
-    assert not off.kinds("CronJob")
+    assert not [c for c in off.kinds("CronJob") if c.k8s_name == "trace-retention"]
     assert not [c for c in off.kinds("ConfigMap") if "trace_jobs.py" in c.outputs.get("data", {})]
-    assert not dev.kinds("CronJob")  # no retention by default: nothing is deleted unless asked
+    # No retention by default: nothing is deleted unless asked.
+    assert [c.k8s_name for c in dev.kinds("CronJob")] == ["postgres-backup"]
 
 
 def test_retention_is_a_cronjob_that_never_overlaps_itself():
     run = run_program("dev", retention={"days": 14, "schedule": "5 1 * * *", "batchSize": 200},
                       experiments=[{"name": "llamastack-traces", "default": True},
                                    {"name": "chat", "services": ["chat-api"], "retentionDays": 3}])
-    (cronjob,) = run.kinds("CronJob")
-    spec = cronjob.outputs["spec"]
+    spec = run.get("CronJob", "trace-retention").outputs["spec"]
     assert spec["schedule"] == "5 1 * * *" and spec["concurrencyPolicy"] == "Forbid"
     (retention,) = spec["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert retention["command"][-1] == "retention"
