@@ -17,6 +17,7 @@ import requests
 
 from components import collector as collector_component
 from components import mlflow as mlflow_component
+from components import trace_upkeep
 from components.config import MACHINE_USERS
 from components.kube import service_host
 from tests.support.collector import stored_spans
@@ -179,7 +180,7 @@ def collector_pods(cluster) -> set[str]:
 
 def run_retention_now(cluster) -> dict:
     """`kubectl create job --from=cronjob/...`: one run of the retention CronJob; its final status."""
-    (cronjob,) = cluster.get(f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs")["items"]
+    cronjob = cluster.get(f"/apis/batch/v1/namespaces/{NAMESPACE}/cronjobs/{trace_upkeep.RETENTION_CRONJOB_NAME}")
     name = f"retention-now-{int(time.time())}"
     cluster.session().post(f"{cluster.url}/apis/batch/v1/namespaces/{NAMESPACE}/jobs", timeout=10, json={
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},

@@ -261,7 +261,7 @@ def run_retention(run: ProgramRun, auth_server, admin, postgres, workdir) -> tup
     apply_declared_access(run, auth_server.url, admin)
     kubelet = kubelet_for(run, workdir / "retention", postgres, auth_server.port,
                           rewrites={"mlflow.mlflow.svc:5000": f"127.0.0.1:{auth_server.port}"})
-    (cronjob,) = run.kinds("CronJob")
+    cronjob = run.get("CronJob", "trace-retention")
     job_spec = cronjob.outputs["spec"]["jobTemplate"]["spec"]
     pod_owner = SimpleNamespace(name="trace-retention", outputs={"spec": job_spec})
     began = time.monotonic()
