@@ -27,6 +27,7 @@ holds it to:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pulumi.dynamic import (
@@ -40,7 +41,14 @@ from pulumi.dynamic import (
 )
 from pulumi.runtime.rpc import UNKNOWN
 
-from components.mlflow_rest import ABSENT, READ_TIMEOUT_SECONDS, MlflowApiError, MlflowRest, read_or_keep
+from components.mlflow_rest import (
+    ABSENT,
+    READ_TIMEOUT_SECONDS,
+    MlflowApiError,
+    MlflowRest,
+    NotMlflowError,
+    read_or_keep,
+)
 
 USERS = "/api/2.0/mlflow/users"
 PERMISSIONS = "/api/3.0/mlflow/users/permissions"
@@ -90,6 +98,19 @@ class _Admin(MlflowRest):
 
     def user(self, username: str, action: str) -> dict | None:
         return self.get_or_none(f"{USERS}/get", "user", action, username=username)
+
+    def unless_auth_is_off(self, lookup: Callable[[], dict | None], action: str) -> dict | None:
+        """`lookup()`, or None when MLflow answers without its auth app: the stack set
+        `mlflow.auth.kind` to none, so the users and roles went with it and a delete has nothing
+        left to do. A URL that is not MLflow at all still fails."""
+        try:
+            return lookup()
+        except NotMlflowError as missing:
+            try:
+                self.call("GET", "/api/2.0/mlflow/experiments/search", action, params={"max_results": 1})
+            except (NotMlflowError, MlflowApiError):
+                raise missing from None
+            return None
 
     def set_password(self, username: str, password: str, action: str) -> None:
         self.call("PATCH", f"{USERS}/update-password", action, json={"username": username, "password": password})
@@ -192,7 +213,7 @@ class MlflowUserProvider(ResourceProvider):
     def delete(self, id_: str, props: dict) -> None:
         client = _Admin(props)
         action = f"{'delete' if props.get('on_delete') == 'delete' else 'retire'} MLflow user {id_!r}"
-        if client.user(id_, action) is None:
+        if client.unless_auth_is_off(lambda: client.user(id_, action), action) is None:
             return
         if props.get("on_delete") == "delete":
             try:
@@ -301,7 +322,7 @@ class MlflowRoleProvider(ResourceProvider):
     def delete(self, id_: str, props: dict) -> None:
         client = _Admin(props)
         action = f"delete MLflow role {props.get('name')!r}"
-        if client.role(int(id_), action) is not None:
+        if client.unless_auth_is_off(lambda: client.role(int(id_), action), action) is not None:
             client.call("DELETE", f"{ROLES}/delete", action, json={"role_id": int(id_)})
 
     def _converge(self, client: _Admin, id_: str, props: dict, action: str) -> dict:

@@ -39,7 +39,8 @@ DATABASE_EXISTS = """exists() {
 }
 """
 # `$1` is the series. A failed run leaves only its own .partial directory, which the next run of the
-# series removes; the series' newest BACKUP_KEEP complete backups stay. A database the stack owns that
+# series removes; the series' newest BACKUP_KEEP complete backups stay, and always the one a pending restore
+# names (BACKUP_PROTECTED, set by the upgrade gate). A database the stack owns that
 # does not exist fails the backup, except right before a restore, which backs up whatever is there
 # (a lost volume holds nothing of it).
 BACKUP_SCRIPT = f"""set -eu
@@ -57,7 +58,8 @@ for database in $BACKUP_DATABASES; do
 done
 mv "{BACKUP_DIR}/$name.partial" "{BACKUP_DIR}/$name"
 echo "backup $name:" $(ls "{BACKUP_DIR}/$name") "$(du -sk "{BACKUP_DIR}/$name" | cut -f1) KiB"
-ls -1d "{BACKUP_DIR}/$series"-* | grep -v '[.]partial$' | sort | head -n -"$BACKUP_KEEP" | xargs -r rm -rf
+ls -1d "{BACKUP_DIR}/$series"-* | grep -v '[.]partial$' | grep -vxF "{BACKUP_DIR}/${{BACKUP_PROTECTED:-}}" | sort \
+  | head -n -"$BACKUP_KEEP" | xargs -r rm -rf
 """
 
 

@@ -15,6 +15,10 @@ from components.config import PROJECT, Autoscaling
 CHECKSUM_ANNOTATION = "checksum/config"
 # On a Job that failed, the next `pulumi up` replaces it (runs it again) instead of waiting on it again.
 RERUN_IF_FAILED = {"pulumi.com/replaceUnready": "true"}
+# How long `pulumi up` waits for a Job that may stop MLflow, back up, restore or migrate a large database
+# (pulumi-kubernetes waits 10 minutes by default; a Job still running then would be replaced, so killed,
+# by the next `up`).
+LONG_JOB_TIMEOUTS = pulumi.CustomTimeouts(create="60m", update="60m")
 
 
 def labels_for(component: str) -> dict[str, str]:

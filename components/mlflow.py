@@ -12,11 +12,12 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import auth, upgrade
+from components import auth, upgrade, upgrade_gate
 from components.auth import AuthRefs, MlflowAuth
 from components.availability import keep_available
 from components.config import Artifacts, Mlflow
 from components.kube import (
+    LONG_JOB_TIMEOUTS,
     RERUN_IF_FAILED,
     NamespaceRef,
     claim_spec,
@@ -155,10 +156,11 @@ def _volumes(cfg: Mlflow, artifacts_claim: pulumi.Input[str] | None,
 
 
 def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: str,
-                       auth_refs: AuthRefs | None) -> dict:
+                       auth_refs: AuthRefs | None, restored_from: str | None = None) -> dict:
     """`mlflow db upgrade`, and before it, when auth is on, the auth store's upgrade and the
     admin's bootstrap: the one pod that gets the admin's password, for the time it runs. A new
-    admin password (a new auth Secret) re-runs the Job."""
+    admin password (a new auth Secret) re-runs the Job, and so does a restore (`restored_from`): the
+    restored schema may be older than the image, the restored auth store may hold an older admin."""
     volumes, mounts = [{"name": "tmp", "emptyDir": {}}], [{"name": "tmp", "mountPath": "/tmp"}]
 
     def step(name: str, command: list[str], env: list[dict] | None = None) -> dict:
@@ -177,10 +179,11 @@ def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: st
         step("bootstrap-admin", ["python", "-c", auth.ADMIN_BOOTSTRAP], auth.admin_bootstrap_env(
             auth_refs, backend_store_uri(connection, cfg.auth.database), cfg.auth.admin_username)),
     ] if auth_refs is not None else []
+    restored = {"annotations": {upgrade_gate.RESTORED_ANNOTATION: restored_from}} if restored_from else {}
     return {
         "backoffLimit": 6,
         "template": {
-            "metadata": {"labels": labels_for(MIGRATION_COMPONENT)},
+            "metadata": {"labels": labels_for(MIGRATION_COMPONENT), **restored},
             "spec": {
                 "restartPolicy": "OnFailure",
                 "securityContext": pod_security_context(platform, MLFLOW_UID),
@@ -279,8 +282,8 @@ class MlflowServer(pulumi.ComponentResource):
         migration = k8s.batch.v1.Job(
             f"{name}-migrate",
             metadata={**meta, "labels": labels_for(MIGRATION_COMPONENT), "annotations": RERUN_IF_FAILED},
-            spec=migration_job_spec(config, connection, platform, self.auth_refs),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[gate.stopped]),
+            spec=migration_job_spec(config, connection, platform, self.auth_refs, gate.restore_from),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[gate.stopped], custom_timeouts=LONG_JOB_TIMEOUTS),
         )
         allowed_hosts = allowed_hosts_for(
             namespace=namespace.name, external_host=external_host, extra=config.extra_allowed_hosts,

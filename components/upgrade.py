@@ -29,6 +29,7 @@ import pulumi_kubernetes as k8s
 from components import backup, upgrade_gate
 from components.backup import BackupTarget
 from components.kube import (
+    LONG_JOB_TIMEOUTS,
     RERUN_IF_FAILED,
     NamespaceRef,
     container_security_context,
@@ -46,21 +47,24 @@ STOP_TIMEOUT_SECONDS = 600  # MLflow's and a retention run's pods must be gone w
 JOB_RESOURCES = {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "256Mi"}}
 # The backup container takes its series from the stop step; without one there is nothing to back up.
 GATED_BACKUP = f'[ -s {upgrade_gate.GATE_DIR}/backup ] || exit 0\nset -- "$(cat {upgrade_gate.GATE_DIR}/backup)"\n' \
+    + f'BACKUP_PROTECTED=$(cat {upgrade_gate.GATE_DIR}/restore 2>/dev/null || true)\n' \
     + backup.BACKUP_SCRIPT
 # Each database of the backup, replaced by its dump in one transaction (the gate took a backup of it
-# first); one that a lost volume no longer has is created first.
+# first): the schema emptied, so no table of a newer MLflow stays beside the restored ones (which
+# `pg_restore --clean` would leave), then the dump. One that a lost volume no longer has is created first.
 RESTORE_SCRIPT = f"""set -eu
 {backup.DATABASE_EXISTS}[ -s {upgrade_gate.GATE_DIR}/restore ] || exit 0
 name=$(cat {upgrade_gate.GATE_DIR}/restore)
-[ -d "{backup.BACKUP_DIR}/$name" ] || {{ echo "restore: no backup $name on the backup volume, which holds:" \
-$(ls {backup.BACKUP_DIR}) >&2; exit 1; }}
+[ -d "{backup.BACKUP_DIR}/$name" ] || {{ echo "restore: postgres.backup.restoreFrom names $name, which the backup \
+volume does not hold; it holds:" $(ls {backup.BACKUP_DIR}) >&2; exit 1; }}
 for dump in "{backup.BACKUP_DIR}/$name"/*.dump; do
   database=$(basename "$dump" .dump)
   if ! exists "$database"; then
     psql --dbname="${{BACKUP_DATABASES%% *}}" -v ON_ERROR_STOP=1 -qc "CREATE DATABASE \\"$database\\""
   fi
   started=$(date +%s)
-  pg_restore --clean --if-exists --no-owner --exit-on-error --single-transaction --dbname="$database" "$dump"
+  {{ echo 'DROP SCHEMA public CASCADE; CREATE SCHEMA public;'; pg_restore --no-owner --exit-on-error -f - "$dump"; }} \
+    | psql --dbname="$database" -v ON_ERROR_STOP=1 --single-transaction -q -o /dev/null
   echo "restore: $database from $name in $(($(date +%s) - started)) s"
 done
 """
@@ -163,6 +167,7 @@ class UpgradeGate(pulumi.ComponentResource):
 
     stopped: k8s.batch.v1.Job
     plan: str
+    restore_from: str | None  # the backup this `up` restores, if any
     scripts: pulumi.Output[str]  # the script's ConfigMap
     deployment_annotations: dict[str, str]  # what the Deployment says it runs, read by the next gate
 
@@ -183,12 +188,14 @@ class UpgradeGate(pulumi.ComponentResource):
             opts=child,
         )
         scripts = k8s.core.v1.ConfigMap(f"{name}-scripts", metadata=meta, data={SCRIPT_FILE: SCRIPT}, opts=child)
+        self.restore_from = restore_from
         self.plan = json.dumps(upgrade_plan(image=image, schema=schema, restore_from=restore_from, writers=writers))
         self.scripts = scripts.metadata.name
         self.deployment_annotations = deployment_annotations(schema, restore_from)
         self.stopped = k8s.batch.v1.Job(
             f"{name}-stop-writers", metadata={**meta, "annotations": RERUN_IF_FAILED},
             spec=stop_job_spec(image=image, plan=self.plan, config_map=self.scripts, target=target),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role, binding, *after]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[account, role, binding, *after],
+                                        custom_timeouts=LONG_JOB_TIMEOUTS),
         )
         self.register_outputs({})

@@ -61,6 +61,18 @@ def test_a_refresh_while_mlflow_is_stopped_keeps_the_user_as_the_state_has_it(au
     assert (kept.id, kept.outs) == (created.id, stopped)
 
 
+def test_users_and_roles_are_gone_with_the_auth_app_when_auth_is_turned_off(auth_server, admin, experiment_ids,
+                                                                            mlflow_server):
+    """`mlflow.auth.kind` basic -> none: MLflow rolls without its auth app before the `up` deletes
+    the users and roles, whose API now answers a plain 404; the deletes have nothing left to do."""
+    users, roles = MlflowUserProvider(), MlflowRoleProvider()
+    user = users.create(user_props(auth_server, admin, [grant(experiment_ids[0], "READ")]))
+    role = roles.create({**target(auth_server, admin), "name": f"team-{uuid.uuid4().hex[:6]}", "grants": []})
+    without_auth = {"tracking_url": mlflow_server.url}
+    users.delete(user.id, {**user.outs, **without_auth})
+    roles.delete(role.id, {**role.outs, **without_auth})
+
+
 def test_a_user_gets_exactly_its_grants_and_a_refresh_after_it_sees_no_change(auth_server, admin, experiment_ids):
     provider = MlflowUserProvider()
     props = user_props(auth_server, admin, [grant(experiment_ids[0], "READ")])

@@ -1,8 +1,13 @@
 """Backups: the scheduled pg_dump of every database the stack owns on a kept volume, CloudNativePG's
 own backups, and the config that refuses what cannot work."""
 
+import os
+import subprocess
+from pathlib import Path
+
 import pytest
 
+from components.backup import BACKUP_DIR, BACKUP_SCRIPT
 from components.config import ConfigError, parse_stack_config
 from tests.support.crds import validate_custom_resource
 from tests.support.k8s import env_of, integral
@@ -93,3 +98,36 @@ def test_a_pending_restore_is_said_at_every_up_until_the_key_is_removed():
     (warning,) = config.warnings
     assert warning.startswith("postgres.backup.restoreFrom: before-upgrade-20261203T101500Z is restored")
     assert "remove the key" in warning
+
+
+
+PG_DUMP_STAND_IN = '#!/bin/sh\nfor a; do case $a in --file=*) echo dump > "${a#--file=}";; esac; done\n'
+EARLIER = ["before-restore-20261201T000000Z", "before-restore-20261202T000000Z", "scheduled-20261201T000000Z"]
+
+
+def run_backup_script(tmp_path: Path, series: str, keep: int, protected: str = "") -> tuple[list[str], Path]:
+    """BACKUP_SCRIPT under sh on a directory standing in for the backup volume (holding EARLIER and a
+    failed run's leftovers), with stand-ins for psql (every database exists) and pg_dump (writes its
+    --file); the backups left, and the new one."""
+    volume, tools = tmp_path / "volume", tmp_path / "bin"
+    for name in [*EARLIER, "before-restore-20261203T000000Z.partial"]:
+        (volume / name).mkdir(parents=True)
+    tools.mkdir()
+    (tools / "psql").write_text("#!/bin/sh\necho 1\n")
+    (tools / "pg_dump").write_text(PG_DUMP_STAND_IN)
+    for tool in tools.iterdir():
+        tool.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tools}:{os.environ['PATH']}", "BACKUP_DATABASES": "mlflow mlflow_auth",
+           "BACKUP_KEEP": str(keep), "BACKUP_PROTECTED": protected}
+    script = BACKUP_SCRIPT.replace(BACKUP_DIR, str(volume))
+    subprocess.run(["sh", "-c", script, "sh", series], env=env, check=True, capture_output=True, timeout=30)
+    left = sorted(p.name for p in volume.iterdir())
+    (taken,) = [name for name in left if name not in EARLIER]
+    return left, volume / taken
+
+
+@pytest.mark.parametrize(("protected", "kept"), [("", []), (EARLIER[0], [EARLIER[0]])])
+def test_a_backup_keeps_the_newest_of_its_series_and_the_one_a_pending_restore_names(tmp_path, protected, kept):
+    left, taken = run_backup_script(tmp_path, "before-restore", keep=1, protected=protected)
+    assert left == sorted([*kept, taken.name, EARLIER[2]])  # the failed run's leftovers gone; other series kept
+    assert sorted(p.name for p in taken.iterdir()) == ["mlflow.dump", "mlflow_auth.dump"]

@@ -129,3 +129,14 @@ def test_the_gate_backs_up_and_restores_every_database_the_stack_owns():
         assert env_of(container)["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
         assert {m["name"] for m in container["volumeMounts"]} == {"backups", "gate"}
     assert str(upgrade_gate.GATE_DIR) in backup["command"][2]
+
+
+def test_a_restore_reruns_the_migration_after_it_and_only_a_restore_does(dev):
+    """The restored schema may be older than the image, and the restored auth store may hold an older
+    admin: the migration Job's pod changes (so the Job is replaced and runs again) with the restore."""
+    restoring = run_program("dev", postgres={"backup": {"restoreFrom": "scheduled-20261203T024300Z"}})
+    migration = job(restoring, "mlflow-migrate").outputs["spec"]
+    assert migration != job(dev, "mlflow-migrate").outputs["spec"]
+    assert migration["template"]["metadata"]["annotations"] == {
+        upgrade_gate.RESTORED_ANNOTATION: "scheduled-20261203T024300Z"}
+    assert job(run_program("dev"), "mlflow-migrate").outputs["spec"] == job(dev, "mlflow-migrate").outputs["spec"]
