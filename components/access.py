@@ -38,8 +38,8 @@ from components import auth
 from components.access_provider import MlflowRoleProvider, MlflowUserProvider, canonical_grants
 from components.collector import RoutedExperiment, routed_experiments
 from components.config import ALL_EXPERIMENTS, MACHINE_USERS, Access, AccessGrant, Experiment, experiment_slug
-from components.experiment_provider import DEFAULT_TIMEOUT_SECONDS
 from components.kube import NamespaceRef, labels_for
+from components.mlflow_rest import DEFAULT_TIMEOUT_SECONDS
 from components.trace_upkeep import check_service
 
 COLLECTOR, CHECK, RETENTION = MACHINE_USERS

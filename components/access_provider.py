@@ -39,7 +39,6 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
-from pulumi.runtime.rpc import UNKNOWN
 
 from components.mlflow_rest import (
     ABSENT,
@@ -47,6 +46,7 @@ from components.mlflow_rest import (
     MlflowApiError,
     MlflowRest,
     NotMlflowError,
+    is_unknown,
     read_or_keep,
 )
 
@@ -61,10 +61,6 @@ MIN_PASSWORD = 12  # MLflow refuses shorter ones
 SIGN_IN_ATTEMPTS = 4  # the refresh's password check, each on a new connection
 
 
-def _unknown(value: Any) -> bool:
-    return value == UNKNOWN
-
-
 def _key(grant: dict) -> tuple[str, str]:
     return str(grant["resource_type"]), str(grant["resource_id"])
 
@@ -76,18 +72,18 @@ def canonical_grants(grants: list[dict]) -> list[dict]:
 
 
 def _grant_failures(grants: Any) -> list[CheckFailure]:
-    if _unknown(grants):
+    if is_unknown(grants):
         return []
     if not isinstance(grants, list):
         return [CheckFailure("grants", "grants must be a list")]
     failures = []
     for grant in grants:
-        if _unknown(grant) or not isinstance(grant, dict):
+        if is_unknown(grant) or not isinstance(grant, dict):
             continue
         permission = grant.get("permission")
-        if not _unknown(permission) and permission not in PERMISSIONS_GRANTED:
+        if not is_unknown(permission) and permission not in PERMISSIONS_GRANTED:
             failures.append(CheckFailure("grants", f"{permission!r} is not one of {', '.join(PERMISSIONS_GRANTED)}"))
-    keys = [_key(g) for g in grants if isinstance(g, dict) and not any(_unknown(v) for v in g.values())]
+    keys = [_key(g) for g in grants if isinstance(g, dict) and not any(is_unknown(v) for v in g.values())]
     for key in sorted({k for k in keys if keys.count(k) > 1}):
         failures.append(CheckFailure("grants", f"{key[0]} {key[1]} is granted twice; keep one level"))
     return failures
@@ -161,7 +157,7 @@ class MlflowUserProvider(ResourceProvider):
     def check(self, _olds: dict, news: dict) -> CheckResult:
         failures = _grant_failures(news.get("grants"))
         password = news.get("password")
-        if not _unknown(password) and not (isinstance(password, str) and len(password) >= MIN_PASSWORD):
+        if not is_unknown(password) and not (isinstance(password, str) and len(password) >= MIN_PASSWORD):
             failures.append(CheckFailure("password", f"MLflow needs a password of at least {MIN_PASSWORD} characters"))
         if news.get("on_delete") not in ON_DELETE:
             failures.append(CheckFailure("on_delete", f"must be one of {', '.join(ON_DELETE)}"))

@@ -31,7 +31,6 @@ from pulumi.dynamic import (
     ResourceProvider,
     UpdateResult,
 )
-from pulumi.runtime.rpc import UNKNOWN  # a value not known until apply (preview passes it to check/diff)
 
 from components.mlflow_rest import (
     ABSENT,
@@ -40,6 +39,7 @@ from components.mlflow_rest import (
     MlflowApiError,
     MlflowRest,
     NotMlflowError,
+    is_unknown,
     read_or_keep,
 )
 from components.names import experiment_name_problem
@@ -50,10 +50,6 @@ API = "/api/2.0/mlflow/experiments"
 # Properties whose change the provider can apply in place; anything else is a replacement.
 UPDATABLE = ("name", "tags", "tracking_url", "credentials", "timeout_seconds")
 REPLACING = ("artifact_location",)
-
-
-def _is_unknown(value: Any) -> bool:
-    return value == UNKNOWN
 
 
 class _Client(MlflowRest):
@@ -92,16 +88,16 @@ class MlflowExperimentProvider(ResourceProvider):
     def check(self, _olds: dict, news: dict) -> CheckResult:
         failures = []
         name = news.get("name")
-        if not _is_unknown(name):
+        if not is_unknown(name):
             problem = experiment_name_problem(name)
             if problem:
                 failures.append(CheckFailure("name", f"experiment name {name!r} {problem}"))
         url = news.get("tracking_url")
-        if not _is_unknown(url) and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        if not is_unknown(url) and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
             failures.append(CheckFailure("tracking_url", f"{url!r} is not an http(s) URL of the MLflow server"))
         tags = news.get("tags") or {}
-        if not _is_unknown(tags) and not (
-            isinstance(tags, dict) and all(isinstance(v, str) or _is_unknown(v) for v in tags.values())
+        if not is_unknown(tags) and not (
+            isinstance(tags, dict) and all(isinstance(v, str) or is_unknown(v) for v in tags.values())
         ):
             failures.append(CheckFailure("tags", "tags must map names to string values"))
         return CheckResult(news, failures)

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from pulumi.runtime.rpc import UNKNOWN  # a value not known until apply (preview passes it to check/diff)
 
 DEFAULT_TIMEOUT_SECONDS = 300
 RETRIED_STATUS = {502, 503, 504}
@@ -18,6 +20,10 @@ ABSENT = "RESOURCE_DOES_NOT_EXIST"  # MLflow's error_code for an object it does 
 # How long a refresh waits for MLflow before it keeps what the state holds (`read_or_keep`).
 READ_TIMEOUT_SECONDS = 30
 Found = TypeVar("Found")
+
+
+def is_unknown(value: Any) -> bool:
+    return value == UNKNOWN
 
 
 class MlflowApiError(Exception):
