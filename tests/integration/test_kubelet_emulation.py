@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 from types import SimpleNamespace
 
@@ -23,6 +24,7 @@ from tests.support.kubelet import (
     new_filesystem,
     set_volume_ownership,
 )
+from tests.support.processes import ephemeral_port_range, free_port
 
 # What the process reports: its ids, capabilities, no_new_privs, its passwd entry, HOME, and
 # whether it may write to and read the given paths.
@@ -187,3 +189,23 @@ def test_openshift_assigns_an_arbitrary_uid_group_0_and_the_projects_fs_group(wo
     with pytest.raises(ContainerRefused, match="not in the namespace's range"):
         kubelet.run_pod_to_completion(fixed, timeout=60)
 
+
+
+def test_a_port_handed_to_a_pod_is_never_the_local_end_of_an_outgoing_connection():
+    """A pod's ports are chosen before its containers bind them (seconds later for a pod with init
+    containers). A port the kernel could also give an outgoing connection meanwhile made a restarted
+    collector fail 'address already in use' on every restart, as no cluster does."""
+    handed_out = [free_port() for _ in range(40)]
+    assert len(set(handed_out)) == len(handed_out), "a port was handed out twice"
+    with socket.create_server(("127.0.0.1", 0), backlog=256) as server:
+        clients = [socket.create_connection(server.getsockname()) for _ in range(200)]
+        try:
+            local_ends = {client.getsockname()[1] for client in clients}
+        finally:
+            for client in clients:
+                client.close()
+    assert not local_ends & set(handed_out)
+    assert not [port for port in handed_out if port in ephemeral_port_range()], \
+        f"ports in the kernel's ephemeral range {ephemeral_port_range()}: the kernel may give them away"
+    for port in handed_out:  # each still free for the pod that gets it
+        socket.create_server(("127.0.0.1", port)).close()

@@ -4,11 +4,14 @@ program declares. Everything binds to loopback and every wait is bounded."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import pwd
+import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,10 +23,35 @@ from tests.support.kubelet import Kubelet
 from tests.support.program import ProgramRun
 
 
+def ephemeral_port_range() -> range:
+    """The ports the kernel picks for a `bind(0)` and for the local end of every outgoing connection."""
+    low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+    return range(int(low), int(high) + 1)
+
+
+# Ports handed out to processes that bind them later (a pod's container may start seconds after its
+# ports are chosen). They lie below the kernel's ephemeral range: a port from `bind(0)` could meanwhile
+# become the local end of any outgoing connection on this machine and the listener would fail with
+# "address already in use", on every restart. Handed out in turn from a random start, so that suites
+# running side by side walk different stretches, and never twice while the stretch lasts.
+_HANDED_OUT = range(max(1025, ephemeral_port_range().start - 12000), ephemeral_port_range().start)
+_start = random.randrange(len(_HANDED_OUT))
+_next_candidate = itertools.cycle([*_HANDED_OUT[_start:], *_HANDED_OUT[:_start]])
+_hand_out_lock = threading.Lock()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port nothing listens on, outside the ephemeral range, not handed out before in this stretch."""
+    with _hand_out_lock:
+        for _ in range(len(_HANDED_OUT)):
+            port = next(_next_candidate)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue  # taken by another suite or service: the next one
+            return port
+    raise RuntimeError(f"no free loopback port in {_HANDED_OUT.start}-{_HANDED_OUT.stop - 1}")
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str, process: subprocess.Popen | None = None,
