@@ -114,3 +114,24 @@ def test_a_broken_config_fails_validation(collector_binary, tmp_path, breakage, 
     done = validate(collector_binary, config, tmp_path)
     assert done.returncode != 0, f"{breakage}: validate passed"
     assert error in done.stdout + done.stderr
+
+
+DESTINATIONS = [
+    {"name": "phoenix", "endpoint": "http://phoenix.phoenix.svc.cluster.local:6006",
+     "headers": {"x-project-name": "agents"}, "select": {"scopes": ["openinference.instrumentation.*"]},
+     "readBack": "phoenix"},
+    {"name": "vendor", "endpoint": "https://otlp.vendor.example:4317", "protocol": "grpc",
+     "tls": {"caSecret": "vendor-ca"}, "auth": {"type": "bearer", "secret": "vendor-token"},
+     "select": {"services": ["chat-api"], "scopes": ["my.tracer"]}},
+    {"name": "archive", "endpoint": "https://archive.example", "auth": {"type": "basic", "secret": "archive"},
+     "headers": {"x-tenant": "price-$5"}},
+]
+
+
+@pytest.mark.parametrize("persistent_queue", [False, True])
+def test_configs_with_further_destinations_are_valid(collector_binary, tmp_path, persistent_queue):
+    run = run_program("dev", experiments=experiments(3),
+                      collector={"persistentQueue": persistent_queue, "destinations": DESTINATIONS})
+    config = configmap_config(run)
+    assert {"otlp_http/to_phoenix", "otlp_grpc/to_vendor", "otlp_http/to_archive"} <= set(config["exporters"])
+    assert_valid(collector_binary, config, tmp_path)
