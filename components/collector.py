@@ -485,6 +485,7 @@ class TraceCollector(pulumi.ComponentResource):
 
     grpc_endpoint: str
     http_endpoint: str
+    metrics_url: str  # the collector's own metrics, through its Service
     experiments: pulumi.Output[list[RoutedExperiment]]  # with their MLflow IDs, as the config routes them
     pod_revision: pulumi.Output[str]  # changes whenever the pods do (the config's checksum is in them)
     workload: pulumi.CustomResource  # the Deployment, or the StatefulSet of a persistent queue
@@ -532,6 +533,8 @@ class TraceCollector(pulumi.ComponentResource):
                 "ports": [
                     {"name": "otlp-grpc", "port": GRPC_PORT, "targetPort": "otlp-grpc", "appProtocol": "grpc"},
                     {"name": "otlp-http", "port": HTTP_PORT, "targetPort": "otlp-http", "appProtocol": "http"},
+                    # its own counts (exported, failed, queued): the post-deploy check reads them
+                    {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "appProtocol": "http"},
                 ],
             },
             opts=child,
@@ -539,4 +542,5 @@ class TraceCollector(pulumi.ComponentResource):
         host = service_host(SERVICE_NAME, namespace.name)
         self.grpc_endpoint = f"http://{host}:{GRPC_PORT}"
         self.http_endpoint = f"http://{host}:{HTTP_PORT}"
+        self.metrics_url = f"http://{host}:{METRICS_PORT}/metrics"
         self.register_outputs({"grpcEndpoint": self.grpc_endpoint, "httpEndpoint": self.http_endpoint})

@@ -8,7 +8,9 @@ MLflow, behind the real collector on the config the program generates.
 - Fed every trace, Phoenix shows GenAI-convention spans' token counts without any mapping.
 - Phoenix stopped for 60 s under traffic: MLflow stores every span once and its exporters see no
   failure; Phoenix's queue holds what it missed and delivers it when Phoenix is back. With a queue
-  too small for the outage, what does not fit is dropped for Phoenix alone and counted."""
+  too small for the outage, what does not fit is dropped for Phoenix alone and counted.
+- The post-deploy check reads its trace back from Phoenix, proves another destination's exporter
+  sent its trace, leaves nothing in Phoenix, and fails naming the destination when Phoenix is down."""
 
 from __future__ import annotations
 
@@ -18,10 +20,12 @@ from dataclasses import dataclass
 import pytest
 from mlflow import MlflowClient
 
+from components.collector import HTTP_PORT, METRICS_PORT
 from tests.support.collector import (
     SETTLE_SECONDS,
     CollectorProcess,
     StoredSpan,
+    configmap_config,
     program_with_real_ids,
     span_counts_in_mlflow,
     stored_spans,
@@ -36,7 +40,7 @@ from tests.support.otlp import (
     scoped_request,
 )
 from tests.support.phoenix import PhoenixProcess, PhoenixSpan
-from tests.support.processes import wait_until
+from tests.support.processes import free_port, kubelet_for, wait_until
 from tests.support.traffic import SteadySender
 
 EXPERIMENTS = [
@@ -253,3 +257,60 @@ def test_a_queue_too_small_for_the_outage_drops_for_phoenix_alone_and_counts_it(
     assert span_counts_in_mlflow(mlflow_server.url, experiment) == (before + accepted, before + accepted)
     assert sender.retried_requests == 0
     assert 0 < dropped.get("otelcol_exporter_enqueue_failed_spans", 0) <= accepted
+
+
+def run_check(program, mlflow_server, collector: CollectorProcess, postgres, workdir) -> tuple[int, str]:
+    """The check Job's pod, with the Services' addresses mapped to the processes."""
+    rewrites = {"mlflow.mlflow.svc:5000": f"127.0.0.1:{mlflow_server.port}",
+                f"otel-collector.mlflow.svc:{HTTP_PORT}": f"127.0.0.1:{collector.ports.http}",
+                f"otel-collector.mlflow.svc:{METRICS_PORT}": f"127.0.0.1:{collector.ports.metrics}"}
+    kubelet = kubelet_for(program, workdir / "phoenix-check", postgres, mlflow_server.port, rewrites=rewrites)
+    (job,) = [j for j in program.kinds("Job") if j.name == "trace-upkeep-check"]
+    done = kubelet.run_pod_to_completion(job, timeout=120)
+    return done.returncode, (done.stdout + done.stderr).strip()
+
+
+def test_the_check_reads_phoenix_back_proves_the_other_exporter_and_names_the_destination_that_fails(
+        mlflow_server, collector_binary, phoenix, postgres, workdir):
+    destinations = [
+        {"name": "phoenix", "endpoint": phoenix.url, "headers": {"x-project-name": "checked"},
+         "select": {"scopes": ["openinference.*"]}, "readBack": "phoenix"},
+        {"name": "other", "endpoint": phoenix.url, "headers": {"x-project-name": "other"},
+         "select": {"services": ["other-app"]}},  # no read-back: proven by its exporter's count
+    ]
+    program = program_with_real_ids(mlflow_server.url, EXPERIMENTS, collector={"destinations": destinations},
+                                    verify={"timeoutSeconds": 30})
+    ids = program.outputs["experimentIds"]
+    collector = CollectorProcess(collector_binary, program, mlflow_server.url, workdir / "collector-phoenix-check")
+    collector.start()
+    try:
+        before = {name: len(stored_spans(mlflow_server.url, i)) for name, i in ids.items()}
+        code, output = run_check(program, mlflow_server, collector, postgres, workdir)
+        assert code == 0, output
+        assert "phoenix: read back from Phoenix; other: sent" in output, output
+        # the check deletes its traces (by trace ID) from the Phoenix it reads, which here holds both projects
+        assert phoenix.spans("checked") == [] and phoenix.spans("other") == []
+        assert {name: len(stored_spans(mlflow_server.url, i)) for name, i in ids.items()} == before
+
+        phoenix.stop()
+        try:
+            code, output = run_check(program, mlflow_server, collector, postgres, workdir)
+        finally:
+            phoenix.start()
+        assert code == 1, output
+        assert "destination 'phoenix'" in output and "otlp_http/to_phoenix has sent 0 spans" in output, output
+        assert "holds no span of it in project 'checked'" in output, output
+        assert {name: len(stored_spans(mlflow_server.url, i)) for name, i in ids.items()} == before
+
+        # nothing listens where the other destination points: its exporter never sends
+        unreachable = [destinations[0], {**destinations[1], "endpoint": f"http://127.0.0.1:{free_port()}"}]
+        broken = program_with_real_ids(mlflow_server.url, EXPERIMENTS, collector={"destinations": unreachable},
+                                       verify={"timeoutSeconds": 30})
+        collector.configure(configmap_config(broken), mlflow_server.url)
+        collector.restart()
+        code, output = run_check(broken, mlflow_server, collector, postgres, workdir)
+        assert code == 1, output
+        assert "destination 'other'" in output and "the collector's exporter sent nothing to it" in output, output
+        assert "otlp_http/to_other has sent 0 spans and failed 0 since the check began" in output, output
+    finally:
+        collector.stop()

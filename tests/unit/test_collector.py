@@ -228,7 +228,7 @@ def test_deployment_mounts_the_config_and_probes_the_health_check(dev):
     assert {"name": "health", "containerPort": 13133} in collector["ports"]
     assert env_of(collector)["GOMEMLIMIT"]["value"] == "409MiB"  # 80% of 512Mi
     ports = {p["name"]: p["port"] for p in dev.get("Service", "otel-collector").outputs["spec"]["ports"]}
-    assert ports == {"otlp-grpc": 4317, "otlp-http": 4318}
+    assert ports == {"otlp-grpc": 4317, "otlp-http": 4318, "metrics": 8888}  # metrics: for the check (NetworkPolicy)
     assert dev.outputs["otlpGrpcEndpoint"] == "http://otel-collector.mlflow.svc:4317"
     assert dev.outputs["otlpHttpEndpoint"] == "http://otel-collector.mlflow.svc:4318"
 
