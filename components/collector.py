@@ -55,8 +55,12 @@ DESTINATIONS_DIR = "/etc/otelcol/destinations"  # each destination's CA bundle, 
 # SELECTION_WAIT_SECONDS after its first span (then none go, and later ones are dropped through the
 # not-sampled cache): a destination stores whole traces or nothing of them, never orphans.
 SELECTION_WAIT_SECONDS = 30
-SELECTION_MAX_TRACES = 20000  # traces held at once; beyond, the oldest is decided early (and counted)
-SELECTION_DECISION_CACHE = 100000  # trace IDs remembered per decision: an order of magnitude above the held ones
+# Traces held at once. Beyond, the oldest is discarded undecided (counted in
+# otelcol_processor_tail_sampling_sampling_trace_dropped_too_early), and a later matching span of it
+# goes alone: whole traces are guaranteed up to SELECTION_MAX_TRACES / SELECTION_WAIT_SECONDS new
+# traces per second (~660).
+SELECTION_MAX_TRACES = 20000
+SELECTION_DECISION_CACHE = 100000  # trace IDs remembered per decision: five times the held ones
 # Go runtime soft limit, as a share of the container limit: GC works harder
 # before the kernel's OOM killer steps in.
 GOMEMLIMIT_SHARE = 0.8
@@ -166,8 +170,13 @@ def destination_id(destination: TraceDestination) -> str:
     return f"to_{destination.name}"
 
 
+def destination_exporter_id(destination: TraceDestination, version: str) -> str:
+    """The component ID of a destination's exporter (`otlp_http/to_phoenix`)."""
+    return f"{otlp_exporter_type(destination.protocol, version)}/{destination_id(destination)}"
+
+
 def destination_env(destination: TraceDestination, what: str) -> str:
-    """The variable that holds one of a destination's credentials (`TOKEN`, `USERNAME`, `PASSWORD`)."""
+    """The variable that holds one of a destination's credentials (`TOKEN`, `USERNAME`, `PASSWORD`, `VALUE`)."""
     return f"DESTINATION_{destination.name.upper().replace('-', '_')}_{what}"
 
 
@@ -214,6 +223,8 @@ def destination_exporter(destination: TraceDestination) -> dict:
     headers = {name: _escaped(value) for name, value in destination.headers.items()}
     if destination.auth == "bearer":
         headers["Authorization"] = f"Bearer ${{env:{destination_env(destination, 'TOKEN')}}}"
+    elif destination.auth == "header" and destination.auth_header:
+        headers[destination.auth_header] = f"${{env:{destination_env(destination, 'VALUE')}}}"
     exporter: dict = {"endpoint": destination.endpoint}
     if destination.protocol == "grpc":
         exporter["endpoint"] = destination.endpoint.split("://", 1)[1]
@@ -282,7 +293,7 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
     copies = []
     for destination in destinations:
         pipeline = f"traces/{destination_id(destination)}"
-        exporter = f"{otlp_exporter_type(destination.protocol, version)}/{destination_id(destination)}"
+        exporter = destination_exporter_id(destination, version)
         exporters[exporter] = destination_exporter(destination)
         selection = [] if destination.selects_all else [f"tail_sampling/{destination_id(destination)}"]
         pipelines[pipeline] = {"receivers": ["routing"], "processors": [*selection, "batch"], "exporters": [exporter]}
@@ -381,7 +392,8 @@ def gomemlimit(memory_limit: str) -> str:
 def destination_credentials_env(destinations: tuple[TraceDestination, ...]) -> list[dict]:
     """Each destination's credentials, from its Secret into the variables its exporter reads: never
     in the ConfigMap or the container's args."""
-    keys = {"bearer": (("TOKEN", "token"),), "basic": (("USERNAME", "username"), ("PASSWORD", "password"))}
+    keys = {"bearer": (("TOKEN", "token"),), "basic": (("USERNAME", "username"), ("PASSWORD", "password")),
+            "header": (("VALUE", "value"),)}
     return [{"name": destination_env(d, what), "valueFrom": {"secretKeyRef": {"name": d.auth_secret, "key": key}}}
             for d in destinations if d.auth for what, key in keys[d.auth]]
 

@@ -38,7 +38,10 @@ TRACE_PREFIX = "tr-"  # MLflow's ID of an OTLP trace: this prefix and the OTel t
 SPAN_KIND_SERVER = 2
 CHECK_ATTRIBUTE = "mlflow_tracing.check"  # carried by every synthetic span, set to the run's ID
 MAX_VERDICT = 1500  # characters of a failure line
-BASELINE_SCRAPES = 10  # of the collector's metrics before sending: each reaches one pod through the Service
+# The collector's metrics before sending, through the Service (each scrape reaches one pod): until
+# this many scrapes in a row meet no pod not met before, at most BASELINE_MAX_SCRAPES.
+BASELINE_QUIET_SCRAPES = 8
+BASELINE_MAX_SCRAPES = 40
 
 
 class HopFailure(Exception):
@@ -318,15 +321,20 @@ def exporter_counts(collector_metrics: Http) -> tuple[str, dict[str, tuple[float
     return instance, counts
 
 
-def exporter_baseline(collector_metrics: Http, scrapes: int) -> dict[str, dict[str, tuple[float, float]]]:
-    """instance -> its exporters' counts before the check sends, from a few scrapes (the Service sends
-    each to one pod)."""
+def exporter_baseline(collector_metrics: Http, deadline: float) -> dict[str, dict[str, tuple[float, float]]]:
+    """collector pod (instance ID) -> its exporters' counts before the check sends. Only a pod met here
+    can show a rise later: one met first after sending may have sent the check's trace already."""
     baseline: dict[str, dict[str, tuple[float, float]]] = {}
-    for _ in range(scrapes):
+    quiet = 0
+    for _ in range(BASELINE_MAX_SCRAPES):
+        if quiet >= BASELINE_QUIET_SCRAPES or time.monotonic() > deadline:
+            break
         try:
             instance, counts = exporter_counts(collector_metrics)
         except Unreachable:
+            quiet += 1
             continue
+        quiet = quiet + 1 if instance in baseline else 0
         baseline.setdefault(instance, counts)
     return baseline
 
@@ -339,31 +347,41 @@ def stored_in_phoenix(destination: dict, probe: Probe) -> bool:
     if status == 404:  # the project does not exist yet: nothing stored in it so far
         return False
     if status in (401, 403):
+        held = "the bearer token in the destination's auth Secret is not valid there" if destination.get("tokenEnv") \
+            else "Phoenix asks for sign-in and the destination has no auth: give it auth type bearer (an API key)"
         raise HopFailure(f"destination {destination['name']!r}: Phoenix at {destination['url']} refused the check's "
-                         f"read (HTTP {status}): the token in the destination's auth Secret is not valid there")
+                         f"read (HTTP {status}): {held}")
     if status != 200:
         raise Unreachable(f"GET {destination['url']}/v1/projects/{destination['project']}/spans: HTTP {status}")
-    return bool(body.get("data"))
+    return any(span.get("context", {}).get("trace_id") == probe.trace_id for span in body.get("data", []))
+
+
+def read_back_probes(destination: dict, probes: list[Probe]) -> list[Probe]:
+    """The check's traces a Phoenix destination must hold: its own, and with no selection every trace
+    sent (the clean-up deletes them only once they are stored: Phoenix stores after it answers)."""
+    return [p for p in probes if p.destination is destination or (destination["selectsAll"] and p.expected is not None)]
 
 
 def await_destinations(plan: dict, probes: list[Probe], baseline: dict, collector_metrics: Http,
                        deadline: float) -> None:
-    """Each further destination's trace: read back from Phoenix where the destination says so, else
-    proven accepted by the destination's exporter (its sent spans rose on a collector pod)."""
+    """Each further destination's trace: read back from Phoenix where the destination says so, else the
+    destination's exporter shown delivering (its sent spans rose, since the check began, on a collector
+    pod met before sending)."""
     for probe in [p for p in probes if p.destination is not None]:
         destination = probe.destination
         assert destination is not None
+        awaited = read_back_probes(destination, probes) if destination["readBack"] == "phoenix" else []
         while True:
             try:
                 if destination["readBack"] == "phoenix":
-                    if stored_in_phoenix(destination, probe):
+                    awaited = [p for p in awaited if not stored_in_phoenix(destination, p)]
+                    if not awaited:
                         break
                 else:
                     instance, counts = exporter_counts(collector_metrics)
                     sent, _ = counts.get(destination["exporter"], (0.0, 0.0))
                     if instance in baseline and sent > baseline[instance].get(destination["exporter"], (0.0, 0.0))[0]:
                         break
-                    baseline.setdefault(instance, counts)
             except Unreachable:
                 pass  # a pod rolling, Phoenix restarting: until the deadline
             if time.monotonic() > deadline:
@@ -383,7 +401,9 @@ def destination_timeout(plan: dict, destination: dict, baseline: dict, collector
     except Unreachable as error:
         figures = f"the collector's metrics are unreachable ({error})"
     where = (f"Phoenix at {destination['url']} holds no span of it in project {destination['project']!r}"
-             if destination["readBack"] == "phoenix" else "the collector's exporter sent nothing to it")
+             if destination["readBack"] == "phoenix"
+             else f"the collector's exporter sent nothing to it from the {len(baseline)} collector pods met before "
+                  f"sending")
     return (f"destination {destination['name']!r}: after {plan['timeoutSeconds']} s {where}; {figures}. MLflow "
             f"stored the same trace. Look at: {_looking_at(plan['namespace'], 'otel-collector')} (export errors "
             f"name {destination['exporter']} and the destination's answer; a send counts as failed only once its "
@@ -422,7 +442,8 @@ def verify(plan: dict, mlflow: Http, collector_url: str) -> str:
         round_number += 1
         probes: list[Probe] = []
         try:
-            baseline = exporter_baseline(collector_metrics, BASELINE_SCRAPES) if plan.get("destinations") else {}
+            counted = [d for d in plan.get("destinations", []) if d["readBack"] == "none"]
+            baseline = exporter_baseline(collector_metrics, deadline) if counted else {}
             send_through_collector(collector_url, plan, probes, run_id, deadline)
             await_delivery(mlflow, plan, probes, deadline)
             await_destinations(plan, probes, baseline, collector_metrics, deadline)

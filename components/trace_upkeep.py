@@ -19,7 +19,12 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import auth, collector, trace_jobs
-from components.collector import RoutedExperiment, destination_env, destination_id, otlp_exporter_type
+from components.collector import (
+    RoutedExperiment,
+    destination_credentials_env,
+    destination_env,
+    destination_exporter_id,
+)
 from components.config import Collector, NoiseRule, Retention, TraceDestination, Verify
 from components.kube import (
     CHECKSUM_ANNOTATION,
@@ -92,21 +97,22 @@ def destination_check(destination: TraceDestination, experiments: list[RoutedExp
     assert service is not None  # the default experiment always has one
     return {
         "name": destination.name,
-        "exporter": f"{otlp_exporter_type(destination.protocol, version)}/{destination_id(destination)}",
+        "exporter": destination_exporter_id(destination, version),
         "service": service,
         "scope": check_scope(destination),
         "experimentId": experiment_of(service, experiments).experiment_id,
         "readBack": destination.read_back,
         "url": destination.endpoint,
-        "project": destination.headers.get("x-project-name", "default"),
+        "project": destination.header("x-project-name") or "default",
+        "selectsAll": destination.selects_all,
         "tokenEnv": destination_env(destination, "TOKEN") if destination.auth == "bearer" else None,
     }
 
 
 def check_plan(*, experiments: list[RoutedExperiment], noise: tuple[NoiseRule, ...], namespace: str,
                timeout_seconds: int, credentials_secret: str | None,
-               destinations: tuple[TraceDestination, ...] = (), collector_version: str = "",
-               collector_metrics_url: str = "") -> dict:
+               destinations: tuple[TraceDestination, ...], collector_version: str,
+               collector_metrics_url: str) -> dict:
     """What `trace_jobs.py verify` checks: each routed experiment with the service that reaches
     it, one trace per further destination, and one probe request sent as the default experiment's
     traffic."""
@@ -194,9 +200,8 @@ def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map
 
 def read_back_env(destinations: tuple[TraceDestination, ...]) -> tuple[dict, ...]:
     """The token of each destination the check reads back with one (Phoenix with auth), from its Secret."""
-    return tuple({"name": destination_env(d, "TOKEN"), "valueFrom": {"secretKeyRef": {"name": d.auth_secret,
-                                                                                 "key": "token"}}}
-                 for d in destinations if d.read_back != "none" and d.auth == "bearer")
+    return tuple(destination_credentials_env(tuple(d for d in destinations
+                                                   if d.read_back != "none" and d.auth == "bearer")))
 
 
 def check_job_spec(target: JobTarget, *, plan: pulumi.Input[str], collector_url: str, config_map: pulumi.Input[str],

@@ -12,6 +12,7 @@ from components.config.fields import (
     _image,
     _resources,
     _storage_size,
+    _valid_quantity,
     version_from_image,
 )
 from components.config.reader import _Reader
@@ -30,9 +31,12 @@ from components.quantities import quantity_bytes
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 _VERSION = re.compile(r"\d+\.\d+\.\d+")
 _ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
-# Headers the program sets itself, or that would put a credential in the ConfigMap.
-_RESERVED_HEADERS = ("authorization", "x-mlflow-experiment-id", "content-type", "content-encoding")
+_GRPC_ENDPOINT = re.compile(r"^https?://[A-Za-z0-9.-]+:[0-9]{1,5}$")  # the gRPC exporter dials host:port
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an HTTP token (RFC 9110)
+# Headers the program or the HTTP client sets itself, or that would put a credential in the ConfigMap.
+_RESERVED_HEADERS = ("authorization", "x-mlflow-experiment-id", "content-type", "content-encoding", "content-length",
+                     "host", "transfer-encoding", "connection")
+MIN_QUEUE_SIZE = 2**20  # a destination's queue holds at least a few full export requests
 _SCOPE = re.compile(r"^[A-Za-z0-9._/@:-]+\*?$")
 # The export queues of the further destinations may hold together at most this share of the
 # collector's memory limit: a destination that is down fills its queue, and the heap a queue
@@ -119,25 +123,38 @@ def _destination(item: _Reader, scales_out: bool) -> TraceDestination:
         item.problems.add(item.at("endpoint"), f"{endpoint!r} must be http://host:port or https://host:port "
                           "(e.g. http://phoenix.phoenix.svc.cluster.local:6006)")
     protocol = item.choice("protocol", OTLP_PROTOCOLS) if "protocol" in item.value else "http"
+    if protocol == "grpc" and _ENDPOINT.match(endpoint) and not _GRPC_ENDPOINT.match(endpoint):
+        item.problems.add(item.at("endpoint"), f"{endpoint!r}: a gRPC endpoint is http(s)://host:port, with the "
+                          "port and no path (e.g. https://otlp.example.com:4317)")
     headers = item.string_map("headers") if "headers" in item.value else {}
-    for header in headers:
+    for header, value in headers.items():
         if not _HEADER_NAME.match(header) or header.lower() in _RESERVED_HEADERS:
             item.problems.add(item.at(f"headers.{header}"), "is not a header this destination may set: "
-                              "credentials go in auth (from a Secret), and the program sets "
+                              "credentials go in auth (from a Secret), and the program or the client sets "
                               + ", ".join(_RESERVED_HEADERS[1:]))
+        elif any(ord(c) < 32 or ord(c) == 127 for c in value):
+            item.problems.add(item.at(f"headers.{header}"), "holds a control character (a line break?); "
+                              "write the value on one line")
     tls = _optional_child(item, "tls")
     ca = _ca(tls) if tls else None
     if ca and not endpoint.startswith("https://"):
         item.problems.add(item.at("tls"), "a CA bundle is for an https:// endpoint; "
                           f"{endpoint!r} is plain HTTP")
-    auth_kind, auth_secret = None, None
+    auth_kind, auth_secret, auth_header = None, None, None
     auth = _optional_child(item, "auth")
     if auth:
-        auth.only("type", "secret")
+        auth.only("type", "secret", "header")
         auth_kind = auth.choice("type", DESTINATION_AUTH_KINDS)
         auth_secret = auth.text("secret") or ""
         if auth_secret and (len(auth_secret) > 253 or not _DNS_SUBDOMAIN.match(auth_secret)):
             auth.problems.add(auth.at("secret"), f"{auth_secret!r} is not a Secret name")
+        if auth_kind == "header":
+            auth_header = auth.text("header") or ""
+            if auth_header and (not _HEADER_NAME.match(auth_header) or auth_header.lower() in _RESERVED_HEADERS[1:]):
+                auth.problems.add(auth.at("header"), f"{auth_header!r} is not a header name this destination may "
+                                  "set (e.g. x-api-key)")
+        elif "header" in auth.value:
+            auth.problems.add(auth.at("header"), "is for type header only; remove it")
     services: tuple[str, ...] = ()
     scopes: tuple[str, ...] = ()
     select = _optional_child(item, "select")
@@ -155,13 +172,20 @@ def _destination(item: _Reader, scales_out: bool) -> TraceDestination:
                                 "spans are spread over several collectors. Set collector.replicas to 1 and "
                                 "autoscaling off, or remove select (every trace)")
     queue_size = _storage_size(item, "queueSize") if "queueSize" in item.value else "16Mi"
+    if queue_size and _valid_quantity(queue_size) and quantity_bytes(queue_size) < MIN_QUEUE_SIZE:
+        item.problems.add(item.at("queueSize"), f"{queue_size!r} is too small to hold a few export requests; "
+                          "give it at least 1Mi")
     read_back = item.choice("readBack", READ_BACKS) if "readBack" in item.value else "none"
     if read_back == "phoenix" and protocol != "http":
         item.problems.add(item.at("readBack"), "phoenix reads the project from the x-project-name header, "
                           "which Phoenix takes over OTLP/HTTP only: set protocol: http")
+    if read_back == "phoenix" and auth_kind not in (None, "bearer"):
+        item.problems.add(item.at("readBack"), "the check reads Phoenix with the destination's bearer token "
+                          "(Phoenix's API key): use auth type bearer, or readBack none")
     return TraceDestination(
         name=name, endpoint=endpoint, protocol=protocol, headers=headers, ca=ca, auth=auth_kind,
-        auth_secret=auth_secret, services=services, scopes=scopes, queue_size=queue_size, read_back=read_back,
+        auth_secret=auth_secret, auth_header=auth_header, services=services, scopes=scopes,
+        queue_size=queue_size, read_back=read_back,
     )
 
 

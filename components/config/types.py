@@ -21,7 +21,7 @@ ArtifactsKind = Literal["pvc", "s3"]
 AuthKind = Literal["basic", "none"]
 TeamPermission = Literal["READ", "EDIT", "MANAGE"]
 OtlpProtocol = Literal["http", "grpc"]
-DestinationAuthKind = Literal["bearer", "basic"]
+DestinationAuthKind = Literal["bearer", "basic", "header"]
 ReadBack = Literal["phoenix", "none"]
 
 PLATFORMS: tuple[Platform, ...] = get_args(Platform)
@@ -234,11 +234,16 @@ class TraceDestination:
     headers: Mapping[str, str]
     ca: ObjectKey | None  # the CA bundle of an https endpoint; None: the image's system roots
     auth: DestinationAuthKind | None
-    auth_secret: str | None  # bearer: key `token`; basic: keys `username` and `password`
+    auth_secret: str | None  # bearer: key `token`; basic: keys `username` and `password`; header: key `value`
     services: tuple[str, ...]
     scopes: tuple[str, ...]
     queue_size: str  # the bytes its export queue may hold while it is down or slow
     read_back: ReadBack  # what the post-deploy check reads the trace back from
+    auth_header: str | None = None  # auth type header: the header that carries the Secret's value
+
+    def header(self, name: str) -> str | None:
+        """A plain header's value, its name compared as HTTP compares it (case-insensitively)."""
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
 
     @property
     def selects_all(self) -> bool:

@@ -417,4 +417,13 @@ def test_the_pod_reads_destination_secrets_into_env_and_mounts_each_ca():
                                                                                 "path": "ca.crt"}]}} in spec["volumes"]
     assert {"name": "ca-vendor", "mountPath": f"{DESTINATIONS_DIR}/vendor", "readOnly": True} \
         in collector_container["volumeMounts"]
-    assert "tok" not in deployed_config(run)[1]["exporters"]["otlp_http/to_vendor"]["headers"]["Authorization"]
+
+
+def test_a_credential_header_of_the_destinations_choice_comes_from_its_secret():
+    run = run_program("dev", collector={"destinations": [
+        {"name": "vendor", "endpoint": "https://otlp.vendor.example",
+         "auth": {"type": "header", "header": "x-api-key", "secret": "vendor-key"}}]})
+    env = env_of(container(workload(run), "otel-collector"))
+    assert env["DESTINATION_VENDOR_VALUE"]["valueFrom"] == {"secretKeyRef": {"name": "vendor-key", "key": "value"}}
+    headers = deployed_config(run)[1]["exporters"]["otlp_http/to_vendor"]["headers"]
+    assert headers == {"x-api-key": "${env:DESTINATION_VENDOR_VALUE}"}

@@ -24,7 +24,8 @@ EXPERIMENTS = [
 
 def plan_for(experiments=EXPERIMENTS, noise=NOISE) -> dict:
     return check_plan(experiments=experiments, noise=noise, namespace="obs", timeout_seconds=90,
-                      credentials_secret="admin-x1")
+                      credentials_secret="admin-x1", destinations=(), collector_version="0.152.0",
+                      collector_metrics_url="http://otel-collector.obs.svc:8888/metrics")
 
 
 def test_the_check_sends_one_trace_per_routed_experiment_with_a_service_that_reaches_it():
@@ -192,7 +193,7 @@ def test_the_check_sends_each_destination_a_trace_its_selection_takes_and_knows_
                              ca=None, auth=None, auth_secret=None, services=(), scopes=(), queue_size="16Mi",
                              read_back="none")
     phoenix = TraceDestination(name="phoenix", endpoint="http://phoenix.px.svc:6006", protocol="http",
-                               headers={"x-project-name": "agents"}, ca=None, auth="bearer",
+                               headers={"X-Project-Name": "agents"}, ca=None, auth="bearer",
                                auth_secret="phoenix-key", services=(), scopes=("openinference.*",),
                                queue_size="16Mi", read_back="phoenix")
     by_service = TraceDestination(name="chat-only", endpoint="https://c.example", protocol="http", headers={},
@@ -204,7 +205,8 @@ def test_the_check_sends_each_destination_a_trace_its_selection_takes_and_knows_
     archive, read_back, chat_only = plan["destinations"]
     assert archive == {"name": "archive", "exporter": "otlp_grpc/to_archive", "service": UNROUTED_SERVICE,
                        "scope": "mlflow-tracing", "experimentId": "10", "readBack": "none",
-                       "url": "https://archive.example", "project": "default", "tokenEnv": None}
+                       "url": "https://archive.example", "project": "default", "selectsAll": True,
+                       "tokenEnv": None}
     assert (read_back["scope"], read_back["project"], read_back["tokenEnv"], read_back["exporter"]) == \
         ("openinference.mlflow-tracing-check", "agents", "DESTINATION_PHOENIX_TOKEN", "otlp_http/to_phoenix")
     assert (chat_only["service"], chat_only["experimentId"]) == ("chat-worker", "11")  # routed to chat
