@@ -9,20 +9,12 @@ import pytest
 
 from tests.support.collector import stored_spans
 from tests.support.otlp import genai_trace, openinference_trace, post_http, scoped_request
-from tests.support.phoenix import PhoenixProcess
 from tests.support.processes import wait_until
 
 NAMESPACE = "two-backends"
 EXPERIMENT = "agents"
 PROJECT = "agents-engine"
 ARRIVAL_TIMEOUT = 90
-
-
-@pytest.fixture(scope="module")
-def phoenix(workdir):
-    phoenix = PhoenixProcess(workdir / "phoenix-engine").start()
-    yield phoenix
-    phoenix.stop()
 
 
 @pytest.fixture(scope="module")

@@ -17,16 +17,18 @@ DEFAULTS = {"domain": "x.io", "mlflow": {"auth": {"kind": "none"}}}
 CUSTOM_NOISE = [{"method": "GET", "route": "/v1/health"}, {"method": "HEAD", "route": "/"},
                 {"method": "GET", "route": "/api/v1.0/status"}, {"method": "POST", "route": "/v1/probe"}]
 # Further destinations of every kind: selected by scope and by service, gRPC with a CA and a token,
-# basic auth with a header holding a `$`.
+# basic auth with a header holding a `$`, a vendor's key header.
 DESTINATIONS = [
     {"name": "phoenix", "endpoint": "http://phoenix.phoenix.svc.cluster.local:6006",
      "headers": {"x-project-name": "agents"}, "select": {"scopes": ["openinference.instrumentation.*"]},
-     "readBack": "phoenix"},
+     "readBack": "phoenix", "queueSize": "8Mi"},
     {"name": "vendor", "endpoint": "https://otlp.vendor.example:4317", "protocol": "grpc",
      "tls": {"caSecret": "vendor-ca"}, "auth": {"type": "bearer", "secret": "vendor-token"},
-     "select": {"services": ["chat-api"], "scopes": ["my.tracer"]}},
+     "select": {"services": ["chat-api"], "scopes": ["my.tracer"]}, "queueSize": "4Mi"},
     {"name": "archive", "endpoint": "https://archive.example", "auth": {"type": "basic", "secret": "archive"},
-     "headers": {"x-tenant": "price-$5"}},
+     "headers": {"x-tenant": "price-$5"}, "queueSize": "4Mi"},
+    {"name": "keyed", "endpoint": "https://otlp.keyed.example", "queueSize": "4Mi",
+     "auth": {"type": "header", "header": "x-api-key", "secret": "keyed"}},
 ]
 
 
@@ -82,7 +84,8 @@ def test_the_collector_starts_on_the_generated_config_without_a_warning(collecto
     """No deprecated key or alias (such as `otlphttp` from 0.144 on, or the v0.2.0 telemetry
     format), nothing the deployed version warns about at start-up, with every optional part on."""
     startable = [d for d in DESTINATIONS if "tls" not in d]  # no CA bundle mounted here
-    startable.append({"name": "relay", "endpoint": "http://relay.other.svc:4317", "protocol": "grpc"})
+    startable.append({"name": "relay", "endpoint": "http://relay.other.svc:4317", "protocol": "grpc",
+                      "queueSize": "4Mi"})
     run = run_program("dev", collector={"persistentQueue": True, "destinations": startable},
                       mlflow=BASIC_AUTH_MLFLOW, experiments=[{"name": "default-traces", "default": True},
                                                              {"name": "chat", "services": ["chat-api"]}])

@@ -53,13 +53,6 @@ ARRIVAL_TIMEOUT = 90
 OUTAGE_SECONDS = 60
 
 
-@pytest.fixture(scope="module")
-def phoenix(workdir):
-    phoenix = PhoenixProcess(workdir / "phoenix").start()
-    yield phoenix
-    phoenix.stop()
-
-
 def program_for(mlflow_server, phoenix: PhoenixProcess, project: str, select: dict | None = None,
                 queue_size: str = "16Mi"):
     destination = {"name": "phoenix", "endpoint": phoenix.url, "headers": {"x-project-name": project},
@@ -273,10 +266,10 @@ def run_check(program, mlflow_server, collector: CollectorProcess, postgres, wor
 def test_the_check_reads_phoenix_back_proves_the_other_exporter_and_names_the_destination_that_fails(
         mlflow_server, collector_binary, phoenix, postgres, workdir):
     destinations = [
-        {"name": "phoenix", "endpoint": phoenix.url, "headers": {"x-project-name": "checked"},
-         "select": {"scopes": ["openinference.*"]}, "readBack": "phoenix"},
+        {"name": "phoenix", "endpoint": phoenix.url, "headers": {"X-Project-Name": "checked"},
+         "select": {"scopes": ["openinference.*"]}, "readBack": "phoenix", "queueSize": "8Mi"},
         {"name": "other", "endpoint": phoenix.url, "headers": {"x-project-name": "other"},
-         "select": {"services": ["other-app"]}},  # no read-back: proven by its exporter's count
+         "select": {"services": ["other-app"]}, "queueSize": "8Mi"},  # no read-back: proven by its exporter's count
     ]
     program = program_with_real_ids(mlflow_server.url, EXPERIMENTS, collector={"destinations": destinations},
                                     verify={"timeoutSeconds": 30})

@@ -217,7 +217,8 @@ def test_the_check_job_holds_the_token_of_a_destination_it_reads_back_and_no_oth
     run = run_program("dev", collector={"destinations": [
         {"name": "phoenix", "endpoint": "http://phoenix.px.svc:6006", "readBack": "phoenix",
          "auth": {"type": "bearer", "secret": "phoenix-key"}},
-        {"name": "vendor", "endpoint": "https://otlp.vendor.example", "auth": {"type": "bearer", "secret": "v"}}]})
+        {"name": "vendor", "endpoint": "https://otlp.vendor.example", "auth": {"type": "bearer", "secret": "v"},
+         "queueSize": "8Mi"}]})
     (job,) = [j for j in run.kinds("Job") if j.name == "trace-upkeep-check"]
     env = env_of(container(job, "verify"))
     assert env["DESTINATION_PHOENIX_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "phoenix-key", "key": "token"}}
