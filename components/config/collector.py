@@ -36,7 +36,7 @@ _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an HTTP token (RF
 # Headers the program or the HTTP client sets itself, or that would put a credential in the ConfigMap.
 _RESERVED_HEADERS = ("authorization", "x-mlflow-experiment-id", "content-type", "content-encoding", "content-length",
                      "host", "transfer-encoding", "connection")
-MIN_QUEUE_SIZE = 2**20  # a destination's queue holds at least a few full export requests
+MIN_QUEUE_SIZE = 256 * 2**10  # a destination's queue holds at least one full export request (256 spans)
 _SCOPE = re.compile(r"^[A-Za-z0-9._/@:-]+\*?$")
 # The export queues of the further destinations may hold together at most this share of the
 # collector's memory limit: a destination that is down fills its queue, and the heap a full queue
@@ -174,8 +174,8 @@ def _destination(item: _Reader, scales_out: bool) -> TraceDestination:
                                 "autoscaling off, or remove select (every trace)")
     queue_size = _storage_size(item, "queueSize") if "queueSize" in item.value else "16Mi"
     if queue_size and _valid_quantity(queue_size) and quantity_bytes(queue_size) < MIN_QUEUE_SIZE:
-        item.problems.add(item.at("queueSize"), f"{queue_size!r} is too small to hold a few export requests; "
-                          "give it at least 1Mi")
+        item.problems.add(item.at("queueSize"), f"{queue_size!r} is too small to hold an export request; "
+                          "give it at least 256Ki")
     read_back = item.choice("readBack", READ_BACKS) if "readBack" in item.value else "none"
     if read_back == "phoenix" and protocol != "http":
         item.problems.add(item.at("readBack"), "phoenix reads the project from the x-project-name header, "

@@ -229,16 +229,16 @@ def test_phoenix_down_for_a_minute_costs_mlflow_nothing_and_phoenix_gets_it_all_
 
 def test_a_queue_too_small_for_the_outage_drops_for_phoenix_alone_and_counts_it(mlflow_server, collector_binary,
                                                                                phoenix, workdir):
-    program = program_for(mlflow_server, phoenix, "small-queue", queue_size="32Ki")
+    program = program_for(mlflow_server, phoenix, "small-queue", queue_size="256Ki")  # the smallest accepted
     experiment = program.outputs["experimentIds"]["px-chat"]
     before, _ = span_counts_in_mlflow(mlflow_server.url, experiment)
     collector = CollectorProcess(collector_binary, program, mlflow_server.url, workdir / "collector-phoenix-small")
     collector.start()
-    sender = SteadySender(collector.http_url, "chat-api", interval=0.05)
+    sender = SteadySender(collector.http_url, "chat-api", interval=0.02)
     phoenix.stop()
     try:
         sender.start()
-        time.sleep(20)
+        time.sleep(30)
         accepted = sender.finish()
         wait_until(lambda: span_counts_in_mlflow(mlflow_server.url, experiment)[0] - before >= accepted,
                    ARRIVAL_TIMEOUT, "every accepted span in MLflow", collector.process, collector.log)

@@ -178,7 +178,7 @@ def test_default_mlflow_size_leaves_headroom_over_its_footprint():
         ({"collector": {"destinations": [{"name": "p", "endpoint": "https://h:4317/v1", "protocol": "grpc"}]}},
          "collector.destinations[0].endpoint", "with the port and no path"),
         ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p", "queueSize": "100m"}]}},
-         "collector.destinations[0].queueSize", "at least 1Mi"),
+         "collector.destinations[0].queueSize", "at least 256Ki"),
         ({"collector": {"destinations": [{"name": "p", "endpoint": "http://p:6006", "readBack": "phoenix",
                                           "auth": {"type": "basic", "secret": "s"}}]}},
          "collector.destinations[0].readBack", "auth type bearer"),
