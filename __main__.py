@@ -23,7 +23,7 @@ from components.mlflow import MlflowServer
 from components.namespace import StackNamespace
 from components.network import StackNetworkPolicies
 from components.postgres import PostgresDatabase
-from components.trace_upkeep import JobCredentials, JobTarget, TraceUpkeep
+from components.trace_upkeep import CheckedCollector, JobCredentials, JobTarget, TraceUpkeep
 from components.upgrade import UpgradeGate, Writers
 
 config = load_stack_config()
@@ -120,11 +120,10 @@ TraceUpkeep(
     retention=config.retention,
     experiments=traces.experiments,
     retention_days=config.retention_limits,
-    noise=config.collector.noise,
+    collector=CheckedCollector(config=config.collector, http_url=traces.http_endpoint, metrics_url=traces.metrics_url),
     target=JobTarget(image=config.mlflow.image, platform=config.platform, mlflow_url=server.internal_url),
     credentials=JobCredentials(check=machine_secrets.get(CHECK),
                                retention=machine_secrets.get(RETENTION)),
-    collector_url=traces.http_endpoint,
     namespace=namespace,
     revisions=[traces.pod_revision, server.pod_revision],
     after=[traces.workload, *server.rolled_out],

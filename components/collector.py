@@ -10,6 +10,7 @@ changes (e.g. a new experiment ID).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import pulumi
@@ -19,7 +20,7 @@ import yaml
 from components import auth
 from components.auth import PASSWORD_ENV, USERNAME_ENV
 from components.availability import keep_available
-from components.config import Collector, Experiment, NoiseRule, experiment_slug, quantity_bytes
+from components.config import Collector, Experiment, NoiseRule, TraceDestination, experiment_slug, quantity_bytes
 from components.kube import (
     CHECKSUM_ANNOTATION,
     NamespaceRef,
@@ -48,6 +49,18 @@ QUEUE_DIR = "/var/lib/otelcol/queue"
 QUEUE_VOLUME = "queue"  # the claim template: pod N's claim is queue-otel-collector-N
 EXPERIMENT_HEADER = "x-mlflow-experiment-id"
 BASIC_AUTH_EXTENSION = "basicauth/mlflow"
+DESTINATIONS_DIR = "/etc/otelcol/destinations"  # each destination's CA bundle, in a directory of its own
+# Whole-trace selection (collector.destinations[].select), per destination. A trace's spans are held
+# until a span matches (then all of them go, and later ones follow through the sampled cache) or until
+# SELECTION_WAIT_SECONDS after its first span (then none go, and later ones are dropped through the
+# not-sampled cache): a destination stores whole traces or nothing of them, never orphans.
+SELECTION_WAIT_SECONDS = 30
+# Traces held at once. Beyond, the oldest is discarded undecided (counted in
+# otelcol_processor_tail_sampling_sampling_trace_dropped_too_early), and a later matching span of it
+# goes alone: whole traces are guaranteed up to SELECTION_MAX_TRACES / SELECTION_WAIT_SECONDS new
+# traces per second (~660).
+SELECTION_MAX_TRACES = 20000
+SELECTION_DECISION_CACHE = 100000  # trace IDs remembered per decision: five times the held ones
 # Go runtime soft limit, as a share of the container limit: GC works harder
 # before the kernel's OOM killer steps in.
 GOMEMLIMIT_SHARE = 0.8
@@ -90,6 +103,14 @@ def _parse_version(version: str) -> tuple[int, ...]:
 def otlp_http_exporter_type(version: str) -> str:
     """`otlp_http` from 0.144 on (`otlphttp` is then a deprecated alias); before, only `otlphttp`."""
     return "otlp_http" if _parse_version(version) >= (0, 144) else "otlphttp"
+
+
+def otlp_exporter_type(protocol: str, version: str) -> str:
+    """The exporter of OTLP over `protocol`: for gRPC `otlp_grpc` in the same releases that renamed
+    `otlphttp` (`otlp` is then a deprecated alias), before only `otlp`."""
+    if protocol == "http":
+        return otlp_http_exporter_type(version)
+    return "otlp_grpc" if _parse_version(version) >= (0, 144) else "otlp"
 
 
 def uses_trace_conditions(version: str) -> bool:
@@ -143,8 +164,94 @@ def _service_condition(services: tuple[str, ...]) -> str:
     return " or ".join(f'attributes["service.name"] == {ottl_string(s)}' for s in services)
 
 
+def destination_id(destination: TraceDestination) -> str:
+    """The name part of a destination's components (`traces/to_phoenix`, ...): the `_` keeps it apart
+    from every experiment's pipeline, whose slug has none."""
+    return f"to_{destination.name}"
+
+
+def destination_exporter_id(destination: TraceDestination, version: str) -> str:
+    """The component ID of a destination's exporter (`otlp_http/to_phoenix`)."""
+    return f"{otlp_exporter_type(destination.protocol, version)}/{destination_id(destination)}"
+
+
+def destination_env(destination: TraceDestination, what: str) -> str:
+    """The variable that holds one of a destination's credentials (`TOKEN`, `USERNAME`, `PASSWORD`, `VALUE`)."""
+    return f"DESTINATION_{destination.name.upper().replace('-', '_')}_{what}"
+
+
+def selection_conditions(destination: TraceDestination) -> list[str]:
+    """Span conditions, any of which selects the span's whole trace: a listed service, or a listed
+    instrumentation scope (one ending in `*` as a prefix)."""
+    conditions = [f'resource.attributes["service.name"] == {ottl_string(s)}' for s in destination.services]
+    for scope in destination.scopes:
+        if scope.endswith("*"):
+            conditions.append(f"IsMatch(instrumentation_scope.name, {ottl_string('^' + re.escape(scope[:-1]))})")
+        else:
+            conditions.append(f"instrumentation_scope.name == {ottl_string(scope)}")
+    return conditions
+
+
+def whole_trace_selection(destination: TraceDestination) -> dict:
+    """The tail_sampling processor that passes the destination whole traces or nothing of them.
+    `span-ingest` decides on each arriving batch, so a selected trace leaves as soon as a matching span
+    arrives (with the spans held before it) instead of after the whole wait."""
+    return {
+        "sampling_strategy": "span-ingest",
+        "decision_wait": f"{SELECTION_WAIT_SECONDS}s",
+        "num_traces": SELECTION_MAX_TRACES,
+        "decision_cache": {"sampled_cache_size": SELECTION_DECISION_CACHE,
+                           "non_sampled_cache_size": SELECTION_DECISION_CACHE},
+        "policies": [{
+            "name": "selected",
+            "type": "ottl_condition",
+            "ottl_condition": {"error_mode": "ignore", "span": selection_conditions(destination)},
+        }],
+    }
+
+
+def _escaped(value: str) -> str:
+    """A literal value in the collector's config: `$` doubled, so a header cannot expand `${env:...}`
+    (the collector's own credentials) into what it sends a destination."""
+    return value.replace("$", "$$")
+
+
+def destination_exporter(destination: TraceDestination) -> dict:
+    """The exporter of one further destination: its own bounded queue and retries, so a destination
+    that is down, slow or refusing fills and then drops from its own queue (counted in
+    otelcol_exporter_enqueue_failed_spans) and never holds up another pipeline."""
+    headers = {name: _escaped(value) for name, value in destination.headers.items()}
+    if destination.auth == "bearer":
+        headers["Authorization"] = f"Bearer ${{env:{destination_env(destination, 'TOKEN')}}}"
+    elif destination.auth == "header" and destination.auth_header:
+        headers[destination.auth_header] = f"${{env:{destination_env(destination, 'VALUE')}}}"
+    exporter: dict = {"endpoint": destination.endpoint}
+    if destination.protocol == "grpc":
+        exporter["endpoint"] = destination.endpoint.split("://", 1)[1]
+        exporter["tls"] = {"insecure": not destination.uses_tls}
+    if destination.ca is not None:
+        exporter["tls"] = {**exporter.get("tls", {}), "ca_file": f"{DESTINATIONS_DIR}/{destination.name}/ca.crt"}
+    exporter.update({
+        "headers": headers,
+        "compression": "gzip",
+        "timeout": "30s",
+        "retry_on_failure": {"enabled": True, "initial_interval": "1s", "max_interval": "30s",
+                             "max_elapsed_time": "10m"},
+        # Bounded in bytes of serialized spans; never block_on_overflow: a full queue of one destination
+        # would then stall the shared intake, and every destination's clients with it.
+        "sending_queue": {"enabled": True, "num_consumers": 2, "sizer": "bytes",
+                          "queue_size": int(quantity_bytes(destination.queue_size))},
+    })
+    if destination.protocol == "http":
+        exporter["encoding"] = "proto"  # Phoenix takes OTLP/HTTP in protobuf only (JSON gets 415)
+    if destination.auth == "basic":
+        exporter["auth"] = {"authenticator": f"basicauth/{destination_id(destination)}"}
+    return exporter
+
+
 def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseRule, ...], version: str,
-                     mlflow_endpoint: str, persistent_queue: bool, basic_auth: bool = False) -> dict:
+                     mlflow_endpoint: str, persistent_queue: bool, basic_auth: bool = False,
+                     destinations: tuple[TraceDestination, ...] = ()) -> dict:
     """The collector's whole configuration.
 
     intake: otlp -> memory_limiter (first) -> filter/noise -> routing
@@ -152,7 +259,12 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
     whose `x-mlflow-experiment-id` header names the experiment. Traffic of
     unlisted services goes to the default experiment. With `basic_auth`, every
     exporter signs in to MLflow with the credentials in $MLFLOW_TRACKING_USERNAME
-    and $MLFLOW_TRACKING_PASSWORD (resolved by the collector at start-up)."""
+    and $MLFLOW_TRACKING_PASSWORD (resolved by the collector at start-up).
+
+    one pipeline per further destination: routing (a copy of everything, first row of the table)
+    -> [tail_sampling: whole traces it selects] -> batch -> its exporter. The batch and tail_sampling
+    processors hand data on through a channel and never return an export's error, so no destination's
+    state reaches the routing connector, the intake or another destination."""
     exporter_type = otlp_http_exporter_type(version)
     queue: dict = {"enabled": True, "num_consumers": 4, "queue_size": 5000}
     if persistent_queue:
@@ -178,11 +290,22 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
             "receivers": ["routing"], "processors": ["batch"], "exporters": [exporter],
         }
 
+    copies = []
+    for destination in destinations:
+        pipeline = f"traces/{destination_id(destination)}"
+        exporter = destination_exporter_id(destination, version)
+        exporters[exporter] = destination_exporter(destination)
+        selection = [] if destination.selects_all else [f"tail_sampling/{destination_id(destination)}"]
+        pipelines[pipeline] = {"receivers": ["routing"], "processors": [*selection, "batch"], "exporters": [exporter]}
+        copies.append(pipeline)
+
     default = next(e for e in experiments if e.default)
     routes = [
         {"context": "resource", "condition": _service_condition(e.services), "pipelines": [f"traces/{e.slug}"]}
         for e in experiments if e.services
     ]
+    if copies:  # first, and a copy: the experiments' rows and the default still see every resource
+        routes.insert(0, {"context": "resource", "condition": "true", "action": "copy", "pipelines": copies})
     connectors = {
         "routing": {
             "default_pipelines": [f"traces/{default.slug}"],
@@ -203,6 +326,14 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
         extensions[BASIC_AUTH_EXTENSION] = {
             "client_auth": {"username": f"${{env:{USERNAME_ENV}}}", "password": f"${{env:{PASSWORD_ENV}}}"},
         }
+    for destination in destinations:
+        if destination.auth == "basic":
+            extensions[f"basicauth/{destination_id(destination)}"] = {"client_auth": {
+                "username": f"${{env:{destination_env(destination, 'USERNAME')}}}",
+                "password": f"${{env:{destination_env(destination, 'PASSWORD')}}}",
+            }}
+    selections = {f"tail_sampling/{destination_id(d)}": whole_trace_selection(d)
+                  for d in destinations if not d.selects_all}
 
     return {
         "receivers": {
@@ -219,6 +350,7 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
             "filter/noise": noise_filter(noise, version),
             "batch": {"send_batch_size": BATCH_SIZE, "send_batch_max_size": BATCH_MAX_SIZE,
                       "timeout": f"{int(BATCH_TIMEOUT_SECONDS * 1000)}ms"},
+            **selections,
         },
         "connectors": connectors,
         "exporters": exporters,
@@ -257,11 +389,35 @@ def gomemlimit(memory_limit: str) -> str:
     return f"{int(quantity_bytes(memory_limit) * GOMEMLIMIT_SHARE / 2**20)}MiB"
 
 
+def destination_credentials_env(destinations: tuple[TraceDestination, ...]) -> list[dict]:
+    """Each destination's credentials, from its Secret into the variables its exporter reads: never
+    in the ConfigMap or the container's args."""
+    keys = {"bearer": (("TOKEN", "token"),), "basic": (("USERNAME", "username"), ("PASSWORD", "password")),
+            "header": (("VALUE", "value"),)}
+    return [{"name": destination_env(d, what), "valueFrom": {"secretKeyRef": {"name": d.auth_secret, "key": key}}}
+            for d in destinations if d.auth for what, key in keys[d.auth]]
+
+
+def destination_ca_volumes(destinations: tuple[TraceDestination, ...]) -> tuple[list[dict], list[dict]]:
+    """(volumes, mounts): each destination's CA bundle at DESTINATIONS_DIR/<name>/ca.crt."""
+    volumes, mounts = [], []
+    for d in destinations:
+        if d.ca is None:
+            continue
+        items = [{"key": d.ca.key, "path": "ca.crt"}]
+        source = {"secret": {"secretName": d.ca.name, "items": items}} if d.ca.kind == "Secret" \
+            else {"configMap": {"name": d.ca.name, "items": items}}
+        volumes.append({"name": f"ca-{d.name}", **source})
+        mounts.append({"name": f"ca-{d.name}", "mountPath": f"{DESTINATIONS_DIR}/{d.name}", "readOnly": True})
+    return volumes, mounts
+
+
 def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
                  checksum: pulumi.Input[str], credentials_secret: pulumi.Input[str] | None) -> dict:
     """The collector's pod; with `persistentQueue` it mounts the claim its StatefulSet gives each pod."""
-    volumes = [{"name": "config", "configMap": {"name": config_map}}]
-    mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}]
+    ca_volumes, ca_mounts = destination_ca_volumes(cfg.destinations)
+    volumes = [{"name": "config", "configMap": {"name": config_map}}, *ca_volumes]
+    mounts = [{"name": "config", "mountPath": CONFIG_DIR, "readOnly": True}, *ca_mounts]
     if cfg.persistent_queue:
         mounts.append({"name": QUEUE_VOLUME, "mountPath": QUEUE_DIR})
     health = {"httpGet": {"path": "/", "port": "health"}}
@@ -280,6 +436,7 @@ def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
                 "env": [
                     {"name": "GOMEMLIMIT", "value": gomemlimit(cfg.resources.limits["memory"])},
                     *auth.client_env(credentials_secret),  # what the basicauth extension signs in with
+                    *destination_credentials_env(cfg.destinations),
                 ],
                 "ports": [
                     {"name": "otlp-grpc", "containerPort": GRPC_PORT},
@@ -340,6 +497,7 @@ class TraceCollector(pulumi.ComponentResource):
 
     grpc_endpoint: str
     http_endpoint: str
+    metrics_url: str  # the collector's own metrics, through its Service
     experiments: pulumi.Output[list[RoutedExperiment]]  # with their MLflow IDs, as the config routes them
     pod_revision: pulumi.Output[str]  # changes whenever the pods do (the config's checksum is in them)
     workload: pulumi.CustomResource  # the Deployment, or the StatefulSet of a persistent queue
@@ -357,7 +515,7 @@ class TraceCollector(pulumi.ComponentResource):
         config_text = self.experiments.apply(lambda routed: render_config(collector_config(
             experiments=routed, noise=config.noise, version=config.version,
             mlflow_endpoint=mlflow_endpoint, persistent_queue=config.persistent_queue,
-            basic_auth=credentials_secret is not None,
+            basic_auth=credentials_secret is not None, destinations=config.destinations,
         )))
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
@@ -387,6 +545,8 @@ class TraceCollector(pulumi.ComponentResource):
                 "ports": [
                     {"name": "otlp-grpc", "port": GRPC_PORT, "targetPort": "otlp-grpc", "appProtocol": "grpc"},
                     {"name": "otlp-http", "port": HTTP_PORT, "targetPort": "otlp-http", "appProtocol": "http"},
+                    # its own counts (exported, failed, queued): the post-deploy check reads them
+                    {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics", "appProtocol": "http"},
                 ],
             },
             opts=child,
@@ -394,4 +554,5 @@ class TraceCollector(pulumi.ComponentResource):
         host = service_host(SERVICE_NAME, namespace.name)
         self.grpc_endpoint = f"http://{host}:{GRPC_PORT}"
         self.http_endpoint = f"http://{host}:{HTTP_PORT}"
+        self.metrics_url = f"http://{host}:{METRICS_PORT}/metrics"
         self.register_outputs({"grpcEndpoint": self.grpc_endpoint, "httpEndpoint": self.http_endpoint})

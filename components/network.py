@@ -24,7 +24,7 @@ from collections.abc import Mapping
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import backup, collector, mlflow, postgres, upgrade
+from components import backup, collector, mlflow, postgres, trace_upkeep, upgrade
 from components.config import NAMESPACE_NAME_LABEL, NetworkPolicies, Postgres
 from components.kube import NamespaceRef, labels_for, selector_for
 
@@ -87,10 +87,11 @@ def network_policies_for(config: NetworkPolicies, *, postgres_config: Postgres) 
     An external PostgreSQL server is not ours to fence."""
     policies = [
         _ingress_policy(mlflow.COMPONENT, [OWN_NAMESPACE, *_namespaces(config.ingress_namespaces)], (mlflow.PORT,)),
-        _ingress_policy(
-            collector.COMPONENT, [OWN_NAMESPACE, *_namespaces(config.otlp_namespaces)],
-            (collector.GRPC_PORT, collector.HTTP_PORT),
-        ),
+        _policy(collector.COMPONENT, selector_for(collector.COMPONENT), [
+            _rule([OWN_NAMESPACE, *_namespaces(config.otlp_namespaces)], (collector.GRPC_PORT, collector.HTTP_PORT)),
+            # the post-deploy check proves a further destination's exporter sent its trace by these counts
+            _rule([_pods_named(trace_upkeep.COMPONENT)], (collector.METRICS_PORT,)),
+        ]),
     ]
     if postgres_config.mode == "bundled":
         policies.append(

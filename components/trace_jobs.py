@@ -6,7 +6,9 @@ image's Python (standard library only):
 
 Settings come from the environment, set by `components/trace_upkeep.py`:
 MLFLOW_URL, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (basic auth,
-absent without it), COLLECTOR_URL (verify) and TRACE_JOB_PLAN (JSON).
+absent without it), COLLECTOR_URL (verify), TRACE_JOB_PLAN (JSON) and, for a
+further destination that the check reads back with a token, the variable the
+plan names.
 
 A failure prints one line, naming the broken hop and where to look, and exits 1.
 The pod's `terminationMessagePolicy: FallbackToLogsOnError` makes that line the
@@ -36,6 +38,10 @@ TRACE_PREFIX = "tr-"  # MLflow's ID of an OTLP trace: this prefix and the OTel t
 SPAN_KIND_SERVER = 2
 CHECK_ATTRIBUTE = "mlflow_tracing.check"  # carried by every synthetic span, set to the run's ID
 MAX_VERDICT = 1500  # characters of a failure line
+# The collector's metrics before sending, through the Service (each scrape reaches one pod): until
+# this many scrapes in a row meet no pod not met before, at most BASELINE_MAX_SCRAPES.
+BASELINE_QUIET_SCRAPES = 8
+BASELINE_MAX_SCRAPES = 40
 
 
 class HopFailure(Exception):
@@ -54,24 +60,32 @@ class Unreachable(Exception):
 
 @dataclass(frozen=True)
 class Http:
-    """JSON over HTTP with optional basic auth; an HTTP error is an answer, not an exception."""
+    """JSON over HTTP with optional basic auth or a bearer token; an HTTP error is an answer, not an
+    exception."""
 
     base_url: str
     username: str | None = None
     password: str | None = None
+    token: str | None = None
 
     def call(self, method: str, path: str, body: Any = None) -> tuple[int, dict]:
+        status, raw = self.call_raw(method, path, body)
+        return status, _json(raw)
+
+    def call_raw(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(f"{self.base_url.rstrip('/')}{path}", data=data, method=method)
         request.add_header("Content-Type", "application/json")
         if self.username is not None:
             token = base64.b64encode(f"{self.username}:{self.password or ''}".encode()).decode()
             request.add_header("Authorization", f"Basic {token}")
+        elif self.token is not None:
+            request.add_header("Authorization", f"Bearer {self.token}")
         try:
             with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT) as response:
-                return response.status, _json(response.read())
+                return response.status, response.read()
         except urllib.error.HTTPError as error:
-            return error.code, _json(error.read())
+            return error.code, error.read()
         except (urllib.error.URLError, http.client.HTTPException, OSError) as error:
             reason = getattr(error, "reason", error)
             raise Unreachable(f"{method} {self.base_url}{path}: {reason}") from error
@@ -109,7 +123,7 @@ def delete_traces(mlflow: Http, experiment_id: str, **selection: Any) -> int:
 # --- verify -----------------------------------------------------------------------------------
 
 
-def otlp_span(service: str, name: str, attributes: dict[str, str]) -> tuple[str, dict]:
+def otlp_span(service: str, name: str, attributes: dict[str, str], scope: str = "mlflow-tracing") -> tuple[str, dict]:
     """(OTel trace ID in hex, OTLP/JSON resourceSpans) of one finished root span."""
     trace_id, span_id = os.urandom(16).hex(), os.urandom(8).hex()
     now = time.time_ns()
@@ -120,7 +134,7 @@ def otlp_span(service: str, name: str, attributes: dict[str, str]) -> tuple[str,
     }
     return trace_id, {
         "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": service}}]},
-        "scopeSpans": [{"scope": {"name": "mlflow-tracing"}, "spans": [span]}],
+        "scopeSpans": [{"scope": {"name": scope}, "spans": [span]}],
     }
 
 
@@ -132,6 +146,7 @@ class Probe:
     trace_id: str  # OTel, hex
     expected: str | None  # experiment ID; None for noise
     found_in: str | None = None
+    destination: dict | None = None  # the further destination this trace is selected for
 
     @property
     def mlflow_id(self) -> str:
@@ -192,6 +207,13 @@ def send_through_collector(collector_url: str, plan: dict, probes: list[Probe], 
         trace_id, spans = otlp_span(experiment["service"], "mlflow-tracing check", {CHECK_ATTRIBUTE: run_id})
         probes.append(Probe(f"the trace of experiment {experiment['name']!r} (service {experiment['service']!r})",
                             trace_id, experiment["id"]))
+        resource_spans.append(spans)
+    for destination in plan.get("destinations", []):
+        trace_id, spans = otlp_span(destination["service"], "mlflow-tracing check", {CHECK_ATTRIBUTE: run_id},
+                                    scope=destination["scope"])
+        probes.append(Probe(f"the trace for destination {destination['name']!r} (service "
+                            f"{destination['service']!r}, scope {destination['scope']!r})", trace_id,
+                            destination["experimentId"], destination=destination))
         resource_spans.append(spans)
     noise = plan["noise"]
     trace_id, spans = otlp_span(noise["service"], noise["name"], {**noise["attributes"], CHECK_ATTRIBUTE: run_id})
@@ -275,14 +297,137 @@ def await_delivery(mlflow: Http, plan: dict, probes: list[Probe], deadline: floa
                     f"Look at the filter/noise processor in the collector's ConfigMap")
 
 
-def remove_probes(mlflow: Http, probes: list[Probe]) -> None:
-    """Delete every synthetic trace that reached MLflow: the check leaves nothing behind."""
+def phoenix_for(destination: dict) -> Http:
+    token_env = destination.get("tokenEnv")
+    return Http(destination["url"], token=os.environ.get(token_env) if token_env else None)
+
+
+def exporter_counts(collector_metrics: Http) -> tuple[str, dict[str, tuple[float, float]]]:
+    """(the answering collector pod's instance ID, exporter -> (spans sent, spans that failed to
+    send)), from one scrape of the collector's own metrics."""
+    status, raw = collector_metrics.call_raw("GET", "")
+    if status != 200:
+        raise Unreachable(f"GET {collector_metrics.base_url}: HTTP {status}")
+    instance, counts = "", {}  # type: str, dict[str, tuple[float, float]]
+    for line in raw.decode(errors="replace").splitlines():
+        if line.startswith("target_info{"):
+            instance = line.split('service_instance_id="', 1)[-1].split('"', 1)[0]
+        for metric, index in (("otelcol_exporter_sent_spans{", 0), ("otelcol_exporter_send_failed_spans{", 1)):
+            if line.startswith(metric) and 'exporter="' in line:
+                exporter = line.split('exporter="', 1)[1].split('"', 1)[0]
+                pair = list(counts.get(exporter, (0.0, 0.0)))
+                pair[index] += float(line.rsplit(" ", 1)[1])
+                counts[exporter] = (pair[0], pair[1])
+    return instance, counts
+
+
+def exporter_baseline(collector_metrics: Http, deadline: float) -> dict[str, dict[str, tuple[float, float]]]:
+    """collector pod (instance ID) -> its exporters' counts before the check sends. Only a pod met here
+    can show a rise later: one met first after sending may have sent the check's trace already."""
+    baseline: dict[str, dict[str, tuple[float, float]]] = {}
+    quiet = 0
+    for _ in range(BASELINE_MAX_SCRAPES):
+        if quiet >= BASELINE_QUIET_SCRAPES or time.monotonic() > deadline:
+            break
+        try:
+            instance, counts = exporter_counts(collector_metrics)
+        except Unreachable:
+            quiet += 1
+            continue
+        quiet = quiet + 1 if instance in baseline else 0
+        baseline.setdefault(instance, counts)
+    return baseline
+
+
+def stored_in_phoenix(destination: dict, probe: Probe) -> bool:
+    """Whether the destination's Phoenix holds the probe's trace in its project."""
+    status, body = phoenix_for(destination).call(
+        "GET", f"/v1/projects/{urllib.parse.quote(destination['project'])}/spans?"
+        + urllib.parse.urlencode({"trace_id": probe.trace_id, "limit": 10}))
+    if status == 404:  # the project does not exist yet: nothing stored in it so far
+        return False
+    if status in (401, 403):
+        held = "the bearer token in the destination's auth Secret is not valid there" if destination.get("tokenEnv") \
+            else "Phoenix asks for sign-in and the destination has no auth: give it auth type bearer (an API key)"
+        raise HopFailure(f"destination {destination['name']!r}: Phoenix at {destination['url']} refused the check's "
+                         f"read (HTTP {status}): {held}")
+    if status != 200:
+        raise Unreachable(f"GET {destination['url']}/v1/projects/{destination['project']}/spans: HTTP {status}")
+    return any(span.get("context", {}).get("trace_id") == probe.trace_id for span in body.get("data", []))
+
+
+def read_back_probes(destination: dict, probes: list[Probe]) -> list[Probe]:
+    """The check's traces a Phoenix destination must hold: its own, and with no selection every trace
+    sent (the clean-up deletes them only once they are stored: Phoenix stores after it answers)."""
+    return [p for p in probes if p.destination is destination or (destination["selectsAll"] and p.expected is not None)]
+
+
+def await_destinations(plan: dict, probes: list[Probe], baseline: dict, collector_metrics: Http,
+                       deadline: float) -> None:
+    """Each further destination's trace: read back from Phoenix where the destination says so, else the
+    destination's exporter shown delivering (its sent spans rose, since the check began, on a collector
+    pod met before sending)."""
+    for probe in [p for p in probes if p.destination is not None]:
+        destination = probe.destination
+        assert destination is not None
+        awaited = read_back_probes(destination, probes) if destination["readBack"] == "phoenix" else []
+        while True:
+            try:
+                if destination["readBack"] == "phoenix":
+                    awaited = [p for p in awaited if not stored_in_phoenix(destination, p)]
+                    if not awaited:
+                        break
+                else:
+                    instance, counts = exporter_counts(collector_metrics)
+                    sent, _ = counts.get(destination["exporter"], (0.0, 0.0))
+                    if instance in baseline and sent > baseline[instance].get(destination["exporter"], (0.0, 0.0))[0]:
+                        break
+            except Unreachable:
+                pass  # a pod rolling, Phoenix restarting: until the deadline
+            if time.monotonic() > deadline:
+                raise HopFailure(destination_timeout(plan, destination, baseline, collector_metrics))
+            time.sleep(POLL_SECONDS)
+
+
+def destination_timeout(plan: dict, destination: dict, baseline: dict, collector_metrics: Http) -> str:
+    """The verdict when a destination's trace did not show: what its exporter reports, if anything."""
+    try:
+        instance, counts = exporter_counts(collector_metrics)
+        sent, failed = counts.get(destination["exporter"], (0.0, 0.0))
+        sent_before, failed_before = baseline.get(instance, {}).get(destination["exporter"], (0.0, 0.0))
+        since = " since the check began" if instance in baseline else " in all"
+        figures = (f"its exporter {destination['exporter']} has sent {sent - sent_before:.0f} spans and failed "
+                   f"{failed - failed_before:.0f}{since}")
+    except Unreachable as error:
+        figures = f"the collector's metrics are unreachable ({error})"
+    where = (f"Phoenix at {destination['url']} holds no span of it in project {destination['project']!r}"
+             if destination["readBack"] == "phoenix"
+             else f"the collector's exporter sent nothing to it from the {len(baseline)} collector pods met before "
+                  f"sending")
+    return (f"destination {destination['name']!r}: after {plan['timeoutSeconds']} s {where}; {figures}. MLflow "
+            f"stored the same trace. Look at: {_looking_at(plan['namespace'], 'otel-collector')} (export errors "
+            f"name {destination['exporter']} and the destination's answer; a send counts as failed only once its "
+            f"retries give up, after 10 min)")
+
+
+def remove_probes(mlflow: Http, probes: list[Probe], plan: dict) -> None:
+    """Delete every synthetic trace that reached MLflow, and from each destination the check reads
+    (Phoenix), all of them (a destination that takes every trace got the experiments' too): the
+    check leaves nothing behind where it can delete."""
     by_experiment: dict[str, list[str]] = {}
     for probe in probes:
         if probe.found_in is not None:
             by_experiment.setdefault(probe.found_in, []).append(probe.mlflow_id)
     for experiment_id, trace_ids in by_experiment.items():
         delete_traces(mlflow, experiment_id, request_ids=trace_ids)
+    for destination in plan.get("destinations", []):
+        if destination["readBack"] == "phoenix":
+            phoenix = phoenix_for(destination)
+            for probe in probes:
+                status, _ = phoenix.call("DELETE", f"/v1/traces/{probe.trace_id}")
+                if status not in (204, 404):
+                    raise HopFailure(f"destination {destination['name']!r}: Phoenix refused to delete the check's "
+                                     f"trace {probe.trace_id} (HTTP {status})")
 
 
 def verify(plan: dict, mlflow: Http, collector_url: str) -> str:
@@ -291,16 +436,20 @@ def verify(plan: dict, mlflow: Http, collector_url: str) -> str:
     deadline = began + plan["timeoutSeconds"]
     run_id = os.urandom(8).hex()
     check_experiments(mlflow, plan, deadline)
+    collector_metrics = Http(plan.get("collectorMetricsUrl", ""))
     round_number = 0
     while True:
         round_number += 1
         probes: list[Probe] = []
         try:
+            counted = [d for d in plan.get("destinations", []) if d["readBack"] == "none"]
+            baseline = exporter_baseline(collector_metrics, deadline) if counted else {}
             send_through_collector(collector_url, plan, probes, run_id, deadline)
             await_delivery(mlflow, plan, probes, deadline)
+            await_destinations(plan, probes, baseline, collector_metrics, deadline)
         except HopFailure as failure:
             try:
-                remove_probes(mlflow, probes)
+                remove_probes(mlflow, probes, plan)
             except (Unreachable, HopFailure):
                 pass  # the verdict matters more than the clean-up
             last_round = round_number == ROUNDS or time.monotonic() + ROUND_PAUSE_SECONDS > deadline
@@ -309,12 +458,14 @@ def verify(plan: dict, mlflow: Http, collector_url: str) -> str:
             time.sleep(ROUND_PAUSE_SECONDS)
             continue
         try:
-            remove_probes(mlflow, probes)
+            remove_probes(mlflow, probes, plan)
         except Unreachable as error:
             raise HopFailure(f"clean-up failed: the traces arrived, but deleting them did not: {error}") from None
         routed = ", ".join(f"{e['service']} -> {e['name']} ({e['id']})" for e in plan["experiments"])
-        return (f"ok: traces flow through the collector to MLflow ({routed}); the probe request was dropped; "
-                f"{time.monotonic() - began:.1f} s, round {round_number}")
+        further = "".join(f"; {d['name']}: {'read back from Phoenix' if d['readBack'] == 'phoenix' else 'sent'}"
+                          for d in plan.get("destinations", []))
+        return (f"ok: traces flow through the collector to MLflow ({routed}){further}; the probe request was "
+                f"dropped; {time.monotonic() - began:.1f} s, round {round_number}")
 
 
 # --- retention ---------------------------------------------------------------------------------

@@ -19,8 +19,13 @@ import pulumi
 import pulumi_kubernetes as k8s
 
 from components import auth, collector, trace_jobs
-from components.collector import RoutedExperiment
-from components.config import NoiseRule, Retention, Verify
+from components.collector import (
+    RoutedExperiment,
+    destination_credentials_env,
+    destination_env,
+    destination_exporter_id,
+)
+from components.config import Collector, NoiseRule, Retention, TraceDestination, Verify
 from components.kube import (
     CHECKSUM_ANNOTATION,
     NamespaceRef,
@@ -70,10 +75,47 @@ def probe_request(rules: tuple[NoiseRule, ...]) -> dict:
     return {"name": "GET /healthz", "attributes": {"user_agent.original": KUBE_PROBE_AGENT}}
 
 
+def experiment_of(service: str, experiments: list[RoutedExperiment]) -> RoutedExperiment:
+    """Where the collector's routing table sends a service's traces."""
+    return next((e for e in experiments if service in e.services), next(e for e in experiments if e.default))
+
+
+def check_scope(destination: TraceDestination) -> str:
+    """The instrumentation scope of the check's trace for a destination: one its selection takes."""
+    if not destination.scopes:
+        return "mlflow-tracing"
+    first = destination.scopes[0]
+    return f"{first[:-1]}mlflow-tracing-check" if first.endswith("*") else first
+
+
+def destination_check(destination: TraceDestination, experiments: list[RoutedExperiment], version: str) -> dict:
+    """How the check proves a further destination: a trace its selection takes (also stored in MLflow,
+    in the experiment its service routes to), read back from Phoenix or counted as sent by its
+    exporter."""
+    default = next(e for e in experiments if e.default)
+    service = destination.services[0] if destination.services else check_service(default, experiments)
+    assert service is not None  # the default experiment always has one
+    return {
+        "name": destination.name,
+        "exporter": destination_exporter_id(destination, version),
+        "service": service,
+        "scope": check_scope(destination),
+        "experimentId": experiment_of(service, experiments).experiment_id,
+        "readBack": destination.read_back,
+        "url": destination.endpoint,
+        "project": destination.header("x-project-name") or "default",
+        "selectsAll": destination.selects_all,
+        "tokenEnv": destination_env(destination, "TOKEN") if destination.auth == "bearer" else None,
+    }
+
+
 def check_plan(*, experiments: list[RoutedExperiment], noise: tuple[NoiseRule, ...], namespace: str,
-               timeout_seconds: int, credentials_secret: str | None) -> dict:
+               timeout_seconds: int, credentials_secret: str | None,
+               destinations: tuple[TraceDestination, ...], collector_version: str,
+               collector_metrics_url: str) -> dict:
     """What `trace_jobs.py verify` checks: each routed experiment with the service that reaches
-    it, and one probe request sent as the default experiment's traffic."""
+    it, one trace per further destination, and one probe request sent as the default experiment's
+    traffic."""
     routed = [{"name": e.name, "id": e.experiment_id, "service": service}
               for e in experiments if (service := check_service(e, experiments)) is not None]
     default = next(e for e in experiments if e.default)
@@ -86,6 +128,8 @@ def check_plan(*, experiments: list[RoutedExperiment], noise: tuple[NoiseRule, .
         "credentialsSecret": credentials_secret,
         "experiments": routed,
         "noise": {**probe_request(noise), "service": check_service(default, experiments)},
+        "destinations": [destination_check(d, experiments, collector_version) for d in destinations],
+        "collectorMetricsUrl": collector_metrics_url,
     }
 
 
@@ -105,6 +149,16 @@ class JobTarget:
     image: str  # MLflow's: its Python runs the script
     platform: str
     mlflow_url: str
+
+
+@dataclass(frozen=True)
+class CheckedCollector:
+    """The collector the check sends through: its config (noise rules, further destinations) and
+    its Service's addresses."""
+
+    config: Collector
+    http_url: str
+    metrics_url: str
 
 
 @dataclass(frozen=True)
@@ -144,9 +198,15 @@ def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map
     }
 
 
+def read_back_env(destinations: tuple[TraceDestination, ...]) -> tuple[dict, ...]:
+    """The token of each destination the check reads back with one (Phoenix with auth), from its Secret."""
+    return tuple(destination_credentials_env(tuple(d for d in destinations
+                                                   if d.read_back != "none" and d.auth == "bearer")))
+
+
 def check_job_spec(target: JobTarget, *, plan: pulumi.Input[str], collector_url: str, config_map: pulumi.Input[str],
                    revision: pulumi.Input[str], timeout_seconds: int,
-                   credentials_secret: pulumi.Input[str] | None) -> dict:
+                   credentials_secret: pulumi.Input[str] | None, extra_env: tuple[dict, ...] = ()) -> dict:
     """One attempt: the check waits for every hop itself, so a retry would only repeat its verdict."""
     return {
         "backoffLimit": 0,
@@ -157,6 +217,7 @@ def check_job_spec(target: JobTarget, *, plan: pulumi.Input[str], collector_url:
                                  credentials_secret=credentials_secret, env=[
                 {"name": "COLLECTOR_URL", "value": collector_url},
                 {"name": "TRACE_JOB_PLAN", "value": plan},
+                *extra_env,
             ]),
         },
     }
@@ -193,7 +254,7 @@ class TraceUpkeep(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, verify: Verify, retention: Retention,
                  experiments: pulumi.Output[list[RoutedExperiment]], retention_days: dict[str, int | None],
-                 noise: tuple[NoiseRule, ...], target: JobTarget, credentials: JobCredentials, collector_url: str,
+                 collector: CheckedCollector, target: JobTarget, credentials: JobCredentials,
                  namespace: NamespaceRef,
                  revisions: list[pulumi.Output[str]], after: list[pulumi.Resource],
                  opts: pulumi.ResourceOptions | None = None):
@@ -214,16 +275,19 @@ class TraceUpkeep(pulumi.ComponentResource):
         )
         if verify.enabled:
             plan = pulumi.Output.all(experiments, credentials.check).apply(lambda args: json.dumps(check_plan(
-                experiments=args[0], noise=noise, namespace=namespace.name,
+                experiments=args[0], noise=collector.config.noise, namespace=namespace.name,
                 timeout_seconds=verify.timeout_seconds, credentials_secret=args[1],
+                destinations=collector.config.destinations, collector_version=collector.config.version,
+                collector_metrics_url=collector.metrics_url,
             )))
             revision = pulumi.Output.all(*revisions, SCRIPT).apply(lambda parts: content_checksum(*parts))
             k8s.batch.v1.Job(
                 f"{name}-check",
                 metadata={"namespace": namespace.ref, "labels": labels_for(COMPONENT)},
-                spec=check_job_spec(target, plan=plan, collector_url=collector_url, config_map=scripts.metadata.name,
-                                    revision=revision, timeout_seconds=verify.timeout_seconds,
-                                    credentials_secret=credentials.check),
+                spec=check_job_spec(target, plan=plan, collector_url=collector.http_url,
+                                    config_map=scripts.metadata.name, revision=revision,
+                                    timeout_seconds=verify.timeout_seconds, credentials_secret=credentials.check,
+                                    extra_env=read_back_env(collector.config.destinations)),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after),
             )
         if has_retention:

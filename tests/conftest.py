@@ -1,6 +1,7 @@
 """Shared by every suite: each test marked with its suite (`integration`,
 `engine`) by directory, so `-m "not engine"` and the like select suites
-without per-module markers; and the session's work directory."""
+without per-module markers; the session's work directory; and a real Phoenix
+for the modules that use a second trace backend."""
 
 import os
 import shutil
@@ -8,6 +9,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+from tests.support.phoenix import PhoenixProcess
 
 TESTS = Path(__file__).resolve().parent
 MARKED_SUITES = ("integration", "engine")
@@ -31,3 +34,11 @@ def workdir():
         print(f"\nwork directory kept: {path}")
     else:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def phoenix(workdir, request):
+    """A real Arize Phoenix on loopback for the module, with a database of its own."""
+    phoenix = PhoenixProcess(workdir / f"phoenix-{request.module.__name__.rsplit('.', 1)[-1]}").start()
+    yield phoenix
+    phoenix.stop()

@@ -59,6 +59,7 @@ from components.config.types import (
     Mlflow,
     NetworkPolicies,
     NoiseRule,
+    ObjectKey,
     ObjectStore,
     Platform,
     Postgres,
@@ -69,6 +70,7 @@ from components.config.types import (
     TeamRole,
     TeamUser,
     Tls,
+    TraceDestination,
     Verify,
 )
 from components.names import experiment_name_problem, experiment_slug
@@ -120,6 +122,7 @@ __all__ = [
     "ClusterTarget",
     "NetworkPolicies",
     "NoiseRule",
+    "ObjectKey",
     "ObjectStore",
     "Platform",
     "Postgres",
@@ -128,6 +131,7 @@ __all__ = [
     "Retention",
     "StackConfig",
     "Tls",
+    "TraceDestination",
     "Verify",
     "experiment_name_problem",
     "experiment_slug",

@@ -20,6 +20,9 @@ PostgresMode = Literal["bundled", "external", "cnpg"]
 ArtifactsKind = Literal["pvc", "s3"]
 AuthKind = Literal["basic", "none"]
 TeamPermission = Literal["READ", "EDIT", "MANAGE"]
+OtlpProtocol = Literal["http", "grpc"]
+DestinationAuthKind = Literal["bearer", "basic", "header"]
+ReadBack = Literal["phoenix", "none"]
 
 PLATFORMS: tuple[Platform, ...] = get_args(Platform)
 EXPOSURE_KINDS: tuple[ExposureKind, ...] = get_args(ExposureKind)
@@ -27,6 +30,9 @@ POSTGRES_MODES: tuple[PostgresMode, ...] = get_args(PostgresMode)
 ARTIFACT_KINDS: tuple[ArtifactsKind, ...] = get_args(ArtifactsKind)
 AUTH_KINDS: tuple[AuthKind, ...] = get_args(AuthKind)
 TEAM_PERMISSIONS: tuple[TeamPermission, ...] = get_args(TeamPermission)
+OTLP_PROTOCOLS: tuple[OtlpProtocol, ...] = get_args(OtlpProtocol)
+DESTINATION_AUTH_KINDS: tuple[DestinationAuthKind, ...] = get_args(DestinationAuthKind)
+READ_BACKS: tuple[ReadBack, ...] = get_args(ReadBack)
 
 MLFLOW_DATABASE = "mlflow"  # what the bundled PostgreSQL and CloudNativePG create for MLflow
 
@@ -208,6 +214,47 @@ class NoiseRule:
 
 
 @dataclass(frozen=True)
+class ObjectKey:
+    """One key of a Secret or a ConfigMap in the stack's namespace."""
+
+    kind: Literal["Secret", "ConfigMap"]
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
+class TraceDestination:
+    """A further OTLP backend beside MLflow (e.g. Arize Phoenix). It receives every trace, or with
+    `services`/`scopes` the whole traces that hold a span of a listed service or instrumentation
+    scope (a scope ending in `*` is a prefix)."""
+
+    name: str
+    endpoint: str  # http(s)://host:port; for `http` the exporter appends /v1/traces
+    protocol: OtlpProtocol
+    headers: Mapping[str, str]
+    ca: ObjectKey | None  # the CA bundle of an https endpoint; None: the image's system roots
+    auth: DestinationAuthKind | None
+    auth_secret: str | None  # bearer: key `token`; basic: keys `username` and `password`; header: key `value`
+    services: tuple[str, ...]
+    scopes: tuple[str, ...]
+    queue_size: str  # the bytes its export queue may hold while it is down or slow
+    read_back: ReadBack  # what the post-deploy check reads the trace back from
+    auth_header: str | None = None  # auth type header: the header that carries the Secret's value
+
+    def header(self, name: str) -> str | None:
+        """A plain header's value, its name compared as HTTP compares it (case-insensitively)."""
+        return next((v for k, v in self.headers.items() if k.lower() == name.lower()), None)
+
+    @property
+    def selects_all(self) -> bool:
+        return not self.services and not self.scopes
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.endpoint.startswith("https://")
+
+
+@dataclass(frozen=True)
 class Collector:
     image: str
     version: str
@@ -218,6 +265,7 @@ class Collector:
     queue_volume_size: str
     queue_volume_storage_class: str | None
     autoscaling: Autoscaling
+    destinations: tuple[TraceDestination, ...] = ()
 
     @property
     def scales_out(self) -> bool:

@@ -9,13 +9,27 @@ import yaml
 
 from components.collector import BASIC_AUTH_EXTENSION, RoutedExperiment, collector_config, noise_filter
 from components.config import NoiseRule, parse_stack_config
-from tests.support.collector import CollectorProcess, configmap_config, validate
+from tests.support.collector import TEST_CREDENTIALS, CollectorProcess, configmap_config, validate
 from tests.support.program import BASIC_AUTH_MLFLOW, STACKS, run_program
 
 # The declared defaults, valid without sign-in (only the collector section is read).
 DEFAULTS = {"domain": "x.io", "mlflow": {"auth": {"kind": "none"}}}
 CUSTOM_NOISE = [{"method": "GET", "route": "/v1/health"}, {"method": "HEAD", "route": "/"},
                 {"method": "GET", "route": "/api/v1.0/status"}, {"method": "POST", "route": "/v1/probe"}]
+# Further destinations of every kind: selected by scope and by service, gRPC with a CA and a token,
+# basic auth with a header holding a `$`, a vendor's key header.
+DESTINATIONS = [
+    {"name": "phoenix", "endpoint": "http://phoenix.phoenix.svc.cluster.local:6006",
+     "headers": {"x-project-name": "agents"}, "select": {"scopes": ["openinference.instrumentation.*"]},
+     "readBack": "phoenix", "queueSize": "8Mi"},
+    {"name": "vendor", "endpoint": "https://otlp.vendor.example:4317", "protocol": "grpc",
+     "tls": {"caSecret": "vendor-ca"}, "auth": {"type": "bearer", "secret": "vendor-token"},
+     "select": {"services": ["chat-api"], "scopes": ["my.tracer"]}, "queueSize": "4Mi"},
+    {"name": "archive", "endpoint": "https://archive.example", "auth": {"type": "basic", "secret": "archive"},
+     "headers": {"x-tenant": "price-$5"}, "queueSize": "4Mi"},
+    {"name": "keyed", "endpoint": "https://otlp.keyed.example", "queueSize": "4Mi",
+     "auth": {"type": "header", "header": "x-api-key", "secret": "keyed"}},
+]
 
 
 def experiments(count: int) -> list[dict]:
@@ -69,12 +83,19 @@ def test_the_filter_form_of_older_collectors_is_valid_too(collector_binary, tmp_
 def test_the_collector_starts_on_the_generated_config_without_a_warning(collector_binary, tmp_path):
     """No deprecated key or alias (such as `otlphttp` from 0.144 on, or the v0.2.0 telemetry
     format), nothing the deployed version warns about at start-up, with every optional part on."""
-    run = run_program("dev", collector={"persistentQueue": True}, mlflow=BASIC_AUTH_MLFLOW,
-                      experiments=[{"name": "default-traces", "default": True},
-                                   {"name": "chat", "services": ["chat-api"]}])
+    startable = [d for d in DESTINATIONS if "tls" not in d]  # no CA bundle mounted here
+    startable.append({"name": "relay", "endpoint": "http://relay.other.svc:4317", "protocol": "grpc",
+                      "queueSize": "4Mi"})
+    run = run_program("dev", collector={"persistentQueue": True, "destinations": startable},
+                      mlflow=BASIC_AUTH_MLFLOW, experiments=[{"name": "default-traces", "default": True},
+                                                             {"name": "chat", "services": ["chat-api"]}])
     config = configmap_config(run)
     assert "file_storage" in config["extensions"] and BASIC_AUTH_EXTENSION in config["extensions"]
-    collector = CollectorProcess(collector_binary, run, "http://127.0.0.1:9", tmp_path)
+    assert "tail_sampling/to_phoenix" in config["processors"] and "otlp_grpc/to_relay" in config["exporters"]
+    # each destination's credentials, as the kubelet resolves them from their Secrets
+    credentials = {name: "throwaway" for name in destination_credentials_env_names(run)}
+    collector = CollectorProcess(collector_binary, run, "http://127.0.0.1:9", tmp_path,
+                                 env={**TEST_CREDENTIALS, **credentials})
     try:
         collector.start()
     finally:
@@ -85,13 +106,20 @@ def test_the_collector_starts_on_the_generated_config_without_a_warning(collecto
     assert levels == {"info"}, log
 
 
+def destination_credentials_env_names(run) -> list[str]:
+    (workload,) = [r for r in run.kinds("StatefulSet") + run.kinds("Deployment") if r.k8s_name == "otel-collector"]
+    (container,) = workload.outputs["spec"]["template"]["spec"]["containers"]
+    return [e["name"] for e in container["env"] if e["name"].startswith("DESTINATION_")]
+
+
 def test_the_build_holds_exactly_the_components_the_generated_config_uses(collector_binary):
     listed = subprocess.run([str(collector_binary), "components"], capture_output=True, text=True, timeout=30,
                             check=True)
     built = yaml.safe_load(listed.stdout)
+    stack = parse_stack_config({**DEFAULTS, "collector": {"destinations": DESTINATIONS}})
     config = collector_config(experiments=[RoutedExperiment("only", "1", (), True)], noise=(),
-                              version=parse_stack_config(DEFAULTS).collector.version,
-                              mlflow_endpoint="http://mlflow:5000", persistent_queue=True, basic_auth=True)
+                              version=stack.collector.version, mlflow_endpoint="http://mlflow:5000",
+                              persistent_queue=True, basic_auth=True, destinations=stack.collector.destinations)
     for kind in ("receivers", "processors", "exporters", "connectors", "extensions"):
         used = {name.split("/")[0] for name in config[kind]}
         assert {c["name"] for c in built[kind]} == used, kind
@@ -114,3 +142,12 @@ def test_a_broken_config_fails_validation(collector_binary, tmp_path, breakage, 
     done = validate(collector_binary, config, tmp_path)
     assert done.returncode != 0, f"{breakage}: validate passed"
     assert error in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("persistent_queue", [False, True])
+def test_configs_with_further_destinations_are_valid(collector_binary, tmp_path, persistent_queue):
+    run = run_program("dev", experiments=experiments(3),
+                      collector={"persistentQueue": persistent_queue, "destinations": DESTINATIONS})
+    config = configmap_config(run)
+    assert {"otlp_http/to_phoenix", "otlp_grpc/to_vendor", "otlp_http/to_archive"} <= set(config["exporters"])
+    assert_valid(collector_binary, config, tmp_path)

@@ -197,14 +197,6 @@ def test_a_port_handed_to_a_pod_is_never_the_local_end_of_an_outgoing_connection
     collector fail 'address already in use' on every restart, as no cluster does."""
     handed_out = [free_port() for _ in range(40)]
     assert len(set(handed_out)) == len(handed_out), "a port was handed out twice"
-    with socket.create_server(("127.0.0.1", 0), backlog=256) as server:
-        clients = [socket.create_connection(server.getsockname()) for _ in range(200)]
-        try:
-            local_ends = {client.getsockname()[1] for client in clients}
-        finally:
-            for client in clients:
-                client.close()
-    assert not local_ends & set(handed_out)
     assert not [port for port in handed_out if port in ephemeral_port_range()], \
         f"ports in the kernel's ephemeral range {ephemeral_port_range()}: the kernel may give them away"
     for port in handed_out:  # each still free for the pod that gets it

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from mlflow import MlflowClient
 from components.collector import (
     BATCH_TIMEOUT_SECONDS,
     COMPONENT,
+    EXPERIMENT_HEADER,
     GRPC_PORT,
     HEALTH_PORT,
     HTTP_PORT,
@@ -119,6 +121,8 @@ def on_loopback(config: dict, ports: LoopbackPorts, mlflow_url: str, queue_dir: 
     assert prometheus == {"host": "0.0.0.0", "port": METRICS_PORT}
     prometheus.update(host="127.0.0.1", port=ports.metrics)
     for exporter in local["exporters"].values():
+        if EXPERIMENT_HEADER not in exporter.get("headers", {}):
+            continue  # a further destination: its endpoint is the one the test configured
         assert exporter["endpoint"].startswith("http://mlflow.")
         exporter["endpoint"] = mlflow_url
     if "file_storage" in local["extensions"]:
@@ -192,14 +196,33 @@ class CollectorProcess:
         self.stop()
         self.start()
 
-    def metric_totals(self) -> dict[str, float]:
-        """The collector's own metrics (its Prometheus telemetry endpoint), each summed over its labels."""
-        totals: dict[str, float] = {}
+    def _samples(self) -> list[tuple[str, str, float]]:
+        """(metric name, label text, value) of each sample of the collector's own metrics (its Prometheus
+        telemetry endpoint)."""
         metrics = requests.get(f"http://127.0.0.1:{self.ports.metrics}/metrics", timeout=5).text
+        samples = []
         for line in metrics.splitlines():
             if line and not line.startswith("#"):
-                name = line.split("{", 1)[0].split(" ", 1)[0]
-                totals[name] = totals.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+                series, value = line.rsplit(" ", 1)
+                name, _, labels = series.partition("{")
+                samples.append((name, labels, float(value)))
+        return samples
+
+    def metric_totals(self) -> dict[str, float]:
+        """The collector's own metrics, each summed over its labels."""
+        totals: dict[str, float] = {}
+        for name, _, value in self._samples():
+            totals[name] = totals.get(name, 0.0) + value
+        return totals
+
+    def metric_totals_by_exporter(self) -> dict[str, dict[str, float]]:
+        """exporter -> its metrics (`otelcol_exporter_*`), each summed over the other labels."""
+        totals: dict[str, dict[str, float]] = {}
+        for name, labels, value in self._samples():
+            exporter = re.search(r'exporter="([^"]+)"', labels)
+            if exporter:
+                per_exporter = totals.setdefault(exporter.group(1), {})
+                per_exporter[name] = per_exporter.get(name, 0.0) + value
         return totals
 
     def queued_batches(self) -> int:

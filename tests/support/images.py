@@ -162,9 +162,9 @@ def image_version(reference: str) -> str:
     return found
 
 
-def mlflow_image(reference: str) -> Image:
-    """The -full image of `reference`'s version: its stand-in built on first use (~3 min)."""
-    requirement = f"mlflow[{MLFLOW_EXTRAS}]=={image_version(reference)}"
+def python_venv(name: str, requirement: str) -> Path:
+    """`IMAGE_STORE/<name>-<hash>/venv`: a virtualenv of Debian's Python 3.11 holding exactly
+    `requirement` (pip's resolution of it), built on first use."""
 
     def build(directory: Path) -> None:
         venv = directory / "venv"
@@ -172,12 +172,16 @@ def mlflow_image(reference: str) -> Image:
         done = subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
                                requirement], capture_output=True, text=True, timeout=BUILD_TIMEOUT)
         if done.returncode != 0:
-            raise RuntimeError(f"pip install {requirement} into the MLflow image's stand-in failed:\n"
-                               f"{done.stderr[-4000:]}")
+            raise RuntimeError(f"pip install {requirement} into {directory} failed:\n{done.stderr[-4000:]}")
 
-    root = _locked_build(f"mlflow-{image_version(reference)}", f"python{IMAGE_PYTHON} {requirement}", build)
+    return _locked_build(name, f"python{IMAGE_PYTHON} {requirement}", build) / "venv"
+
+
+def mlflow_image(reference: str) -> Image:
+    """The -full image of `reference`'s version: its stand-in built on first use (~3 min)."""
+    venv = python_venv(f"mlflow-{image_version(reference)}", f"mlflow[{MLFLOW_EXTRAS}]=={image_version(reference)}")
     return Image(reference, entrypoint=(), cmd=("python3",), user=None,
-                 path=f"{root / 'venv' / 'bin'}:{DEFAULT_PATH}", env={"LANG": "C.UTF-8"})
+                 path=f"{venv / 'bin'}:{DEFAULT_PATH}", env={"LANG": "C.UTF-8"})
 
 
 def postgres_bin_dir() -> Path:

@@ -17,7 +17,7 @@ import grpc
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2_grpc import TraceServiceStub
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, ScopeSpans, Span
 
@@ -123,3 +123,53 @@ def aged_traces(service: str, count: int, age_seconds: float) -> ExportTraceServ
     spans = [Span(trace_id=os.urandom(16), span_id=os.urandom(8), name="chat", kind=Span.SPAN_KIND_SERVER,
                   start_time_unix_nano=start, end_time_unix_nano=start + 5_000_000) for _ in range(count)]
     return export_request({service: spans})
+
+
+# Instrumentation scopes as the instrumentations name their tracers.
+FASTAPI_SCOPE = "opentelemetry.instrumentation.fastapi"
+GENAI_SCOPE = "opentelemetry.instrumentation.openai_v2"  # GenAI semantic conventions (gen_ai.*)
+OPENINFERENCE_SCOPE = "openinference.instrumentation.openai"  # OpenInference conventions (llm.*)
+OPENINFERENCE_CHAIN_SCOPE = "openinference.instrumentation.langchain"
+
+
+@dataclass(frozen=True)
+class ScopedSpan:
+    scope: str
+    span: Span
+
+
+def openinference_trace(model: str, prompt_tokens: int, completion_tokens: int) -> list[ScopedSpan]:
+    """An agent request instrumented with OpenInference under a FastAPI server span: the server
+    span (not OpenInference), a CHAIN span and its LLM span with OpenInference token counts."""
+    trace_id = os.urandom(16)
+    root = _span(trace_id, "POST /agent/run", Span.SPAN_KIND_SERVER, {
+        "http.request.method": "POST", "url.path": "/agent/run", "http.response.status_code": 200})
+    chain = _span(trace_id, "AgentExecutor", Span.SPAN_KIND_INTERNAL, {"openinference.span.kind": "CHAIN"}, root)
+    llm = _span(trace_id, "ChatCompletion", Span.SPAN_KIND_INTERNAL, {
+        "openinference.span.kind": "LLM", "llm.model_name": model, "llm.provider": "openai",
+        "llm.token_count.prompt": prompt_tokens, "llm.token_count.completion": completion_tokens,
+        "llm.token_count.total": prompt_tokens + completion_tokens}, chain)
+    return [ScopedSpan(FASTAPI_SCOPE, root), ScopedSpan(OPENINFERENCE_CHAIN_SCOPE, chain),
+            ScopedSpan(OPENINFERENCE_SCOPE, llm)]
+
+
+def genai_trace(model: str, input_tokens: int, output_tokens: int) -> list[ScopedSpan]:
+    """`chat_trace` as its instrumentations emit it: the LLM span from the GenAI instrumentation,
+    the rest from FastAPI's."""
+    root, llm, tool, send = chat_trace(model, input_tokens, output_tokens)
+    return [ScopedSpan(FASTAPI_SCOPE, root), ScopedSpan(GENAI_SCOPE, llm), ScopedSpan(FASTAPI_SCOPE, tool),
+            ScopedSpan(FASTAPI_SCOPE, send)]
+
+
+def scoped_request(spans_by_service: dict[str, list[ScopedSpan]]) -> ExportTraceServiceRequest:
+    """One request: a ResourceSpans per service, a ScopeSpans per instrumentation scope in it."""
+    resource_spans = []
+    for service, scoped in spans_by_service.items():
+        scopes: dict[str, list[Span]] = {}
+        for item in scoped:
+            scopes.setdefault(item.scope, []).append(item.span)
+        resource_spans.append(ResourceSpans(
+            resource=Resource(attributes=_attributes({"service.name": service})),
+            scope_spans=[ScopeSpans(scope=InstrumentationScope(name=scope), spans=spans)
+                         for scope, spans in scopes.items()]))
+    return ExportTraceServiceRequest(resource_spans=resource_spans)

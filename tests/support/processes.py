@@ -32,9 +32,13 @@ def ephemeral_port_range() -> range:
 # Ports handed out to processes that bind them later (a pod's container may start seconds after its
 # ports are chosen). They lie below the kernel's ephemeral range: a port from `bind(0)` could meanwhile
 # become the local end of any outgoing connection on this machine and the listener would fail with
-# "address already in use", on every restart. Handed out in turn from a random start, so that suites
-# running side by side walk different stretches, and never twice while the stretch lasts.
+# "address already in use", on every restart. Handed out in turn from a random start, never twice
+# while the stretch lasts. Suites running side by side walk different stretches, but one may still
+# hand out a port another has handed out and not bound yet: unlikely, not excluded.
 _HANDED_OUT = range(max(1025, ephemeral_port_range().start - 12000), ephemeral_port_range().start)
+if len(_HANDED_OUT) < 1000:
+    raise RuntimeError(f"the kernel's ephemeral ports start at {ephemeral_port_range().start}: too few ports "
+                       "below them for the tests (raise the start in /proc/sys/net/ipv4/ip_local_port_range)")
 _start = random.randrange(len(_HANDED_OUT))
 _next_candidate = itertools.cycle([*_HANDED_OUT[_start:], *_HANDED_OUT[:_start]])
 _hand_out_lock = threading.Lock()

@@ -8,13 +8,15 @@ import pytest
 import yaml
 
 from components.collector import (
+    DESTINATIONS_DIR,
     RoutedExperiment,
     collector_config,
+    destination_env,
     noise_conditions,
     otlp_http_exporter_type,
     render_config,
 )
-from components.config import NoiseRule, parse_stack_config
+from components.config import NoiseRule, ObjectKey, TraceDestination, parse_stack_config
 from tests.support.k8s import container, env_of, pod_spec
 from tests.support.program import DYNAMIC_TYPE, PROJECT_DIR, run_program
 
@@ -22,9 +24,18 @@ ENDPOINT = "http://mlflow.obs.svc:5000"
 MODELS = NoiseRule("GET", "/v1/models")
 
 
-def config_for(experiments, noise=(MODELS,), version="0.152.0", persistent_queue=False, basic_auth=False):
+def config_for(experiments, noise=(MODELS,), version="0.152.0", persistent_queue=False, basic_auth=False,
+               destinations=()):
     return collector_config(experiments=experiments, noise=noise, version=version, mlflow_endpoint=ENDPOINT,
-                            persistent_queue=persistent_queue, basic_auth=basic_auth)
+                            persistent_queue=persistent_queue, basic_auth=basic_auth,
+                            destinations=tuple(destinations))
+
+
+def destination(name="phoenix", endpoint="http://phoenix.phoenix.svc:6006", protocol="http", headers=None,
+                ca=None, auth=None, services=(), scopes=()):
+    return TraceDestination(name=name, endpoint=endpoint, protocol=protocol, headers=headers or {}, ca=ca,
+                            auth=auth, auth_secret=f"{name}-credentials" if auth else None, services=services,
+                            scopes=scopes, queue_size="16Mi", read_back="none")
 
 
 THREE = [
@@ -217,7 +228,7 @@ def test_deployment_mounts_the_config_and_probes_the_health_check(dev):
     assert {"name": "health", "containerPort": 13133} in collector["ports"]
     assert env_of(collector)["GOMEMLIMIT"]["value"] == "409MiB"  # 80% of 512Mi
     ports = {p["name"]: p["port"] for p in dev.get("Service", "otel-collector").outputs["spec"]["ports"]}
-    assert ports == {"otlp-grpc": 4317, "otlp-http": 4318}
+    assert ports == {"otlp-grpc": 4317, "otlp-http": 4318, "metrics": 8888}  # metrics: for the check (NetworkPolicy)
     assert dev.outputs["otlpGrpcEndpoint"] == "http://otel-collector.mlflow.svc:4317"
     assert dev.outputs["otlpHttpEndpoint"] == "http://otel-collector.mlflow.svc:4318"
 
@@ -316,3 +327,103 @@ def test_several_collectors_get_a_budget_and_one_gets_none(dev):
     assert workload(run).outputs["spec"]["replicas"] == 3
     assert run.get("PodDisruptionBudget", "otel-collector").outputs["spec"]["maxUnavailable"] == 1
     assert not run.kinds("HorizontalPodAutoscaler")
+
+
+def test_every_destination_gets_a_copy_of_every_resource_before_the_experiments_routes():
+    config = config_for(THREE, destinations=[destination(), destination("archive", "https://archive.example")])
+    first, *experiment_rows = config["connectors"]["routing"]["table"]
+    assert first == {"context": "resource", "condition": "true", "action": "copy",
+                     "pipelines": ["traces/to_phoenix", "traces/to_archive"]}
+    assert [row["pipelines"] for row in experiment_rows] == [["traces/chat"], ["traces/agents-prod"]]
+    assert all(row.get("action", "move") == "move" for row in experiment_rows)
+    assert config["connectors"]["routing"]["default_pipelines"] == ["traces/llamastack-traces"]
+    # noise is dropped once, at the intake, for MLflow and every destination alike
+    assert config["service"]["pipelines"]["traces/intake"]["processors"] == ["memory_limiter", "filter/noise"]
+
+
+def test_a_destination_without_selection_batches_and_exports_every_trace():
+    config = config_for(THREE, destinations=[destination()])
+    assert config["service"]["pipelines"]["traces/to_phoenix"] == {
+        "receivers": ["routing"], "processors": ["batch"], "exporters": ["otlp_http/to_phoenix"]}
+    assert not [name for name in config["processors"] if name.startswith("tail_sampling")]
+
+
+def test_selection_holds_whole_traces_and_decides_on_any_span_of_a_listed_scope_or_service():
+    selected = destination(services=("chat-api",), scopes=("openinference.instrumentation.*", "my.tracer"))
+    config = config_for(THREE, destinations=[selected])
+    assert config["service"]["pipelines"]["traces/to_phoenix"]["processors"] == ["tail_sampling/to_phoenix", "batch"]
+    sampling = config["processors"]["tail_sampling/to_phoenix"]
+    assert sampling["sampling_strategy"] == "span-ingest"
+    caches = sampling["decision_cache"]  # late spans follow their trace's decision instead of arriving alone
+    assert min(caches.values()) >= 5 * sampling["num_traces"]
+    policy, = sampling["policies"]
+    assert policy["type"] == "ottl_condition"
+    assert policy["ottl_condition"]["span"] == [
+        'resource.attributes["service.name"] == "chat-api"',
+        r'IsMatch(instrumentation_scope.name, "^openinference\\.instrumentation\\.")',
+        'instrumentation_scope.name == "my.tracer"',
+    ]
+    literal = re.search(r'"(.*)"', policy["ottl_condition"]["span"][1]).group(1)
+    prefix = re.compile(literal.replace("\\\\", "\\"))  # the OTTL string's escapes undone
+    assert prefix.match("openinference.instrumentation.langchain")
+    assert not prefix.match("openinference-instrumentation") and not prefix.match("my.openinference.instrumentation.x")
+
+
+def test_a_destination_exporter_has_its_own_bounded_queue_that_never_blocks():
+    exporter = config_for(THREE, destinations=[destination()])["exporters"]["otlp_http/to_phoenix"]
+    queue = exporter["sending_queue"]
+    assert queue == {"enabled": True, "num_consumers": 2, "sizer": "bytes", "queue_size": 16 * 2**20}
+    assert "block_on_overflow" not in queue and "storage" not in queue
+    assert exporter["retry_on_failure"]["enabled"] and exporter["encoding"] == "proto"
+    assert exporter["endpoint"] == "http://phoenix.phoenix.svc:6006"
+    assert "auth" not in exporter and "x-mlflow-experiment-id" not in exporter["headers"]
+
+
+def test_grpc_destinations_use_the_grpc_exporter_with_tls_per_scheme_and_the_mounted_ca():
+    plain = destination("plain", "http://collector.other:4317", protocol="grpc")
+    secured = destination("secured", "https://otlp.vendor.example:4317", protocol="grpc",
+                          ca=ObjectKey("Secret", "vendor-ca", "bundle.pem"))
+    exporters = config_for(THREE, destinations=[plain, secured])["exporters"]
+    assert exporters["otlp_grpc/to_plain"]["endpoint"] == "collector.other:4317"
+    assert exporters["otlp_grpc/to_plain"]["tls"] == {"insecure": True}
+    assert exporters["otlp_grpc/to_secured"]["tls"] == {"insecure": False,
+                                                        "ca_file": f"{DESTINATIONS_DIR}/secured/ca.crt"}
+    assert "encoding" not in exporters["otlp_grpc/to_secured"]
+
+
+def test_destination_credentials_come_from_the_environment_and_header_values_cannot_expand_it():
+    bearer = destination("vendor", "https://otlp.vendor.example", auth="bearer",
+                         headers={"x-tenant": "${env:MLFLOW_TRACKING_PASSWORD}"})
+    basic = destination("archive", "https://archive.example", auth="basic")
+    config = config_for(THREE, basic_auth=True, destinations=[bearer, basic])
+    headers = config["exporters"]["otlp_http/to_vendor"]["headers"]
+    assert headers["Authorization"] == f"Bearer ${{env:{destination_env(bearer, 'TOKEN')}}}"
+    assert headers["x-tenant"] == "$${env:MLFLOW_TRACKING_PASSWORD}"  # `$$`: sent as written, never expanded
+    assert config["exporters"]["otlp_http/to_archive"]["auth"] == {"authenticator": "basicauth/to_archive"}
+    assert config["extensions"]["basicauth/to_archive"]["client_auth"] == {
+        "username": "${env:DESTINATION_ARCHIVE_USERNAME}", "password": "${env:DESTINATION_ARCHIVE_PASSWORD}"}
+    assert "basicauth/to_archive" in config["service"]["extensions"]
+
+
+def test_the_pod_reads_destination_secrets_into_env_and_mounts_each_ca():
+    run = run_program("dev", collector={"destinations": [
+        {"name": "vendor", "endpoint": "https://otlp.vendor.example", "auth": {"type": "bearer", "secret": "tok"},
+         "tls": {"caConfigMap": "vendor-ca", "key": "bundle.pem"}}]})
+    spec = pod_spec(workload(run))
+    collector_container = container(workload(run), "otel-collector")
+    env = env_of(collector_container)
+    assert env["DESTINATION_VENDOR_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "tok", "key": "token"}}
+    assert {"name": "ca-vendor", "configMap": {"name": "vendor-ca", "items": [{"key": "bundle.pem",
+                                                                                "path": "ca.crt"}]}} in spec["volumes"]
+    assert {"name": "ca-vendor", "mountPath": f"{DESTINATIONS_DIR}/vendor", "readOnly": True} \
+        in collector_container["volumeMounts"]
+
+
+def test_a_credential_header_of_the_destinations_choice_comes_from_its_secret():
+    run = run_program("dev", collector={"destinations": [
+        {"name": "vendor", "endpoint": "https://otlp.vendor.example",
+         "auth": {"type": "header", "header": "x-api-key", "secret": "vendor-key"}}]})
+    env = env_of(container(workload(run), "otel-collector"))
+    assert env["DESTINATION_VENDOR_VALUE"]["valueFrom"] == {"secretKeyRef": {"name": "vendor-key", "key": "value"}}
+    headers = deployed_config(run)[1]["exporters"]["otlp_http/to_vendor"]["headers"]
+    assert headers == {"x-api-key": "${env:DESTINATION_VENDOR_VALUE}"}

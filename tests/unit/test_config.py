@@ -142,6 +142,56 @@ def test_default_mlflow_size_leaves_headroom_over_its_footprint():
         ({"postgres": {"mode": "cnpg", "cnpg": {"operatorNamespace": "CNPG_System"}}},
          "postgres.cnpg.operatorNamespace", "DNS-1123"),
         ({"postgres": {"mode": "cloudnative"}}, "postgres.mode", "cnpg"),
+        ({"collector": {"destinations": [{"name": "Phoenix", "endpoint": "http://p:6006"}]}},
+         "collector.destinations[0].name", "DNS label"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "phoenix:6006"}]}},
+         "collector.destinations[0].endpoint", "http://host:port"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "http://p:6006", "protocol": "thrift"}]}},
+         "collector.destinations[0].protocol", "http, grpc"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "http://p:6006",
+                                          "headers": {"Authorization": "Bearer abc"}}]}},
+         "collector.destinations[0].headers.Authorization", "auth (from a Secret)"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "http://p:6006", "tls": {"caSecret": "ca"}}]}},
+         "collector.destinations[0].tls", "https://"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p", "auth": {"type": "oauth"}}]}},
+         "collector.destinations[0].auth.type", "bearer, basic"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p", "select": {"scopes": ["a b"]}}]}},
+         "collector.destinations[0].select.scopes", "prefix ending in '*'"),
+        ({"collector": {"replicas": 2, "destinations": [{"name": "p", "endpoint": "https://p",
+                                                         "select": {"services": ["chat"]}}]}},
+         "collector.destinations[0].select", "collector.replicas to 1"),
+        ({"collector": {"autoscaling": {"enabled": True}, "destinations": [
+            {"name": "p", "endpoint": "https://p", "select": {"scopes": ["openinference.*"]}}]}},
+         "collector.destinations[0].select", "remove select"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p"},
+                                         {"name": "p", "endpoint": "https://q"}]}},
+         "collector.destinations", "name of its own"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p", "queueSize": "100Mi"}]}},
+         "collector.destinations", "Lower queueSize or raise the memory limit"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p:4317", "protocol": "grpc",
+                                          "readBack": "phoenix"}]}},
+         "collector.destinations[0].readBack", "protocol: http"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p", "project": "x"}]}},
+         "collector.destinations[0].project", "remove it"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://otlp.example.com", "protocol": "grpc"}]}},
+         "collector.destinations[0].endpoint", "with the port and no path"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://h:4317/v1", "protocol": "grpc"}]}},
+         "collector.destinations[0].endpoint", "with the port and no path"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p", "queueSize": "100m"}]}},
+         "collector.destinations[0].queueSize", "at least 256Ki"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "http://p:6006", "readBack": "phoenix",
+                                          "auth": {"type": "basic", "secret": "s"}}]}},
+         "collector.destinations[0].readBack", "auth type bearer"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p", "headers": {"x-a": "1\n2"}}]}},
+         "collector.destinations[0].headers.x-a", "one line"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p", "headers": {"Host": "x"}}]}},
+         "collector.destinations[0].headers.Host", "host"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p",
+                                          "auth": {"type": "header", "header": "Content-Type", "secret": "s"}}]}},
+         "collector.destinations[0].auth.header", "x-api-key"),
+        ({"collector": {"destinations": [{"name": "p", "endpoint": "https://p",
+                                          "auth": {"type": "bearer", "header": "x-key", "secret": "s"}}]}},
+         "collector.destinations[0].auth.header", "type header only"),
     ],
 )
 def test_each_bad_input_names_its_key_and_the_fix(values, key, fix):
@@ -265,3 +315,15 @@ def test_each_image_must_be_an_image_reference(section, image):
                                    "Registry.Example.com/pg:v1.2", "[::1]:5000/pg:17"])
 def test_valid_image_references_pass(image):
     assert parse({"postgres": {"image": image}}).postgres.image == image
+
+
+def test_a_destination_takes_safe_defaults_and_selection_keeps_one_collector():
+    phoenix = {"name": "phoenix", "endpoint": "http://phoenix.phoenix.svc:6006",
+               "select": {"scopes": ["openinference.*"]}}
+    destination, = parse({"collector": {"destinations": [phoenix]}}).collector.destinations
+    assert (destination.protocol, destination.queue_size, destination.read_back) == ("http", "16Mi", "none")
+    assert (destination.ca, destination.auth, destination.uses_tls, destination.selects_all) == \
+        (None, None, False, False)
+    every_trace = {"name": "all", "endpoint": "https://otlp.example"}
+    scaled = parse({"collector": {"replicas": 3, "destinations": [every_trace]}}).collector
+    assert scaled.destinations[0].selects_all and scaled.destinations[0].uses_tls  # no selection: any replicas

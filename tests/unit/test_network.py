@@ -195,6 +195,9 @@ def test_the_collector_accepts_otlp_from_its_own_namespace_only_by_default(stack
         assert not reach(run, APPS, "otel-collector", port)
         assert not reach(run, INGRESS_NGINX, "otel-collector", port)
     assert not reach(run, stranger(run), "otel-collector", COLLECTOR_METRICS)
+    # the post-deploy check alone reads the collector's counts (a further destination's exporter)
+    assert reach(run, pod(run, "trace-check"), "otel-collector", COLLECTOR_METRICS)
+    assert not reach(run, pod(run, "mlflow"), "otel-collector", COLLECTOR_METRICS)
 
 
 def test_otlp_namespaces_by_name_label_or_all():

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from components.collector import RoutedExperiment, collector_config
-from components.config import NoiseRule, parse_stack_config
+from components.config import NoiseRule, TraceDestination, parse_stack_config
 from components.trace_upkeep import UNROUTED_SERVICE, check_plan, probe_request, retention_plan
 from tests.support.k8s import container, env_of
 from tests.support.program import run_program, stack_values
@@ -24,7 +24,8 @@ EXPERIMENTS = [
 
 def plan_for(experiments=EXPERIMENTS, noise=NOISE) -> dict:
     return check_plan(experiments=experiments, noise=noise, namespace="obs", timeout_seconds=90,
-                      credentials_secret="admin-x1")
+                      credentials_secret="admin-x1", destinations=(), collector_version="0.152.0",
+                      collector_metrics_url="http://otel-collector.obs.svc:8888/metrics")
 
 
 def test_the_check_sends_one_trace_per_routed_experiment_with_a_service_that_reaches_it():
@@ -185,3 +186,42 @@ def test_bad_upkeep_settings_name_the_key(values, problem):
     with pytest.raises(ValueError) as caught:
         parse_stack_config({"domain": "example.com", **values})
     assert any(line.startswith(problem) for line in caught.value.problems), caught.value.problems
+
+
+def test_the_check_sends_each_destination_a_trace_its_selection_takes_and_knows_where_mlflow_stores_it():
+    every = TraceDestination(name="archive", endpoint="https://archive.example", protocol="grpc", headers={},
+                             ca=None, auth=None, auth_secret=None, services=(), scopes=(), queue_size="16Mi",
+                             read_back="none")
+    phoenix = TraceDestination(name="phoenix", endpoint="http://phoenix.px.svc:6006", protocol="http",
+                               headers={"X-Project-Name": "agents"}, ca=None, auth="bearer",
+                               auth_secret="phoenix-key", services=(), scopes=("openinference.*",),
+                               queue_size="16Mi", read_back="phoenix")
+    by_service = TraceDestination(name="chat-only", endpoint="https://c.example", protocol="http", headers={},
+                                  ca=None, auth=None, auth_secret=None, services=("chat-worker",), scopes=(),
+                                  queue_size="16Mi", read_back="none")
+    plan = check_plan(experiments=EXPERIMENTS, noise=NOISE, namespace="obs", timeout_seconds=90,
+                      credentials_secret=None, destinations=(every, phoenix, by_service),
+                      collector_version="0.152.0", collector_metrics_url="http://otel-collector.obs.svc:8888/metrics")
+    archive, read_back, chat_only = plan["destinations"]
+    assert archive == {"name": "archive", "exporter": "otlp_grpc/to_archive", "service": UNROUTED_SERVICE,
+                       "scope": "mlflow-tracing", "experimentId": "10", "readBack": "none",
+                       "url": "https://archive.example", "project": "default", "selectsAll": True,
+                       "tokenEnv": None}
+    assert (read_back["scope"], read_back["project"], read_back["tokenEnv"], read_back["exporter"]) == \
+        ("openinference.mlflow-tracing-check", "agents", "DESTINATION_PHOENIX_TOKEN", "otlp_http/to_phoenix")
+    assert (chat_only["service"], chat_only["experimentId"]) == ("chat-worker", "11")  # routed to chat
+    assert plan["collectorMetricsUrl"] == "http://otel-collector.obs.svc:8888/metrics"
+
+
+def test_the_check_job_holds_the_token_of_a_destination_it_reads_back_and_no_other():
+    run = run_program("dev", collector={"destinations": [
+        {"name": "phoenix", "endpoint": "http://phoenix.px.svc:6006", "readBack": "phoenix",
+         "auth": {"type": "bearer", "secret": "phoenix-key"}},
+        {"name": "vendor", "endpoint": "https://otlp.vendor.example", "auth": {"type": "bearer", "secret": "v"},
+         "queueSize": "8Mi"}]})
+    (job,) = [j for j in run.kinds("Job") if j.name == "trace-upkeep-check"]
+    env = env_of(container(job, "verify"))
+    assert env["DESTINATION_PHOENIX_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "phoenix-key", "key": "token"}}
+    assert "DESTINATION_VENDOR_TOKEN" not in env
+    plan = json.loads(env["TRACE_JOB_PLAN"]["value"])
+    assert [d["name"] for d in plan["destinations"]] == ["phoenix", "vendor"]
