@@ -19,8 +19,10 @@ from components.postgres import POSTGRES_UID
 from tests.support.images import deployed_mlflow_image
 from tests.support.kubelet import (
     ContainerRefused,
+    Identity,
     Kubelet,
     RestrictedV2,
+    container_argv,
     new_filesystem,
     set_volume_ownership,
 )
@@ -201,3 +203,21 @@ def test_a_port_handed_to_a_pod_is_never_the_local_end_of_an_outgoing_connection
         f"ports in the kernel's ephemeral range {ephemeral_port_range()}: the kernel may give them away"
     for port in handed_out:  # each still free for the pod that gets it
         socket.create_server(("127.0.0.1", port)).close()
+
+
+def test_the_users_files_a_running_container_sees_are_never_rewritten_under_it(workdir):
+    """Each exec (a probe) sets up its container's /etc/passwd again. Rewritten in place, the file a
+    running container sees through its bind mount was empty for a moment, and PostgreSQL's initdb
+    failed 'could not look up effective user ID' on OpenShift's arbitrary UID (a CI run met it)."""
+    identity = Identity(uid=1000710000, gid=0, groups=(0,), capabilities=(), no_new_privs=True,
+                        passwd=("root:x:0:0:root:/root:/bin/bash", "1000710000:x:1000710000:0::/:/bin/sh"),
+                        group=("root:x:0:",), home="/")
+    directory = workdir / "users-files"
+    first = container_argv(["true"], identity, directory, None)
+    (passwd,) = directory.glob("users-*/passwd")
+    before = passwd.stat()
+    for _ in range(3):  # the probes' execs
+        assert container_argv(["true"], identity, directory, None) == first
+    after = passwd.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    assert passwd.read_text().splitlines() == list(identity.passwd)

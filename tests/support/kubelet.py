@@ -43,6 +43,7 @@ import signal
 import socket
 import stat
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -262,11 +263,17 @@ def container_argv(argv: list[str], identity: Identity, workdir: Path, writable:
     """`argv` run as the container runs it: in a private mount namespace with the image's users,
     as `identity`; `writable`: the only writable paths of a read-only root (None: a writable root)."""
     digest = hashlib.sha256(json.dumps([identity.passwd, identity.group]).encode()).hexdigest()[:12]
-    users = workdir / f"users-{digest}"
+    users = workdir / f"users-{digest}"  # named after its content: written once, never rewritten
     users.mkdir(parents=True, exist_ok=True)
     for name, lines in (("passwd", identity.passwd), ("group", identity.group)):
-        (users / name).write_text("".join(f"{line}\n" for line in lines))
-        (users / name).chmod(0o644)
+        # A running container sees this file through a bind mount: rewriting it in place (a probe's exec
+        # starting meanwhile) would show it empty for a moment, and initdb then failed "could not look
+        # up effective user ID". A new file is put in place whole, and only when missing.
+        if not (users / name).exists():
+            partial = users / f".{name}.{os.getpid()}.{threading.get_ident()}"
+            partial.write_text("".join(f"{line}\n" for line in lines))
+            partial.chmod(0o644)
+            os.replace(partial, users / name)
     dirs = [] if writable is None else [str(d) for d in writable]
     return [TOOLS["unshare"], "--mount", "--propagation", "private", TOOLS["sh"], "-c", _CONTAINER_SETUP, "sh",
             str(users / "passwd"), str(users / "group"), str(-1 if writable is None else len(dirs)), *dirs,
