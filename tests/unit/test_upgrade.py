@@ -65,7 +65,7 @@ def job(run, name: str):
 def test_the_engine_runs_stop_migrate_roll_resume_then_the_check_in_that_order(gated):
     stop, migrate = job(gated, "upgrade-stop-writers"), job(gated, "mlflow-migrate")
     deployment, resume = gated.get("Deployment", "mlflow"), job(gated, "mlflow-resume-writers")
-    check = job(gated, "trace-upkeep-check")
+    check = job(gated, "trace-check")
     assert job(gated, "postgres-init").urn in stop.dependencies
     assert stop.urn in migrate.dependencies and migrate.urn in deployment.dependencies
     assert deployment.urn in resume.dependencies and resume.urn in check.dependencies
