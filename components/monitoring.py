@@ -41,6 +41,11 @@ COMPONENT = "monitoring"
 RULES_FILE = "mlflow-tracing.rules.yaml"
 DASHBOARD_FILE = "mlflow-tracing.json"
 RUNBOOK = "README.md#monitoring"
+# What the scrapes ask for: Prometheus 3 otherwise negotiates UTF-8 names, and the collector then
+# serves its OpenTelemetry names as they are (`otel.signal`, `http.client.request.duration`), which
+# no rule written for the classic names (`otel_signal`, ...) matches. The 0.0.4 text format has
+# only classic names: every Prometheus since 2.49 stores the same series (measured with 3.16).
+SCRAPE_PROTOCOLS = ["PrometheusText0.0.4"]
 # The collector's error.type (detailed telemetry) of each permanent HTTP failure, as measured on 0.152.
 EXPORT_STATUS = {"Unauthenticated": "401", "PermissionDenied": "403", "Unimplemented": "404",
                  "InvalidArgument": "400"}
@@ -247,6 +252,7 @@ def service_monitor_spec(component: str, port: str) -> dict:
     """A ServiceMonitor of one Service's pods; `namespace` is set by the Prometheus Operator."""
     return {
         "selector": {"matchLabels": {"app.kubernetes.io/name": component}},
+        "scrapeProtocols": SCRAPE_PROTOCOLS,
         "endpoints": [{"port": port, "path": "/metrics", "interval": "30s"}],
     }
 

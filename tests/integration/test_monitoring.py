@@ -11,14 +11,16 @@
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 
 import pytest
 import requests
 import yaml
 
-from components.monitoring import RuleTiming, Watched, alert_rules, dashboard_panels
+from components.monitoring import SCRAPE_PROTOCOLS, RuleTiming, Watched, alert_rules, dashboard_panels
 from tests.support.collector import CollectorProcess, configmap_config, program_with_real_ids
+from tests.support.images import deployed_mlflow_image, mlflow_image
 from tests.support.otlp import export_request, post_http, probe_trace
 from tests.support.processes import MlflowProcess, free_port, kubelet_for
 from tests.support.prometheus import PrometheusProcess, build_prometheus, promtool
@@ -186,8 +188,9 @@ def watched_path(monitored_mlflow, collector_binary, binaries, workdir):
                                  config=wrong).start()
     watched = Watched(namespace=NAMESPACE, mlflow_scraped=True, bundled_postgres=False, canary=False,
                       retention=False, check=False)
+    # scraped as the ServiceMonitors say (a pod-annotation scrape config must do the same: README Monitoring)
     prometheus = PrometheusProcess(binaries, workdir / "prometheus", namespace=NAMESPACE,
-                                   rules=alert_rules(watched, FAST),
+                                   rules=alert_rules(watched, FAST), scrape_protocols=SCRAPE_PROTOCOLS,
                                    targets={"otel-collector": f"127.0.0.1:{collector.ports.metrics}",
                                             "otel-collector-wrong-id": f"127.0.0.1:{misrouted.ports.metrics}",
                                             "mlflow": f"127.0.0.1:{monitored_mlflow.port}"}).start()
@@ -197,12 +200,8 @@ def watched_path(monitored_mlflow, collector_binary, binaries, workdir):
     collector.stop()
 
 
-OUTAGE_ALERTS = ("MlflowDown", "TraceExportStalled", "TraceExportQueueFilling", "TracesNotStored")
+OUTAGE_ALERTS = ("MlflowDown", "TraceExportStalled", "TraceExportQueueFilling", "TracesDropped", "TracesNotStored")
 HOLDS = {rule["alert"]: rule["for"] for rule in alert_rules(EVERYTHING, FAST)["groups"][0]["rules"]}
-
-
-def firing(prometheus: PrometheusProcess) -> set[str]:
-    return {a["labels"]["alertname"] for a in prometheus.alerts() if a["state"] == "firing"}
 
 
 def test_an_mlflow_outage_pends_fires_and_resolves_and_a_wrong_experiment_id_fires_the_404_alert(
@@ -222,30 +221,20 @@ def test_an_mlflow_outage_pends_fires_and_resolves_and_a_wrong_experiment_id_fir
         assert prometheus.alerts() == []
 
         monitored_mlflow.stop()
-        stopped = time.monotonic()
-        timeline = {}
+        outage = prometheus.watch(OUTAGE_ALERTS, "firing", ALERT_TIMEOUT)
         for alert in OUTAGE_ALERTS:
-            # an alert with a hold pends first (unless it already went through it); one without fires at once
-            if HOLDS[alert] != "0m" and alert not in firing(prometheus):
-                prometheus.await_state(alert, "pending", ALERT_TIMEOUT)
-                timeline[f"{alert} pending"] = round(time.monotonic() - stopped)
-            if alert == "TracesNotStored":
-                for half in ('sum by (namespace) (rate(otelcol_processor_outgoing_items{namespace="mlflow", processor="filter/noise", otel_signal="traces"}[30s]))',
-                             'sum by (namespace) (rate(mlflow_spans_ingested_total{namespace="mlflow"}[30s]))',
-                             'mlflow_spans_ingested_total', 'up'):
-                    print("DEBUG", half, prometheus.query(half))
-            prometheus.await_state(alert, "firing", ALERT_TIMEOUT)
-            timeline[f"{alert} firing"] = round(time.monotonic() - stopped)
+            # an alert with a hold pends first; one without fires at once
+            if HOLDS[alert] != "0m":
+                assert outage[alert]["pending"] < outage[alert]["firing"], (alert, outage[alert])
         stalled = {a["labels"]["exporter"] for a in prometheus.alerts() if a["labels"]["alertname"] ==
                    "TraceExportStalled"}
         assert stalled == {"otlp_http/monitored", "otlp_http/monitored-chat"}
 
         monitored_mlflow.start()
-        restarted = time.monotonic()
-        for alert in OUTAGE_ALERTS:
-            prometheus.await_state(alert, "inactive", ALERT_TIMEOUT)
-            timeline[f"{alert} resolved"] = round(time.monotonic() - restarted)
-        print(f"\nafter MLflow stopped / restarted (s): {timeline}")
+        recovery = prometheus.watch(OUTAGE_ALERTS, "inactive", ALERT_TIMEOUT)
+        timeline = {alert: {"outage": outage[alert], "resolved after restart": recovery[alert]["inactive"]}
+                    for alert in OUTAGE_ALERTS}
+        print(f"\nalert states, seconds after MLflow stopped / restarted: {timeline}")
     finally:
         for sender in senders:
             sender.halt()
@@ -271,6 +260,14 @@ def names_in(expression: str) -> set[str]:
     return {name for name in re.findall(r"([a-z_][a-z0-9_]*)\{", without_strings)}
 
 
+def declared_by_mlflow() -> set[str]:
+    """The metric names the deployed MLflow's OTLP endpoint registers, from its own registry's # HELP lines."""
+    python = mlflow_image(deployed_mlflow_image()).path.split(":")[0] + "/python"
+    code = "import prometheus_client, mlflow.server.otlp_metrics; print(prometheus_client.generate_latest().decode())"
+    exposition = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True, timeout=120).stdout
+    return set(re.findall(r"^# HELP (\S+) ", exposition, re.M))
+
+
 def test_every_metric_the_rules_and_panels_read_is_one_the_real_processes_expose(watched_path):
     """Run after the outage test (module order): by then every lazily created series exists."""
     _, _, prometheus = watched_path
@@ -283,7 +280,9 @@ def test_every_metric_the_rules_and_panels_read_is_one_the_real_processes_expose
             read |= names_in(target["expr"])
     from_kube_state_metrics = {name for name in read if name.startswith("kube_")}
     assert read - from_kube_state_metrics, read
-    assert read - from_kube_state_metrics - exposed == set()
+    # a labelled counter shows no sample before its first event (MLflow's ingest 5xx): its name is
+    # read from the declarations of the deployed MLflow's registry instead
+    assert read - from_kube_state_metrics - exposed - declared_by_mlflow() == set()
 
 
 def test_every_dashboard_query_returns_series_from_the_real_processes(watched_path):

@@ -42,8 +42,8 @@ class PrometheusProcess:
     """`prometheus` on 127.0.0.1 with a fresh TSDB, scraping and evaluating every `interval`."""
 
     def __init__(self, binaries: Path, directory: Path, *, targets: dict[str, str], namespace: str,
-                 rules: dict, interval: str = "1s"):
-        """`targets`: job -> host:port of its /metrics."""
+                 rules: dict, scrape_protocols: list[str], interval: str = "1s"):
+        """`targets`: job -> host:port of its /metrics; `scrape_protocols`: what the scrapes negotiate."""
         self.binaries, self.directory = binaries, directory
         directory.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -53,8 +53,8 @@ class PrometheusProcess:
         config = {
             "global": {"scrape_interval": interval, "evaluation_interval": interval, "scrape_timeout": interval},
             "rule_files": [str(rules_file)],
-            "scrape_configs": [{"job_name": job, "static_configs": [{"targets": [target],
-                                                                   "labels": {"namespace": namespace}}]}
+            "scrape_configs": [{"job_name": job, "scrape_protocols": scrape_protocols,
+                                "static_configs": [{"targets": [target], "labels": {"namespace": namespace}}]}
                                for job, target in targets.items()],
         }
         self.config_file = directory / "prometheus.yml"
@@ -111,6 +111,27 @@ class PrometheusProcess:
             raise TimeoutError(f"alert {alert} not {state} within {timeout:.0f} s; the rule: {rule}; "
                                f"alerts now: {self.alerts()}") from None
         return time.monotonic() - began
+
+    def watch(self, alerts: tuple[str, ...], until: str, timeout: float) -> dict[str, dict[str, float]]:
+        """Poll every alert's state until each is `until` ("firing", or "inactive"); for each, when
+        (seconds from now) it was first seen in each state."""
+        began = time.monotonic()
+        seen: dict[str, dict[str, float]] = {alert: {} for alert in alerts}
+
+        def all_there() -> bool:
+            now = round(time.monotonic() - began, 1)
+            for alert in alerts:
+                for state in self.states(alert) or {"inactive"}:
+                    seen[alert].setdefault(state, now)
+            return all(until in self.states(alert) or (until == "inactive" and not self.states(alert))
+                       for alert in alerts)
+
+        try:
+            wait_until(all_there, timeout, f"alerts {until}", self.process, self.log)
+        except TimeoutError:
+            raise TimeoutError(f"not all of {alerts} {until} within {timeout:.0f} s: seen {seen}; "
+                               f"alerts now: {self.alerts()}") from None
+        return seen
 
     def target_health(self) -> dict[str, str]:
         """job -> up / down, as the last scrape found it."""
