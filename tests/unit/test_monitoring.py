@@ -12,6 +12,8 @@ import yaml
 
 from components.config import ConfigError, parse_stack_config
 from components.monitoring import RUNBOOK, Watched, alert_rules, dashboard_panels
+from tests.support.crds import validate_custom_resource
+from tests.support.k8s import integral
 from tests.support.program import run_program, stack_values
 
 ALL_WATCHED = Watched(namespace="mlflow", mlflow_scraped=True, bundled_postgres=True, canary=True,
@@ -99,6 +101,9 @@ def test_with_the_prometheus_operator_servicemonitors_and_a_rule_replace_annotat
         assert endpoint["path"] == "/metrics"
         scraped.add(service.k8s_name)
     assert scraped == {"mlflow", "otel-collector"}
+    for resource in run.resources:
+        if resource.typ.endswith(("ServiceMonitor", "PrometheusRule")):
+            validate_custom_resource(integral(resource.manifest))
     assert "prometheus.io/scrape" not in pod_template(run, "Deployment", "otel-collector")["metadata"]["annotations"]
     assert not [c for c in run.kinds("ConfigMap") if "mlflow-tracing.rules.yaml" in c.outputs.get("data", {})]
 
