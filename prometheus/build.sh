@@ -65,24 +65,9 @@ if up_to_date; then
 fi
 
 # ---- preflight: Go toolchain and module proxy ------------------------------------------------
-command -v go >/dev/null 2>&1 ||
-  die "'go' not found on PATH. Install Go (>= the version in ${MODULE}@${VERSION}'s go.mod, see https://go.dev/dl/) and retry."
-log "using $(go version) ($(command -v go))"
-
-with_timeout() {
-  if command -v timeout >/dev/null 2>&1; then timeout 120 "$@"; else "$@"; fi
-}
-
-log "checking Go module proxy (GOPROXY=$(go env GOPROXY)) for ${MODULE}@${VERSION}"
-# `-versions` always asks the proxy (no module-cache shortcut), so this really tests connectivity.
-if ! probe_out="$(with_timeout go list -m -versions "${MODULE}" 2>&1)"; then
-  die "cannot reach the Go module proxy (GOPROXY=$(go env GOPROXY)):
-${probe_out}"
-fi
-if ! probe_out="$(with_timeout go list -m "${MODULE}@${VERSION}" 2>&1)"; then
-  die "${MODULE}@${VERSION} is not available from the Go module proxy:
-${probe_out}"
-fi
+# shellcheck source=../tools/go-preflight.sh
+. "${REPO_ROOT}/tools/go-preflight.sh"
+go_preflight "${MODULE}" "${VERSION}" "the version in ${MODULE}@${VERSION}'s go.mod"
 
 # The module source: its go.mod names the Go it needs, its VERSION file the Prometheus release.
 if ! download_json="$(go mod download -json "${MODULE}@${VERSION}" 2>&1)"; then
@@ -115,11 +100,7 @@ fi
 PROMETHEUS_RELEASE="$(tr -d '[:space:]' <"${MODULE_DIR}/VERSION" 2>/dev/null || true)"
 [[ -n "${PROMETHEUS_RELEASE}" ]] || PROMETHEUS_RELEASE="${VERSION#v}"
 
-# Sane parallelism: one go package compile per CPU, capped at 4 (each can take ~1-2 GiB).
-if [[ -z "${PROMETHEUS_BUILD_JOBS:-}" ]]; then
-  cpus="$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 2)"
-  PROMETHEUS_BUILD_JOBS=$(( cpus > 4 ? 4 : cpus ))
-fi
+PROMETHEUS_BUILD_JOBS="$(go_build_jobs "${PROMETHEUS_BUILD_JOBS:-}")"
 export GOFLAGS="${GOFLAGS:+${GOFLAGS} }-p=${PROMETHEUS_BUILD_JOBS}"
 # Static, pure-Go binaries like the upstream release (promu builds with cgo off).
 export CGO_ENABLED=0

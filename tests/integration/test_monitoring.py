@@ -22,7 +22,6 @@ from components.monitoring import SCRAPE_PROTOCOLS, RuleTiming, Watched, alert_r
 from tests.support.collector import CollectorProcess, configmap_config, program_with_real_ids
 from tests.support.images import deployed_mlflow_image, mlflow_image
 from tests.support.otlp import export_request, post_http, probe_trace
-from tests.support.processes import MlflowProcess, free_port, kubelet_for
 from tests.support.prometheus import PrometheusProcess, build_prometheus, promtool
 from tests.support.traffic import SteadySender
 
@@ -157,34 +156,24 @@ def test_every_shipped_alert_fires_on_its_condition_and_stays_quiet_otherwise(bi
 
 
 @pytest.fixture(scope="module")
-def monitored_mlflow(declared, workdir, postgres, mlflow_server):
-    """MLflow from the declared spec (metrics on, as by default), on its own port, against the
-    session's (migrated) PostgreSQL: the outage below stops it."""
+def watched_path(declared, own_mlflow, collector_binary, binaries, workdir):
+    """MLflow as declared (metrics on, as by default), the collector of a two-experiment stack, a
+    second collector whose `chat` exporter carries an experiment ID MLflow does not have (as if
+    pasted by hand), and a Prometheus scraping all three."""
     container = declared.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["containers"][0]
     assert "--expose-prometheus" in container["command"]
-    port = free_port()
-    server = MlflowProcess(kubelet_for(declared, workdir / "monitored", postgres, port), declared, port,
-                           workdir / "mlflow-monitored.log").start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def watched_path(monitored_mlflow, collector_binary, binaries, workdir):
-    """The collector of a two-experiment stack, a second collector whose `chat` exporter carries an
-    experiment ID MLflow does not have (as if pasted by hand), and a Prometheus scraping all three."""
-    run = program_with_real_ids(monitored_mlflow.url, [{"name": "monitored", "default": True},
+    run = program_with_real_ids(own_mlflow.url, [{"name": "monitored", "default": True},
                                                        {"name": "monitored-chat", "services": ["chat-api"]}])
     config = configmap_config(run)
     for exporter in config["exporters"].values():
         exporter["sending_queue"]["queue_size"] = SMALL_QUEUE
-    collector = CollectorProcess(collector_binary, run, monitored_mlflow.url, workdir / "collector-monitored",
+    collector = CollectorProcess(collector_binary, run, own_mlflow.url, workdir / "collector-monitored",
                                  config=config).start()
     wrong = configmap_config(run)
     chat = next(e for e in wrong["exporters"].values()
                 if e["headers"]["x-mlflow-experiment-id"] == run.outputs["experimentIds"]["monitored-chat"])
     chat["headers"]["x-mlflow-experiment-id"] = "987654321"
-    misrouted = CollectorProcess(collector_binary, run, monitored_mlflow.url, workdir / "collector-wrong-id",
+    misrouted = CollectorProcess(collector_binary, run, own_mlflow.url, workdir / "collector-wrong-id",
                                  config=wrong).start()
     watched = Watched(namespace=NAMESPACE, mlflow_scraped=True, bundled_postgres=False, canary=False,
                       retention=False, check=False)
@@ -193,7 +182,7 @@ def watched_path(monitored_mlflow, collector_binary, binaries, workdir):
                                    rules=alert_rules(watched, FAST), scrape_protocols=SCRAPE_PROTOCOLS,
                                    targets={"otel-collector": f"127.0.0.1:{collector.ports.metrics}",
                                             "otel-collector-wrong-id": f"127.0.0.1:{misrouted.ports.metrics}",
-                                            "mlflow": f"127.0.0.1:{monitored_mlflow.port}"}).start()
+                                            "mlflow": f"127.0.0.1:{own_mlflow.port}"}).start()
     yield collector, misrouted, prometheus
     prometheus.stop()
     misrouted.stop()
@@ -205,7 +194,7 @@ HOLDS = {rule["alert"]: rule["for"] for rule in alert_rules(EVERYTHING, FAST)["g
 
 
 def test_an_mlflow_outage_pends_fires_and_resolves_and_a_wrong_experiment_id_fires_the_404_alert(
-        watched_path, monitored_mlflow):
+        watched_path, own_mlflow):
     collector, misrouted, prometheus = watched_path
     senders = [SteadySender(collector.http_url, service, SEND_INTERVAL) for service in ("chat-api", "billing")]
     for sender in senders:
@@ -213,14 +202,14 @@ def test_an_mlflow_outage_pends_fires_and_resolves_and_a_wrong_experiment_id_fir
     try:
         # healthy: every target up, traffic stored, probe noise dropped, API calls served, no alert
         post_http(collector.http_url, export_request({"chat-api": probe_trace("/v1/models", "new", "kube-probe/1.32")}))
-        assert requests.get(f"{monitored_mlflow.url}/api/2.0/mlflow/experiments/search",
+        assert requests.get(f"{own_mlflow.url}/api/2.0/mlflow/experiments/search",
                             params={"max_results": 5}, timeout=10).status_code == 200
         time.sleep(25)
         assert prometheus.target_health() == {"otel-collector": "up", "otel-collector-wrong-id": "up", "mlflow": "up"}
         assert prometheus.query('sum(rate(mlflow_spans_ingested_total{namespace="mlflow"}[20s])) > 0')
         assert prometheus.alerts() == []
 
-        monitored_mlflow.stop()
+        own_mlflow.stop()
         outage = prometheus.watch(OUTAGE_ALERTS, "firing", ALERT_TIMEOUT)
         for alert in OUTAGE_ALERTS:
             # an alert with a hold pends first; one without fires at once
@@ -230,7 +219,7 @@ def test_an_mlflow_outage_pends_fires_and_resolves_and_a_wrong_experiment_id_fir
                    "TraceExportStalled"}
         assert stalled == {"otlp_http/monitored", "otlp_http/monitored-chat"}
 
-        monitored_mlflow.start()
+        own_mlflow.start()
         recovery = prometheus.watch(OUTAGE_ALERTS, "inactive", ALERT_TIMEOUT)
         timeline = {alert: {"outage": outage[alert], "resolved after restart": recovery[alert]["inactive"]}
                     for alert in OUTAGE_ALERTS}
