@@ -22,7 +22,7 @@ from components.exposure import MlflowExposure
 from components.kept import KeptObjects
 from components.kube import Scraping
 from components.mlflow import MlflowServer
-from components.monitoring import StackMonitoring, Watched
+from components.monitoring import StackMonitoring, watched_by
 from components.namespace import StackNamespace
 from components.network import Scrapers, StackNetworkPolicies
 from components.postgres import PostgresDatabase
@@ -31,8 +31,6 @@ from components.upgrade import UpgradeGate, Writers
 
 config = load_stack_config()
 monitoring = config.monitoring
-# MLflow's /metrics is behind its basic auth like every route but /health: scraped only without it.
-mlflow_scraped = monitoring.enabled and not config.mlflow.auth.enabled
 
 # What `destroy` keeps (namespace, artifact volume) is taken over by the next `up`.
 kept = KeptObjects("kept-objects", cluster=config.cluster).provider
@@ -49,7 +47,7 @@ if config.network_policies.enabled:
         namespace=namespace,
         postgres_config=config.postgres,
         scrapers=Scrapers(namespaces=monitoring.scraper_namespaces if monitoring.enabled else (),
-                          mlflow=mlflow_scraped),
+                          mlflow=config.mlflow_scraped),
     )
 
 database = PostgresDatabase(
@@ -70,7 +68,7 @@ gate = UpgradeGate(
     restore_from=config.postgres.backup.restore_from,
     writers=Writers(deployment=mlflow.SERVICE_NAME,
                     components=(mlflow.COMPONENT, trace_upkeep.RETENTION_COMPONENT),
-                    cronjobs=(trace_upkeep.RETENTION_CRONJOB_NAME,)),
+                    cronjobs=(trace_upkeep.RETENTION_CRONJOB_NAME, trace_upkeep.CANARY_CRONJOB_NAME)),
     target=backups.target,
     namespace=namespace,
     after=database.ready,
@@ -85,7 +83,7 @@ server = MlflowServer(
     external_host=config.exposure.host,
     kept_provider=kept,
     gate=gate,
-    scraping=Scraping(exposed=mlflow_scraped, annotated=not monitoring.prometheus_operator),
+    scraping=Scraping(exposed=config.mlflow_scraped, annotated=not monitoring.prometheus_operator),
 )
 
 exposure = MlflowExposure("exposure", config=config.exposure, namespace=namespace, server=server)
@@ -144,10 +142,7 @@ if monitoring.enabled:
     StackMonitoring(
         "monitoring",
         config=monitoring,
-        watched=Watched(namespace=config.namespace, mlflow_scraped=mlflow_scraped,
-                        bundled_postgres=config.postgres.mode == "bundled", canary=monitoring.canary.enabled,
-                        retention=any(days is not None for days in config.retention_limits.values()),
-                        check=config.verify.enabled),
+        watched=watched_by(config),
         namespace=namespace,
     )
 

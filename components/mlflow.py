@@ -51,8 +51,9 @@ LOOPBACK_HOSTS = ("localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*")
 METRICS_DIR = "/var/run/mlflow-metrics"
 METRICS_VOLUME_LIMIT = "256Mi"  # sparse 1 MiB files, a dozen per start
 POD_IP_ENV = "POD_IP"
-# A Prometheus scrapes a pod at its IP, and /metrics is behind the Host check like every route but /health.
-SCRAPE_HOST = f"$({POD_IP_ENV}):{PORT}"
+# A Prometheus scrapes a pod at its IP, and /metrics is behind the Host check like every route but /health;
+# an IPv6 address comes in brackets.
+SCRAPE_HOSTS = (f"$({POD_IP_ENV}):{PORT}", f"[$({POD_IP_ENV})]:{PORT}")
 
 
 def allowed_hosts_for(*, namespace: str, external_host: str | None, extra: tuple[str, ...] = (),
@@ -70,7 +71,7 @@ def allowed_hosts_for(*, namespace: str, external_host: str | None, extra: tuple
     hosts = [form for name in names for form in (name, f"{name}:{PORT}")]
     if external_host:
         hosts += [external_host, f"{external_host}:80", f"{external_host}:443"]
-    hosts += [*LOOPBACK_HOSTS, *extra, *([SCRAPE_HOST] if scraped else [])]
+    hosts += [*LOOPBACK_HOSTS, *extra, *(SCRAPE_HOSTS if scraped else ())]
     return list(dict.fromkeys(hosts))
 
 

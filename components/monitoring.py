@@ -12,6 +12,8 @@ reads them from the real processes); `kube_*` series come from kube-state-metric
 | TraceCollectorDown | the collector | its metrics gone |
 | TraceIntakeRefusing | clients -> collector | otelcol_receiver_refused_spans |
 | TraceExportRejected | collector -> a destination (401/403/404/400) | otelcol_exporter_send_failed_spans, permanent |
+| TraceExportFailing | collector -> a destination, retries given up | otelcol_exporter_send_failed_spans, retryable |
+| TraceExportServerErrors | collector -> a destination (5xx, 429) | http_client_request_duration_count by status |
 | TraceExportStalled | collector -> a destination (down, 5xx, timeouts) | queued spans, none sent |
 | TraceExportQueueFilling | a destination's queue above 80 % | otelcol_exporter_queue_size / _capacity |
 | TracesDropped | a full queue | otelcol_exporter_enqueue_failed_spans |
@@ -25,6 +27,7 @@ reads them from the real processes); `kube_*` series come from kube-state-metric
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -33,9 +36,14 @@ import pulumi_kubernetes as k8s
 import yaml
 
 from components import collector, mlflow, postgres
-from components.config import Monitoring
+from components.config import Monitoring, StackConfig
 from components.kube import NamespaceRef, labels_for
-from components.trace_upkeep import CANARY_CRONJOB_NAME, CHECK_JOB_PREFIX, RETENTION_CRONJOB_NAME
+from components.trace_upkeep import (
+    CANARY_CRONJOB_NAME,
+    CHECK_JOB_PREFIX,
+    DEADLINE_MARGIN_SECONDS,
+    RETENTION_CRONJOB_NAME,
+)
 
 COMPONENT = "monitoring"
 RULES_FILE = "mlflow-tracing.rules.yaml"
@@ -46,9 +54,6 @@ RUNBOOK = "README.md#monitoring"
 # no rule written for the classic names (`otel_signal`, ...) matches. The 0.0.4 text format has
 # only classic names: every Prometheus since 2.49 stores the same series (measured with 3.16).
 SCRAPE_PROTOCOLS = ["PrometheusText0.0.4"]
-# The collector's error.type (detailed telemetry) of each permanent HTTP failure, as measured on 0.152.
-EXPORT_STATUS = {"Unauthenticated": "401", "PermissionDenied": "403", "Unimplemented": "404",
-                 "InvalidArgument": "400"}
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ class RuleTiming:
     short_hold: str = "1m"  # `for` of the alerts on a level (a queue's, PostgreSQL's readiness)
     down_after: str = "3m"  # a process's metrics gone this long: down
     stored_window: str = "20m"  # spans must be stored within it: two canary runs at the default schedule
-    canary_hold: str = "10m"  # a canary run takes at most the check's timeout and the pod's start
+    canary_hold: str = "10m"  # at least; longer when a canary run may take longer (Watched.canary_run_seconds)
     retention_hold: str = "1h"  # components.trace_upkeep.RETENTION_DEADLINE_SECONDS
 
 
@@ -75,6 +80,19 @@ class Watched:
     canary: bool
     retention: bool
     check: bool
+    canary_run_seconds: int = 0  # the longest a canary run takes (its Job's deadline)
+
+
+def watched_by(config: StackConfig) -> Watched:
+    return Watched(namespace=config.namespace, mlflow_scraped=config.mlflow_scraped,
+                   bundled_postgres=config.postgres.mode == "bundled", canary=config.monitoring.canary.enabled,
+                   retention=any(days is not None for days in config.retention_limits.values()),
+                   check=config.verify.enabled,
+                   canary_run_seconds=config.verify.timeout_seconds + DEADLINE_MARGIN_SECONDS)
+
+
+def _minutes(duration: str) -> int:
+    return int(duration.removesuffix("m")) if duration.endswith("m") else 0
 
 
 def _alert(name: str, expr: str, hold: str, severity: str, summary: str, description: str) -> dict:
@@ -106,6 +124,19 @@ def alert_rules(watched: Watched, timing: RuleTiming = RuleTiming()) -> dict:
                "Collector -> destination: the destination answered a permanent error and the spans are "
                "dropped. Unauthenticated = 401 and PermissionDenied = 403 (credentials or grants), "
                "Unimplemented = 404 (a wrong experiment ID or path), InvalidArgument = 400."),
+        _alert("TraceExportFailing",
+               "sum by (namespace, exporter, error_type) (rate(otelcol_exporter_send_failed_spans"
+               f'{{{ns}, error_permanent="false"}}[{w}])) > 0',
+               "0m", "critical", "{{ $labels.exporter }} gave up retrying: {{ $labels.error_type }}",
+               "Collector -> destination: the destination kept failing (5xx, 429, timeouts, refused "
+               "connections) until the retries ran out, and the spans are dropped."),
+        _alert("TraceExportServerErrors",
+               "sum by (namespace, server_address, http_response_status_code) (rate(http_client_request_duration_count"
+               f'{{{ns}, http_response_status_code=~"5..|429"}}[{w}])) > 0',
+               timing.hold, "warning",
+               "{{ $labels.server_address }} answers {{ $labels.http_response_status_code }} to the collector",
+               "Collector -> destination: the destination at this address fails exports; the collector retries "
+               "them (TraceExportStalled and TraceExportFailing follow if it does not recover)."),
         _alert("TraceExportStalled",
                f"max by (namespace, exporter) (otelcol_exporter_queue_size{{{ns}}} > 0) "
                "unless on (namespace, exporter) "
@@ -152,7 +183,10 @@ def alert_rules(watched: Watched, timing: RuleTiming = RuleTiming()) -> dict:
             f'kube_statefulset_status_replicas_ready{{{ns}, statefulset="{postgres.SERVICE_NAME}"}} < 1',
             timing.short_hold, "critical", "The bundled PostgreSQL is not ready",
             "MLflow -> PostgreSQL: MLflow cannot store or read traces; see the postgres pod's events and log."))
-    for cronjob, wanted, hold in ((CANARY_CRONJOB_NAME, watched.canary, timing.canary_hold),
+    # the canary's alert waits out a run in progress, however long its timeout makes it
+    canary_hold = f"{max(_minutes(timing.canary_hold), -(-watched.canary_run_seconds // 60) + 2)}m" \
+        if watched.canary_run_seconds else timing.canary_hold
+    for cronjob, wanted, hold in ((CANARY_CRONJOB_NAME, watched.canary, canary_hold),
                                   (RETENTION_CRONJOB_NAME, watched.retention, timing.retention_hold)):
         if not wanted:
             continue
@@ -241,7 +275,9 @@ def dashboard_panels(namespace: str, *, mlflow_scraped: bool, canary: bool, wind
 def dashboard(namespace: str, *, mlflow_scraped: bool, canary: bool) -> dict:
     """The Grafana dashboard (JSON model) of one stack."""
     return {
-        "uid": f"mlflow-tracing-{namespace}"[:40], "title": f"MLflow tracing ({namespace})",
+        # at most 40 characters, distinct per namespace
+        "uid": f"mlflow-tracing-{namespace[:16]}-{hashlib.sha256(namespace.encode()).hexdigest()[:8]}",
+        "title": f"MLflow tracing ({namespace})",
         "tags": ["mlflow-tracing"], "timezone": "browser", "schemaVersion": 39, "refresh": "1m",
         "time": {"from": "now-6h", "to": "now"},
         "panels": dashboard_panels(namespace, mlflow_scraped=mlflow_scraped, canary=canary),

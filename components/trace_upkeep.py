@@ -180,6 +180,7 @@ def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map
     last line becomes the termination message."""
     return {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # they talk to MLflow and the collector, never to the API
         "securityContext": pod_security_context(target.platform, MLFLOW_UID),
         "containers": [{
             "name": command,

@@ -29,9 +29,12 @@ def _monitoring(reader: _Reader, platform: Platform) -> Monitoring:
     canary = reader.child("canary")
     canary.only("enabled", "schedule")
     enabled = reader.flag("enabled")
+    # OpenShift's monitoring of user workloads reads ServiceMonitors and PrometheusRules only.
+    operator = platform == "openshift" if reader.value.get("prometheusOperator") is None \
+        else reader.flag("prometheusOperator")
     return Monitoring(
         enabled=enabled,
-        prometheus_operator=reader.flag("prometheusOperator"),
+        prometheus_operator=operator,
         labels=_labels(reader, "labels"),
         scraper_namespaces=_namespace_selectors(reader, "scraperNamespaces",
                                                 DEFAULT_SCRAPER_NAMESPACES.get(platform, ())),

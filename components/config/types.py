@@ -415,6 +415,12 @@ class StackConfig:
         return tuple(machine for machine, used in zip(MACHINE_USERS, needed, strict=True) if used)
 
     @property
+    def mlflow_scraped(self) -> bool:
+        """Whether a Prometheus reads MLflow's /metrics: behind basic auth like every route but /health,
+        it is not scraped."""
+        return self.monitoring.enabled and not self.mlflow.auth.enabled
+
+    @property
     def retention_limits(self) -> dict[str, int | None]:
         """Experiment name -> days its traces are kept (None: forever)."""
         return {experiment.name: experiment.retention_days for experiment in self.experiments}

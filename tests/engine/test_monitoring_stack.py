@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from components import mlflow as mlflow_component
-from components.monitoring import DASHBOARD_FILE, RULES_FILE
+from components.config import parse_stack_config
+from components.monitoring import DASHBOARD_FILE, RULES_FILE, alert_rules, watched_by
 from components.trace_upkeep import CANARY_COMPONENT, CANARY_CRONJOB_NAME
 from tests.support.collector import stored_spans
 from tests.support.processes import wait_until
@@ -21,15 +22,19 @@ EXPERIMENT = "canary-watched"
 RUN_TIMEOUT = 240  # the next minute's run, its pod's start and the check's round
 
 
-@pytest.fixture(scope="module")
-def stack(project, mlflow_url):
-    stack = project.stack("monitored", {
+def stack_config(mlflow_url: str) -> dict:
+    return {
         "namespace": NAMESPACE,
         "exposure": {"kind": "none"},
         "mlflow": {"apiUrl": mlflow_url, "auth": {"kind": "none"}},
         "experiments": [{"name": EXPERIMENT, "default": True}],
         "monitoring": {"canary": {"schedule": "* * * * *"}},
-    })
+    }
+
+
+@pytest.fixture(scope="module")
+def stack(project, mlflow_url):
+    stack = project.stack("monitored", stack_config(mlflow_url))
     stack.up().check("up of the monitored stack")
     yield stack
     stack.destroy().check("destroy of the monitored stack")
@@ -85,11 +90,12 @@ def test_the_canary_fails_naming_mlflow_when_mlflow_is_gone(stack, cluster, node
                       headers={"Content-Type": "application/merge-patch+json"}, timeout=10).raise_for_status()
 
 
-def test_the_rules_and_the_dashboard_are_in_the_cluster(stack, cluster):
+def test_the_rules_and_the_dashboard_are_in_the_cluster(stack, cluster, mlflow_url):
     config_maps = cluster.get(f"/api/v1/namespaces/{NAMESPACE}/configmaps")["items"]
     (rules,) = [yaml.safe_load(c["data"][RULES_FILE]) for c in config_maps if RULES_FILE in (c.get("data") or {})]
-    (group,) = rules["groups"]
-    assert group["name"] == f"mlflow-tracing-{NAMESPACE}" and len(group["rules"]) >= 10
+    assert rules == alert_rules(watched_by(parse_stack_config(stack_config(mlflow_url))))
+    assert {rule["alert"] for rule in rules["groups"][0]["rules"]} >= {
+        "MlflowDown", "PostgresDown", "TraceCanaryFailing", "TraceCheckFailed", "TracesNotStored"}
     (dashboard,) = [c for c in config_maps if DASHBOARD_FILE in (c.get("data") or {})]
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     assert json.loads(dashboard["data"][DASHBOARD_FILE])["title"] == f"MLflow tracing ({NAMESPACE})"

@@ -64,6 +64,24 @@ CASES: dict[str, tuple[dict, list[dict], list[dict], str]] = {
         [series("otelcol_exporter_send_failed_spans",
                 {"exporter": "otlp_http/chat", "error_type": "Unavailable", "error_permanent": "false"}, "0+10x20")],
         "10m"),
+    "TraceExportFailing": (
+        {"exporter": "otlp_http/to_phoenix", "error_type": "Unavailable"},
+        [series("otelcol_exporter_send_failed_spans",
+                {"exporter": "otlp_http/to_phoenix", "error_type": "Unavailable", "error_permanent": "false"},
+                "0+10x20")],
+        # permanent failures are TraceExportRejected's
+        [series("otelcol_exporter_send_failed_spans",
+                {"exporter": "otlp_http/to_phoenix", "error_type": "Unimplemented", "error_permanent": "true"},
+                "0+10x20")],
+        "10m"),
+    "TraceExportServerErrors": (
+        {"server_address": "phoenix.tracing.svc", "http_response_status_code": "503"},
+        [series("http_client_request_duration_count",
+                {"server_address": "phoenix.tracing.svc", "http_response_status_code": "503"}, "0+4x20")],
+        # client errors are not retried: TraceExportRejected's
+        [series("http_client_request_duration_count",
+                {"server_address": "phoenix.tracing.svc", "http_response_status_code": "404"}, "0+4x20")],
+        "15m"),
     "TraceExportStalled": (
         {"exporter": "otlp_http/chat"},
         [series("otelcol_exporter_queue_size", {"exporter": "otlp_http/chat", "data_type": "traces"}, "5x30"),
@@ -238,9 +256,9 @@ def test_an_mlflow_outage_pends_fires_and_resolves_and_a_wrong_experiment_id_fir
         wrong.halt()
         wrong.join(30)
     rejected = [a for a in prometheus.alerts() if a["labels"]["alertname"] == "TraceExportRejected"]
+    # 404 is Unimplemented; the experiment with the right ID is not named
     assert {(a["labels"]["exporter"], a["labels"]["error_type"]) for a in rejected} == {
         ("otlp_http/monitored-chat", "Unimplemented")}
-    assert "404" in rejected[0]["annotations"]["description"]
 
 
 def names_in(expression: str) -> set[str]:
@@ -279,6 +297,7 @@ def test_every_dashboard_query_returns_series_from_the_real_processes(watched_pa
     empty = []
     for panel in dashboard_panels(NAMESPACE, mlflow_scraped=True, canary=False, window="10m"):
         for target in panel["targets"]:
-            if not prometheus.query(target["expr"]):
+            # the series themselves, not the 0 a total shows before its counter exists
+            if not prometheus.query(target["expr"].removesuffix(" or vector(0)")):
                 empty.append((panel["title"], target["expr"]))
     assert empty == []

@@ -44,7 +44,7 @@ def test_server_runs_uvicorn_on_all_interfaces_with_the_generated_host_list(dev,
     allowed = arg_after(args, "--allowed-hosts").split(",")
     # scraped at its pod's address: monitoring is on by default
     assert allowed == allowed_hosts_for(namespace="mlflow", external_host="mlflow.localtest.me", scraped=True)
-    assert allowed[-1] == "$(POD_IP):5000"
+    assert allowed[-2:] == ["$(POD_IP):5000", "[$(POD_IP)]:5000"]  # IPv4 and IPv6 pod addresses
     assert dev.get("Service", "mlflow").outputs["spec"]["ports"][0]["port"] == 5000
 
 

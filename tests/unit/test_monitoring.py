@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from components.config import ConfigError, parse_stack_config
-from components.monitoring import RUNBOOK, Watched, alert_rules, dashboard_panels
+from components.monitoring import RUNBOOK, Watched, alert_rules, dashboard, dashboard_panels
 from tests.support.crds import validate_custom_resource
 from tests.support.k8s import integral
 from tests.support.program import run_program, stack_values
@@ -25,14 +25,17 @@ def pod_template(run, kind: str, name: str) -> dict:
 
 
 def rules_of(run) -> list[dict]:
-    (config_map,) = [c for c in run.kinds("ConfigMap") if "mlflow-tracing.rules.yaml" in c.outputs.get("data", {})]
-    (group,) = yaml.safe_load(config_map.outputs["data"]["mlflow-tracing.rules.yaml"])["groups"]
+    """The stack's rules: its PrometheusRule's, or its rules ConfigMap's."""
+    shipped = [r.outputs["spec"] for r in run.resources if r.typ.endswith("PrometheusRule")]
+    shipped += [yaml.safe_load(c.outputs["data"]["mlflow-tracing.rules.yaml"]) for c in run.kinds("ConfigMap")
+                if "mlflow-tracing.rules.yaml" in c.outputs.get("data", {})]
+    ((group,),) = [rules["groups"] for rules in shipped]
     return group["rules"]
 
 
 def test_every_alert_names_its_hop_and_the_runbook_and_reads_only_its_namespace():
     rules = alert_rules(ALL_WATCHED)["groups"][0]["rules"]
-    assert len({rule["alert"] for rule in rules}) == len(rules) == 13
+    assert len({rule["alert"] for rule in rules}) == len(rules) == 15
     for rule in rules:
         annotations = rule["annotations"]
         assert annotations["summary"] and RUNBOOK in annotations["description"], rule["alert"]
@@ -69,7 +72,7 @@ def test_by_default_both_servers_are_annotated_for_scraping_and_mlflow_serves_me
     assert server["securityContext"]["readOnlyRootFilesystem"]
     pod_ip = next(e for e in server["env"] if e["name"] == "POD_IP")
     assert pod_ip["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
-    assert "$(POD_IP):5000" in args[args.index("--allowed-hosts") + 1].split(",")
+    assert {"$(POD_IP):5000", "[$(POD_IP)]:5000"} <= set(args[args.index("--allowed-hosts") + 1].split(","))
 
 
 def test_mlflow_behind_basic_auth_is_not_scraped_and_its_rules_are_left_out(stack_runs):
@@ -160,3 +163,26 @@ def test_bad_monitoring_config_names_the_key(values, key):
     with pytest.raises(ConfigError) as error:
         parse_stack_config({**stack_values("dev"), "monitoring": values})
     assert key in str(error.value)
+
+
+def test_the_canarys_alert_waits_out_a_run_however_long_the_check_may_take():
+    def canary_hold(run_seconds: int) -> str:
+        watched = Watched(**{**ALL_WATCHED.__dict__, "canary_run_seconds": run_seconds})
+        return next(r["for"] for r in alert_rules(watched)["groups"][0]["rules"] if r["alert"] == "TraceCanaryFailing")
+
+    assert canary_hold(240) == "10m"  # the default check: 180 s and the pod's margin
+    assert canary_hold(1860) == "33m"  # verify.timeoutSeconds 1800
+
+
+def test_openshift_uses_the_operators_objects_by_default_as_its_user_workload_monitoring_reads_only_those(
+        stack_runs):
+    run = stack_runs["openshift"]
+    assert [r for r in run.resources if r.typ.endswith("PrometheusRule")]
+    assert "prometheus.io/scrape" not in pod_template(run, "Deployment", "otel-collector")["metadata"]["annotations"]
+    kubernetes = run_program("dev", monitoring={"prometheusOperator": None})
+    assert not [r for r in kubernetes.resources if r.typ.endswith("PrometheusRule")]
+
+
+def test_dashboard_uids_stay_distinct_for_long_namespaces_with_one_prefix():
+    uids = {dashboard(f"team-observability-tracing-{n}", mlflow_scraped=True, canary=True)["uid"] for n in range(3)}
+    assert len(uids) == 3 and all(len(uid) <= 40 for uid in uids)
