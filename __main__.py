@@ -118,6 +118,7 @@ traces = TraceCollector(
     credentials_secret=machine_secrets.get(COLLECTOR),
     namespace=namespace,
     platform=config.platform,
+    mlflow_rolled_out=server.rolled_out,
     scraping=Scraping(exposed=monitoring.enabled, annotated=not monitoring.prometheus_operator),
 )
 

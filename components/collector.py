@@ -511,9 +511,12 @@ class TraceCollector(pulumi.ComponentResource):
     def __init__(self, name: str, *, config: Collector, experiments: tuple[Experiment, ...],
                  experiment_ids: pulumi.Output[dict[str, str]], mlflow_endpoint: str, namespace: NamespaceRef,
                  platform: str, credentials_secret: pulumi.Input[str] | None,
-                 scraping: Scraping = NOT_SCRAPED, opts: pulumi.ResourceOptions | None = None):
+                 mlflow_rolled_out: list[pulumi.Resource], scraping: Scraping = NOT_SCRAPED,
+                 opts: pulumi.ResourceOptions | None = None):
         """`credentials_secret`: the collector's MLflow user (None without auth); a new Secret
-        (a rotated password) rolls the pods; `scraping`: how a Prometheus finds its metrics."""
+        (a rotated password) rolls the pods; `mlflow_rolled_out`: what the collector's pods roll
+        after, so an old pod never stops, dropping what it holds, while MLflow is down (a
+        `Recreate` roll in the same `up`); `scraping`: how a Prometheus finds its metrics."""
         super().__init__("mlflow-tracing:index:TraceCollector", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = labels_for(COMPONENT)
@@ -534,12 +537,13 @@ class TraceCollector(pulumi.ComponentResource):
                                 credentials_secret, scraping)
         self.pod_revision = template_revision(template)
         kind = workload_kind(config)
+        after_mlflow = pulumi.ResourceOptions(parent=self, depends_on=mlflow_rolled_out)
         if kind == "StatefulSet":
             self.workload: pulumi.CustomResource = k8s.apps.v1.StatefulSet(
-                f"{name}-statefulset", metadata=metadata, spec=statefulset_spec(config, template), opts=child)
+                f"{name}-statefulset", metadata=metadata, spec=statefulset_spec(config, template), opts=after_mlflow)
         else:
             self.workload = k8s.apps.v1.Deployment(
-                f"{name}-deployment", metadata=metadata, spec=deployment_spec(config, template), opts=child)
+                f"{name}-deployment", metadata=metadata, spec=deployment_spec(config, template), opts=after_mlflow)
         keep_available(name, component=COMPONENT, scales_out=config.scales_out, autoscaling=config.autoscaling,
                        workload_kind=kind, workload_name=SERVICE_NAME,
                        metadata={"namespace": namespace.ref, "labels": labels}, opts=child)
