@@ -19,7 +19,7 @@ from tests.support.processes import wait_until
 
 NAMESPACE = "monitored"
 EXPERIMENT = "canary-watched"
-RUN_TIMEOUT = 240  # the next minute's run, its pod's start and the check's round
+RUN_TIMEOUT = 240  # the next minute's run, its pod's start and the check's round (or its 60 s timeout)
 
 
 def stack_config(mlflow_url: str) -> dict:
@@ -29,6 +29,8 @@ def stack_config(mlflow_url: str) -> dict:
         "mlflow": {"apiUrl": mlflow_url, "auth": {"kind": "none"}},
         "experiments": [{"name": EXPERIMENT, "default": True}],
         "monitoring": {"canary": {"schedule": "* * * * *"}},
+        # how long a run waits for MLflow before it fails, the canary's as the check's
+        "verify": {"timeoutSeconds": 60},
     }
 
 
