@@ -299,5 +299,9 @@ def test_every_dashboard_query_returns_series_from_the_real_processes(watched_pa
         for target in panel["targets"]:
             # the series themselves, not the 0 a total shows before its counter exists
             if not prometheus.query(target["expr"].removesuffix(" or vector(0)")):
-                empty.append((panel["title"], target["expr"]))
-    assert empty == []
+                empty.append(target["expr"])
+    # MLflow's ingest 5xx counter has a sample only after an ingest fails with a 5xx, which this test
+    # does not provoke: its panel shows 0, and its name is the deployed MLflow's (declared_by_mlflow)
+    unprovoked = [expr for expr in empty if names_in(expr) <= {"mlflow_trace_ingestion_server_errors_total"}]
+    assert all(names_in(expr) <= declared_by_mlflow() for expr in unprovoked)
+    assert [expr for expr in empty if expr not in unprovoked] == []
