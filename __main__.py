@@ -7,6 +7,7 @@
     PostgreSQL   -> pg_dump -> backup volume (scheduled, and before each upgrade or restore)
     MLflow image of a new schema line: writers stopped, backup, migration, new version, writers resumed
     NetworkPolicies: each server accepts only the clients on these arrows
+    Prometheus   -> collector and MLflow metrics; alert rules per hop; a canary CronJob runs the check
 """
 
 import pulumi
@@ -19,14 +20,17 @@ from components.config import load_stack_config
 from components.experiments import MlflowExperiments
 from components.exposure import MlflowExposure
 from components.kept import KeptObjects
+from components.kube import Scraping
 from components.mlflow import MlflowServer
+from components.monitoring import StackMonitoring, watched_by
 from components.namespace import StackNamespace
-from components.network import StackNetworkPolicies
+from components.network import Scrapers, StackNetworkPolicies
 from components.postgres import PostgresDatabase
 from components.trace_upkeep import CheckedCollector, JobCredentials, JobTarget, TraceUpkeep
 from components.upgrade import UpgradeGate, Writers
 
 config = load_stack_config()
+monitoring = config.monitoring
 
 # What `destroy` keeps (namespace, artifact volume) is taken over by the next `up`.
 kept = KeptObjects("kept-objects", cluster=config.cluster).provider
@@ -42,6 +46,8 @@ if config.network_policies.enabled:
         config=config.network_policies,
         namespace=namespace,
         postgres_config=config.postgres,
+        scrapers=Scrapers(namespaces=monitoring.scraper_namespaces if monitoring.enabled else (),
+                          mlflow=config.mlflow_scraped),
     )
 
 database = PostgresDatabase(
@@ -62,7 +68,7 @@ gate = UpgradeGate(
     restore_from=config.postgres.backup.restore_from,
     writers=Writers(deployment=mlflow.SERVICE_NAME,
                     components=(mlflow.COMPONENT, trace_upkeep.RETENTION_COMPONENT),
-                    cronjobs=(trace_upkeep.RETENTION_CRONJOB_NAME,)),
+                    cronjobs=(trace_upkeep.RETENTION_CRONJOB_NAME, trace_upkeep.CANARY_CRONJOB_NAME)),
     target=backups.target,
     namespace=namespace,
     after=database.ready,
@@ -77,6 +83,7 @@ server = MlflowServer(
     external_host=config.exposure.host,
     kept_provider=kept,
     gate=gate,
+    scraping=Scraping(exposed=config.mlflow_scraped, annotated=not monitoring.prometheus_operator),
 )
 
 exposure = MlflowExposure("exposure", config=config.exposure, namespace=namespace, server=server)
@@ -111,12 +118,15 @@ traces = TraceCollector(
     credentials_secret=machine_secrets.get(COLLECTOR),
     namespace=namespace,
     platform=config.platform,
+    mlflow_rolled_out=server.rolled_out,
+    scraping=Scraping(exposed=monitoring.enabled, annotated=not monitoring.prometheus_operator),
 )
 
 # After every change, a Job proves traces flow; a CronJob keeps the trace store bounded.
 TraceUpkeep(
     "trace-upkeep",
     verify=config.verify,
+    canary=monitoring.canary,
     retention=config.retention,
     experiments=traces.experiments,
     retention_days=config.retention_limits,
@@ -128,6 +138,14 @@ TraceUpkeep(
     revisions=[traces.pod_revision, server.pod_revision],
     after=[traces.workload, *server.rolled_out],
 )
+
+if monitoring.enabled:
+    StackMonitoring(
+        "monitoring",
+        config=monitoring,
+        watched=watched_by(config),
+        namespace=namespace,
+    )
 
 pulumi.export("namespace", config.namespace)
 pulumi.export("mlflowUrl", exposure.url or server.internal_url)

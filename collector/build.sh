@@ -93,30 +93,10 @@ if builder_ok && collector_up_to_date; then
 fi
 
 # ---- preflight: Go toolchain and module proxy ------------------------------------------------
-command -v go >/dev/null 2>&1 ||
-  die "'go' not found on PATH. Install Go (>= the version required by the OCB ${VERSION} modules, see https://go.dev/dl/) and retry."
-log "using $(go version) ($(command -v go))"
-
-with_timeout() {
-  if command -v timeout >/dev/null 2>&1; then timeout 120 "$@"; else "$@"; fi
-}
-
-log "checking Go module proxy (GOPROXY=$(go env GOPROXY)) for ${BUILDER_MODULE}@v${VERSION}"
-# `-versions` always asks the proxy (no module-cache shortcut), so this really tests connectivity.
-if ! probe_out="$(with_timeout go list -m -versions "${BUILDER_MODULE}" 2>&1)"; then
-  die "cannot reach the Go module proxy (GOPROXY=$(go env GOPROXY)):
-${probe_out}"
-fi
-if ! probe_out="$(with_timeout go list -m "${BUILDER_MODULE}@v${VERSION}" 2>&1)"; then
-  die "${BUILDER_MODULE}@v${VERSION} is not available from the Go module proxy:
-${probe_out}"
-fi
-
-# Sane parallelism: one go package compile per CPU, capped at 4 (each can take ~1-2 GiB).
-if [[ -z "${OTELCOL_BUILD_JOBS:-}" ]]; then
-  cpus="$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc 2>/dev/null || echo 2)"
-  OTELCOL_BUILD_JOBS=$(( cpus > 4 ? 4 : cpus ))
-fi
+# shellcheck source=../tools/go-preflight.sh
+. "${REPO_ROOT}/tools/go-preflight.sh"
+go_preflight "${BUILDER_MODULE}" "v${VERSION}" "the version required by the OCB ${VERSION} modules"
+OTELCOL_BUILD_JOBS="$(go_build_jobs "${OTELCOL_BUILD_JOBS:-}")"
 export GOFLAGS="${GOFLAGS:+${GOFLAGS} }-p=${OTELCOL_BUILD_JOBS}"
 
 # ---- builder ----------------------------------------------------------------------------------

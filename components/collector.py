@@ -23,7 +23,9 @@ from components.availability import keep_available
 from components.config import Collector, Experiment, NoiseRule, TraceDestination, experiment_slug, quantity_bytes
 from components.kube import (
     CHECKSUM_ANNOTATION,
+    NOT_SCRAPED,
     NamespaceRef,
+    Scraping,
     claim_spec,
     container_security_context,
     content_checksum,
@@ -359,6 +361,9 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
             "extensions": list(extensions),
             "telemetry": {
                 "metrics": {
+                    # detailed: export failures carry error_type (401 Unauthenticated, 404 Unimplemented, ...)
+                    # and each export's HTTP status is counted (http_client_request_duration): the alerts read them
+                    "level": "detailed",
                     "readers": [{"pull": {"exporter": {"prometheus": {"host": "0.0.0.0", "port": METRICS_PORT}}}}],
                 },
             },
@@ -413,7 +418,8 @@ def destination_ca_volumes(destinations: tuple[TraceDestination, ...]) -> tuple[
 
 
 def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
-                 checksum: pulumi.Input[str], credentials_secret: pulumi.Input[str] | None) -> dict:
+                 checksum: pulumi.Input[str], credentials_secret: pulumi.Input[str] | None,
+                 scraping: Scraping = NOT_SCRAPED) -> dict:
     """The collector's pod; with `persistentQueue` it mounts the claim its StatefulSet gives each pod."""
     ca_volumes, ca_mounts = destination_ca_volumes(cfg.destinations)
     volumes = [{"name": "config", "configMap": {"name": config_map}}, *ca_volumes]
@@ -424,7 +430,7 @@ def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
     return {
         "metadata": {
             "labels": labels_for(COMPONENT),
-            "annotations": {CHECKSUM_ANNOTATION: checksum},
+            "annotations": {CHECKSUM_ANNOTATION: checksum, **scraping.annotations(METRICS_PORT)},
         },
         "spec": {
             "securityContext": pod_security_context(platform, COLLECTOR_UID, data_volume=cfg.persistent_queue),
@@ -505,9 +511,12 @@ class TraceCollector(pulumi.ComponentResource):
     def __init__(self, name: str, *, config: Collector, experiments: tuple[Experiment, ...],
                  experiment_ids: pulumi.Output[dict[str, str]], mlflow_endpoint: str, namespace: NamespaceRef,
                  platform: str, credentials_secret: pulumi.Input[str] | None,
+                 mlflow_rolled_out: list[pulumi.Resource], scraping: Scraping = NOT_SCRAPED,
                  opts: pulumi.ResourceOptions | None = None):
         """`credentials_secret`: the collector's MLflow user (None without auth); a new Secret
-        (a rotated password) rolls the pods."""
+        (a rotated password) rolls the pods; `mlflow_rolled_out`: what the collector's pods roll
+        after, so an old pod never stops, dropping what it holds, while MLflow is down (a
+        `Recreate` roll in the same `up`); `scraping`: how a Prometheus finds its metrics."""
         super().__init__("mlflow-tracing:index:TraceCollector", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         labels = labels_for(COMPONENT)
@@ -525,15 +534,16 @@ class TraceCollector(pulumi.ComponentResource):
         )
         metadata = {"name": SERVICE_NAME, "namespace": namespace.ref, "labels": labels}
         template = pod_template(config, platform, config_map.metadata.name, config_text.apply(content_checksum),
-                                credentials_secret)
+                                credentials_secret, scraping)
         self.pod_revision = template_revision(template)
         kind = workload_kind(config)
+        after_mlflow = pulumi.ResourceOptions(parent=self, depends_on=mlflow_rolled_out)
         if kind == "StatefulSet":
             self.workload: pulumi.CustomResource = k8s.apps.v1.StatefulSet(
-                f"{name}-statefulset", metadata=metadata, spec=statefulset_spec(config, template), opts=child)
+                f"{name}-statefulset", metadata=metadata, spec=statefulset_spec(config, template), opts=after_mlflow)
         else:
             self.workload = k8s.apps.v1.Deployment(
-                f"{name}-deployment", metadata=metadata, spec=deployment_spec(config, template), opts=child)
+                f"{name}-deployment", metadata=metadata, spec=deployment_spec(config, template), opts=after_mlflow)
         keep_available(name, component=COMPONENT, scales_out=config.scales_out, autoscaling=config.autoscaling,
                        workload_kind=kind, workload_name=SERVICE_NAME,
                        metadata={"namespace": namespace.ref, "labels": labels}, opts=child)

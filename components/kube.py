@@ -138,3 +138,21 @@ class NamespaceRef:
 
     name: str
     ref: Any
+
+
+@dataclass(frozen=True)
+class Scraping:
+    """How a Prometheus finds a workload's metrics: `exposed` turns them on; `annotated` adds
+    the prometheus.io/* pod annotations the usual pod-scrape configs follow (without the
+    Prometheus Operator, whose ServiceMonitors need none)."""
+
+    exposed: bool = False
+    annotated: bool = False
+
+    def annotations(self, port: int, path: str = "/metrics") -> dict[str, str]:
+        if not (self.exposed and self.annotated):
+            return {}
+        return {"prometheus.io/scrape": "true", "prometheus.io/port": str(port), "prometheus.io/path": path}
+
+
+NOT_SCRAPED = Scraping()

@@ -18,8 +18,10 @@ from components.availability import keep_available
 from components.config import Artifacts, Mlflow
 from components.kube import (
     LONG_JOB_TIMEOUTS,
+    NOT_SCRAPED,
     RERUN_IF_FAILED,
     NamespaceRef,
+    Scraping,
     claim_spec,
     container_security_context,
     labels_for,
@@ -44,22 +46,32 @@ HEALTH_PATH = "/health"  # exempt from the Host check and from basic auth
 MIGRATION_ANNOTATION = "mlflow-tracing/migration-job"
 # Everything a port-forward or an in-pod client sends, whatever the local port.
 LOOPBACK_HOSTS = ("localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*")
+# prometheus_client's multiprocess files, one set per process (uvicorn's workers, the job runner):
+# /metrics sums them. A restarted container continues the files, so its counters never go back.
+METRICS_DIR = "/var/run/mlflow-metrics"
+METRICS_VOLUME_LIMIT = "256Mi"  # sparse 1 MiB files, a dozen per start
+POD_IP_ENV = "POD_IP"
+# A Prometheus scrapes a pod at its IP, and /metrics is behind the Host check like every route but /health;
+# an IPv6 address comes in brackets.
+SCRAPE_HOSTS = (f"$({POD_IP_ENV}):{PORT}", f"[$({POD_IP_ENV})]:{PORT}")
 
 
-def allowed_hosts_for(*, namespace: str, external_host: str | None, extra: tuple[str, ...] = ()) -> list[str]:
+def allowed_hosts_for(*, namespace: str, external_host: str | None, extra: tuple[str, ...] = (),
+                      scraped: bool = False) -> list[str]:
     """Every Host header value clients send, for `--allowed-hosts`.
 
     MLflow compares the raw header, port included, and a pattern without `*`
     must match exactly, so each name is listed bare and with its port. The
     stack itself uses `<svc>.<ns>.svc`; the `.svc.cluster.local` form, which
     some clients still send, is accepted too (another cluster domain's long
-    form goes in `extra`)."""
+    form goes in `extra`). A `scraped` server also accepts its own pod's address, which Kubernetes
+    puts into the argument (`$(POD_IP)`) and which a DNS rebinding never sends."""
     short = service_host(SERVICE_NAME, namespace)
     names = [SERVICE_NAME, f"{SERVICE_NAME}.{namespace}", short, f"{short}.cluster.local"]
     hosts = [form for name in names for form in (name, f"{name}:{PORT}")]
     if external_host:
         hosts += [external_host, f"{external_host}:80", f"{external_host}:443"]
-    hosts += [*LOOPBACK_HOSTS, *extra]
+    hosts += [*LOOPBACK_HOSTS, *extra, *(SCRAPE_HOSTS if scraped else ())]
     return list(dict.fromkeys(hosts))
 
 
@@ -76,9 +88,11 @@ def artifacts_destination(artifacts: Artifacts) -> str:
     return ARTIFACTS_DIR
 
 
-def server_args(cfg: Mlflow, allowed_hosts: list[str]) -> list[str]:
-    """`mlflow server` arguments: uvicorn (OTLP ingest lives only there), no secrets."""
+def server_args(cfg: Mlflow, allowed_hosts: list[str], metrics: bool = False) -> list[str]:
+    """`mlflow server` arguments: uvicorn (OTLP ingest lives only there), no secrets; with `metrics`,
+    /metrics on the server's port."""
     app = ["--app-name", "basic-auth"] if cfg.auth.enabled else []
+    exposed = ["--expose-prometheus", METRICS_DIR] if metrics else []
     return [
         "mlflow", "server", *app,
         "--host", "0.0.0.0",
@@ -88,6 +102,7 @@ def server_args(cfg: Mlflow, allowed_hosts: list[str]) -> list[str]:
         "--artifacts-destination", artifacts_destination(cfg.artifacts),
         "--serve-artifacts",
         "--allowed-hosts", ",".join(allowed_hosts),
+        *exposed,
     ]
 
 
@@ -101,9 +116,13 @@ def auth_migration_args(cfg: Mlflow, connection: PostgresConnection) -> list[str
             "--url", backend_store_uri(connection, cfg.auth.database)]
 
 
-def server_env(cfg: Mlflow, connection: PostgresConnection, auth_refs: AuthRefs | None) -> list[dict]:
+def server_env(cfg: Mlflow, connection: PostgresConnection, auth_refs: AuthRefs | None,
+               metrics: bool = False) -> list[dict]:
     uri = backend_store_uri(connection)
+    pod_ip: list[dict] = ([{"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+                          if metrics else [])
     env = [
+        *pod_ip,
         {"name": "MLFLOW_BACKEND_STORE_URI", "value": uri},
         # Gateway/FastAPI routes resolve the store from this variable.
         {"name": "MLFLOW_TRACKING_URI", "value": uri},
@@ -143,9 +162,12 @@ def server_probes() -> dict:
 
 
 def _volumes(cfg: Mlflow, artifacts_claim: pulumi.Input[str] | None,
-             auth_refs: AuthRefs | None) -> tuple[list[dict], list[dict]]:
+             auth_refs: AuthRefs | None, metrics: bool) -> tuple[list[dict], list[dict]]:
     volumes: list[dict] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if metrics:
+        volumes.append({"name": "metrics", "emptyDir": {"sizeLimit": METRICS_VOLUME_LIMIT}})
+        mounts.append({"name": "metrics", "mountPath": METRICS_DIR})
     if auth_refs is not None:
         volumes.append({"name": "auth-config", "configMap": {"name": auth_refs.config_map_name}})
         mounts.append({"name": "auth-config", "mountPath": auth.CONFIG_DIR, "readOnly": True})
@@ -197,8 +219,8 @@ def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: st
 
 def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: list[str], platform: str,
                     migration_job: pulumi.Input[str], artifacts_claim: pulumi.Input[str] | None,
-                    auth_refs: AuthRefs | None) -> dict:
-    volumes, mounts = _volumes(cfg, artifacts_claim, auth_refs)
+                    auth_refs: AuthRefs | None, scraping: Scraping = NOT_SCRAPED) -> dict:
+    volumes, mounts = _volumes(cfg, artifacts_claim, auth_refs, scraping.exposed)
     return {
         **replica_count(cfg.replicas, cfg.autoscaling),
         "selector": {"matchLabels": selector_for(COMPONENT)},
@@ -210,7 +232,7 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
             "metadata": {
                 "labels": labels_for(COMPONENT),
                 # The migration Job's name changes when it is re-run: the pods follow it.
-                "annotations": {MIGRATION_ANNOTATION: migration_job},
+                "annotations": {MIGRATION_ANNOTATION: migration_job, **scraping.annotations(PORT)},
             },
             "spec": {
                 "securityContext": pod_security_context(platform, MLFLOW_UID,
@@ -219,8 +241,8 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
                 "containers": [{
                     "name": COMPONENT,
                     "image": cfg.image,
-                    "command": server_args(cfg, allowed_hosts),
-                    "env": server_env(cfg, connection, auth_refs),
+                    "command": server_args(cfg, allowed_hosts, scraping.exposed),
+                    "env": server_env(cfg, connection, auth_refs, scraping.exposed),
                     "ports": [{"name": "http", "containerPort": PORT}],
                     "resources": cfg.resources.as_k8s(),
                     "securityContext": container_security_context(read_only_root=True),
@@ -251,9 +273,10 @@ class MlflowServer(pulumi.ComponentResource):
 
     def __init__(self, name: str, *, config: Mlflow, connection: PostgresConnection, namespace: NamespaceRef,
                  platform: str, external_host: str | None, gate: UpgradeGate,
-                 kept_provider: k8s.Provider, opts: pulumi.ResourceOptions | None = None):
+                 kept_provider: k8s.Provider, scraping: Scraping = NOT_SCRAPED,
+                 opts: pulumi.ResourceOptions | None = None):
         """`gate`: its stop Job runs before the migration (and waits for the database), its resume
-        Job after the Deployment."""
+        Job after the Deployment; `scraping`: whether it serves /metrics, and how a Prometheus finds it."""
         super().__init__("mlflow-tracing:index:MlflowServer", name, None, opts)
         meta = {"namespace": namespace.ref, "labels": labels_for(COMPONENT)}
 
@@ -287,9 +310,10 @@ class MlflowServer(pulumi.ComponentResource):
         )
         allowed_hosts = allowed_hosts_for(
             namespace=namespace.name, external_host=external_host, extra=config.extra_allowed_hosts,
+            scraped=scraping.exposed,
         )
         spec = deployment_spec(config, connection, allowed_hosts, platform, migration.metadata.name,
-                               artifacts_claim, self.auth_refs)
+                               artifacts_claim, self.auth_refs, scraping)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={**meta, "name": SERVICE_NAME, "annotations": gate.deployment_annotations},

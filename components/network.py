@@ -5,8 +5,10 @@ clients.
                              the upgrade gate (its backup and restore)
     cnpg instances:5432   <- mlflow, the migration Job, the backups, the upgrade gate, each other (replication),
                    :8000  <- each other, the CloudNativePG operator (which also needs 5432)
-    mlflow:5000           <- its own namespace (the collector), the ingress namespaces
+    mlflow:5000           <- its own namespace (the collector), the ingress namespaces, the scraper's
+                             namespaces when Prometheus reads its /metrics
     otel-collector:4317/8 <- its own namespace, the OTLP namespaces
+                  :8888   <- the post-deploy check and the canary, the scraper's namespaces
 
 The policies restrict ingress only. Egress would have to allow DNS (whose pods
 and labels differ per distribution), S3 and external PostgreSQL endpoints
@@ -20,6 +22,7 @@ network, so no policy stops it either.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import pulumi
 import pulumi_kubernetes as k8s
@@ -35,6 +38,14 @@ POSTGRES_CLIENTS = (*DATABASE_CLIENTS, postgres.INIT_COMPONENT)
 CNPG_OPERATOR_LABELS = {"app.kubernetes.io/name": "cloudnative-pg"}  # the operator's pod, as its manifests label it
 # Peer: every pod in the policy's own namespace.
 OWN_NAMESPACE: dict[str, dict] = {"podSelector": {}}
+
+
+@dataclass(frozen=True)
+class Scrapers:
+    """Where Prometheus runs (namespace selectors) and whether it reads MLflow's /metrics too."""
+
+    namespaces: tuple[Mapping[str, str], ...] = ()
+    mlflow: bool = False
 
 
 def _pods_named(component: str) -> dict:
@@ -82,15 +93,20 @@ def _cnpg_policy(operator_namespace: str) -> dict:
     ])
 
 
-def network_policies_for(config: NetworkPolicies, *, postgres_config: Postgres) -> list[dict]:
+def network_policies_for(config: NetworkPolicies, *, postgres_config: Postgres,
+                         scrapers: Scrapers = Scrapers()) -> list[dict]:
     """The policies of the stack, each as {metadata, spec} without a namespace.
     An external PostgreSQL server is not ours to fence."""
+    mlflow_scrapers = scrapers.namespaces if scrapers.mlflow else ()
     policies = [
-        _ingress_policy(mlflow.COMPONENT, [OWN_NAMESPACE, *_namespaces(config.ingress_namespaces)], (mlflow.PORT,)),
+        _ingress_policy(mlflow.COMPONENT, [OWN_NAMESPACE, *_namespaces(config.ingress_namespaces),
+                                           *_namespaces(mlflow_scrapers)], (mlflow.PORT,)),
         _policy(collector.COMPONENT, selector_for(collector.COMPONENT), [
             _rule([OWN_NAMESPACE, *_namespaces(config.otlp_namespaces)], (collector.GRPC_PORT, collector.HTTP_PORT)),
-            # the post-deploy check proves a further destination's exporter sent its trace by these counts
-            _rule([_pods_named(trace_upkeep.COMPONENT)], (collector.METRICS_PORT,)),
+            # the post-deploy check and the canary prove a further destination's exporter sent its trace by these
+            # counts; Prometheus reads them
+            _rule([_pods_named(trace_upkeep.COMPONENT), _pods_named(trace_upkeep.CANARY_COMPONENT),
+                   *_namespaces(scrapers.namespaces)], (collector.METRICS_PORT,)),
         ]),
     ]
     if postgres_config.mode == "bundled":
@@ -106,9 +122,9 @@ class StackNetworkPolicies(pulumi.ComponentResource):
     """The stack's NetworkPolicies in its namespace."""
 
     def __init__(self, name: str, *, config: NetworkPolicies, namespace: NamespaceRef, postgres_config: Postgres,
-                 opts: pulumi.ResourceOptions | None = None):
+                 scrapers: Scrapers = Scrapers(), opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:StackNetworkPolicies", name, None, opts)
-        policies = network_policies_for(config, postgres_config=postgres_config)
+        policies = network_policies_for(config, postgres_config=postgres_config, scrapers=scrapers)
         for policy in policies:
             metadata = policy["metadata"]
             k8s.networking.v1.NetworkPolicy(

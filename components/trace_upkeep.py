@@ -25,7 +25,7 @@ from components.collector import (
     destination_env,
     destination_exporter_id,
 )
-from components.config import Collector, NoiseRule, Retention, TraceDestination, Verify
+from components.config import Canary, Collector, NoiseRule, Retention, TraceDestination, Verify
 from components.kube import (
     CHECKSUM_ANNOTATION,
     NamespaceRef,
@@ -37,6 +37,10 @@ from components.kube import (
 from components.mlflow import MLFLOW_UID
 
 COMPONENT = "trace-check"  # the post-deploy check's Job
+# Pulumi names the Job after its resource, plus a random suffix: the monitoring's rule matches the prefix.
+CHECK_JOB_PREFIX = f"{COMPONENT}-"
+CANARY_COMPONENT = "trace-canary"  # the check's code on a schedule
+CANARY_CRONJOB_NAME = CANARY_COMPONENT  # named: the canary's alert reads the CronJob's status by name
 RETENTION_COMPONENT = "trace-retention"  # the retention CronJob
 # Named, not generated: the upgrade gate's Role names the CronJobs it may suspend.
 RETENTION_CRONJOB_NAME = RETENTION_COMPONENT
@@ -176,6 +180,7 @@ def job_pod_spec(target: JobTarget, *, command: str, env: list[dict], config_map
     last line becomes the termination message."""
     return {
         "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # they talk to MLflow and the collector, never to the API
         "securityContext": pod_security_context(target.platform, MLFLOW_UID),
         "containers": [{
             "name": command,
@@ -205,14 +210,17 @@ def read_back_env(destinations: tuple[TraceDestination, ...]) -> tuple[dict, ...
 
 
 def check_job_spec(target: JobTarget, *, plan: pulumi.Input[str], collector_url: str, config_map: pulumi.Input[str],
-                   revision: pulumi.Input[str], timeout_seconds: int,
-                   credentials_secret: pulumi.Input[str] | None, extra_env: tuple[dict, ...] = ()) -> dict:
-    """One attempt: the check waits for every hop itself, so a retry would only repeat its verdict."""
+                   revision: pulumi.Input[str] | None, timeout_seconds: int,
+                   credentials_secret: pulumi.Input[str] | None, extra_env: tuple[dict, ...] = (),
+                   component: str = COMPONENT) -> dict:
+    """One attempt: the check waits for every hop itself, so a retry would only repeat its verdict.
+    The post-deploy Job carries the `revision` it checks; the canary's runs carry none."""
+    annotations = {"annotations": {CHECKSUM_ANNOTATION: revision}} if revision is not None else {}
     return {
         "backoffLimit": 0,
         "activeDeadlineSeconds": timeout_seconds + DEADLINE_MARGIN_SECONDS,
         "template": {
-            "metadata": {"labels": labels_for(COMPONENT), "annotations": {CHECKSUM_ANNOTATION: revision}},
+            "metadata": {"labels": labels_for(component), **annotations},
             "spec": job_pod_spec(target, command="verify", config_map=config_map,
                                  credentials_secret=credentials_secret, env=[
                 {"name": "COLLECTOR_URL", "value": collector_url},
@@ -248,11 +256,25 @@ def retention_cronjob_spec(target: JobTarget, *, plan: pulumi.Input[str], schedu
     }
 
 
-class TraceUpkeep(pulumi.ComponentResource):
-    """The post-deploy check (a Job, when `verify.enabled`) and the retention CronJob (when an
-    experiment has a limit), with the script they run in a ConfigMap."""
+def canary_cronjob_spec(job: dict, schedule: str) -> dict:
+    """The check's Job on a schedule: never two runs at once, a missed run skipped (the next comes
+    soon), the last failed runs kept for their logs."""
+    return {
+        "schedule": schedule,
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": 300,
+        "successfulJobsHistoryLimit": 1,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {"metadata": {"labels": labels_for(CANARY_COMPONENT)}, "spec": job},
+    }
 
-    def __init__(self, name: str, *, verify: Verify, retention: Retention,
+
+class TraceUpkeep(pulumi.ComponentResource):
+    """The post-deploy check (a Job, when `verify.enabled`), the canary (the check on a schedule,
+    when `canary.enabled`) and the retention CronJob (when an experiment has a limit), with the
+    script they run in a ConfigMap."""
+
+    def __init__(self, name: str, *, verify: Verify, canary: Canary, retention: Retention,
                  experiments: pulumi.Output[list[RoutedExperiment]], retention_days: dict[str, int | None],
                  collector: CheckedCollector, target: JobTarget, credentials: JobCredentials,
                  namespace: NamespaceRef,
@@ -263,7 +285,7 @@ class TraceUpkeep(pulumi.ComponentResource):
         `after`: what must be rolled out before it runs."""
         super().__init__("mlflow-tracing:index:TraceUpkeep", name, None, opts)
         has_retention = any(days is not None for days in retention_days.values())
-        if not verify.enabled and not has_retention:
+        if not verify.enabled and not canary.enabled and not has_retention:
             self.register_outputs({})
             return
         child = pulumi.ResourceOptions(parent=self)
@@ -273,21 +295,35 @@ class TraceUpkeep(pulumi.ComponentResource):
             data={SCRIPT_FILE: SCRIPT},
             opts=child,
         )
+        plan = pulumi.Output.all(experiments, credentials.check).apply(lambda args: json.dumps(check_plan(
+            experiments=args[0], noise=collector.config.noise, namespace=namespace.name,
+            timeout_seconds=verify.timeout_seconds, credentials_secret=args[1],
+            destinations=collector.config.destinations, collector_version=collector.config.version,
+            collector_metrics_url=collector.metrics_url,
+        )))
+
+        def check_job(revision: pulumi.Input[str] | None, component: str) -> dict:
+            return check_job_spec(target, plan=plan, collector_url=collector.http_url,
+                                  config_map=scripts.metadata.name, revision=revision,
+                                  timeout_seconds=verify.timeout_seconds, credentials_secret=credentials.check,
+                                  extra_env=read_back_env(collector.config.destinations), component=component)
+
         if verify.enabled:
-            plan = pulumi.Output.all(experiments, credentials.check).apply(lambda args: json.dumps(check_plan(
-                experiments=args[0], noise=collector.config.noise, namespace=namespace.name,
-                timeout_seconds=verify.timeout_seconds, credentials_secret=args[1],
-                destinations=collector.config.destinations, collector_version=collector.config.version,
-                collector_metrics_url=collector.metrics_url,
-            )))
             revision = pulumi.Output.all(*revisions, SCRIPT).apply(lambda parts: content_checksum(*parts))
             k8s.batch.v1.Job(
-                f"{name}-check",
+                COMPONENT,
                 metadata={"namespace": namespace.ref, "labels": labels_for(COMPONENT)},
-                spec=check_job_spec(target, plan=plan, collector_url=collector.http_url,
-                                    config_map=scripts.metadata.name, revision=revision,
-                                    timeout_seconds=verify.timeout_seconds, credentials_secret=credentials.check,
-                                    extra_env=read_back_env(collector.config.destinations)),
+                spec=check_job(revision, COMPONENT),
+                # named after its component, which the monitoring's rule matches; before, after its parent
+                opts=pulumi.ResourceOptions(parent=self, depends_on=after,
+                                            aliases=[pulumi.Alias(name=f"{name}-check")]),
+            )
+        if canary.enabled:
+            k8s.batch.v1.CronJob(
+                f"{name}-canary",
+                metadata={"namespace": namespace.ref, "name": CANARY_CRONJOB_NAME,
+                          "labels": labels_for(CANARY_COMPONENT)},
+                spec=canary_cronjob_spec(check_job(None, CANARY_COMPONENT), canary.schedule),
                 opts=pulumi.ResourceOptions(parent=self, depends_on=after),
             )
         if has_retention:

@@ -14,6 +14,7 @@ from components.config.experiments import _experiments
 from components.config.exposure import _exposure
 from components.config.fields import _dns_label, _dns_name
 from components.config.mlflow import _mlflow
+from components.config.monitoring import _monitoring
 from components.config.network import _network_policies
 from components.config.postgres import _postgres
 from components.config.reader import (
@@ -67,6 +68,7 @@ def parse_stack_config(values: Mapping[str, Any], defaults: Mapping[str, Any] | 
         verify=_verify(_Reader(merged["verify"], "verify", problems)),
         retention=retention,
         access=_access(_Reader(merged["access"], "access", problems), mlflow.auth, experiments),
+        monitoring=_monitoring(_Reader(merged["monitoring"], "monitoring", problems), platform),
         warnings=tuple(problems.warnings),  # evaluated last: every section has been read
     )
     if problems.items:

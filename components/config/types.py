@@ -344,6 +344,26 @@ class Retention:
 
 
 @dataclass(frozen=True)
+class Canary:
+    """The post-deploy check's code on a schedule: a path that breaks between deploys fails a run."""
+
+    enabled: bool  # resolved: off when the monitoring is
+    schedule: str
+
+
+@dataclass(frozen=True)
+class Monitoring:
+    """What the stack gives a Prometheus: metrics to scrape, alert rules, a canary, a dashboard."""
+
+    enabled: bool
+    prometheus_operator: bool  # ServiceMonitors and a PrometheusRule; else scrape annotations and a rules ConfigMap
+    labels: Mapping[str, str]  # on the operator's objects, for its selectors (e.g. release: kube-prometheus-stack)
+    scraper_namespaces: tuple[Mapping[str, str], ...]  # admitted to the metrics ports by the NetworkPolicies
+    canary: Canary
+    dashboard_labels: Mapping[str, str]  # on the dashboard's ConfigMap: what the Grafana sidecar watches for
+
+
+@dataclass(frozen=True)
 class ClusterTarget:
     """The cluster as the stack's `kubernetes:context` / `kubernetes:kubeconfig` name it
     (None: the ambient kubeconfig and its current context, as for the default provider)."""
@@ -367,6 +387,7 @@ class StackConfig:
     verify: Verify
     retention: Retention
     access: Access
+    monitoring: Monitoring
     warnings: tuple[str, ...]  # risky but allowed settings, said at every `pulumi up`
     cluster: ClusterTarget = ClusterTarget()
 
@@ -385,11 +406,19 @@ class StackConfig:
     @property
     def machine_users(self) -> tuple[str, ...]:
         """The stack's clients of MLflow that sign in as their own users: the collector, the
-        post-deploy check when it runs, retention when an experiment has a limit."""
+        post-deploy check when it or the canary runs (the same code), retention when an experiment
+        has a limit."""
         if not self.mlflow.auth.enabled:
             return ()
-        needed = (True, self.verify.enabled, any(e.retention_days is not None for e in self.experiments))
+        checks = self.verify.enabled or self.monitoring.canary.enabled
+        needed = (True, checks, any(e.retention_days is not None for e in self.experiments))
         return tuple(machine for machine, used in zip(MACHINE_USERS, needed, strict=True) if used)
+
+    @property
+    def mlflow_scraped(self) -> bool:
+        """Whether a Prometheus reads MLflow's /metrics: behind basic auth like every route but /health,
+        it is not scraped."""
+        return self.monitoring.enabled and not self.mlflow.auth.enabled
 
     @property
     def retention_limits(self) -> dict[str, int | None]:

@@ -36,7 +36,7 @@ def stack(project, mlflow_url, phoenix):
 
 
 def test_the_post_deploy_check_read_its_trace_back_from_phoenix_and_left_nothing_there(stack, node, phoenix):
-    (log,) = node.logs.glob(f"{NAMESPACE}-trace-upkeep-check-*-verify.log")
+    (log,) = node.logs.glob(f"{NAMESPACE}-trace-check-*-verify.log")
     assert "; phoenix: read back from Phoenix;" in log.read_text()
     assert phoenix.spans(PROJECT) == []
 

@@ -52,6 +52,19 @@ def mlflow_server(declared, kubelet, databases_created, mlflow_port, workdir):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def own_mlflow(declared, workdir, postgres, mlflow_server, request):
+    """A second MLflow from the declared spec, for a module that stops it: on its own port and
+    kubelet directory (the shared server's /tmp volume must not be emptied under it), against the
+    session's (already migrated) PostgreSQL."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    port = free_port()
+    server = MlflowProcess(kubelet_for(declared, workdir / name, postgres, port), declared, port,
+                           workdir / f"mlflow-{name}.log").start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def auth_run() -> ProgramRun:
     """The dev stack with basic auth, as every other stack runs."""

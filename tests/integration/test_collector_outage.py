@@ -3,8 +3,8 @@ exporters' retrying queue delivers every span once MLflow is back, counted
 exactly in the database. With `persistentQueue`, the collector is also restarted
 during the outage and still loses nothing.
 
-The outage is taken on an MLflow of its own (the same declared spec, against the
-same PostgreSQL, on its own port), so the session's shared server stays up."""
+The outage is taken on an MLflow of its own (`own_mlflow`: the same declared spec, against
+the same PostgreSQL, on its own port), so the session's shared server stays up."""
 
 import time
 from dataclasses import dataclass
@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.support.collector import SETTLE_SECONDS, CollectorProcess, program_with_real_ids
-from tests.support.processes import MlflowProcess, free_port, kubelet_for, wait_until
+from tests.support.processes import wait_until
 from tests.support.traffic import SteadySender, span_counts
 
 OUTAGE_SECONDS = 60
@@ -32,18 +32,6 @@ class Outcome:
     export_failures: int  # exporter errors logged while MLflow was down
     starts: int  # collector starts
     queued_at_restart: int  # batches on disk when the collector was stopped
-
-
-@pytest.fixture(scope="module")
-def own_mlflow(declared, workdir, postgres, mlflow_server):
-    """A second MLflow from the declared spec, on its own port, against the same
-    (already migrated) PostgreSQL."""
-    port = free_port()
-    # Its own kubelet dir: the shared server's /tmp volume must not be emptied under it.
-    server = MlflowProcess(kubelet_for(declared, workdir / "outage", postgres, port), declared, port,
-                           workdir / "mlflow-outage.log").start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

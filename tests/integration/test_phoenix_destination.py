@@ -258,7 +258,7 @@ def run_check(program, mlflow_server, collector: CollectorProcess, postgres, wor
                 f"otel-collector.mlflow.svc:{HTTP_PORT}": f"127.0.0.1:{collector.ports.http}",
                 f"otel-collector.mlflow.svc:{METRICS_PORT}": f"127.0.0.1:{collector.ports.metrics}"}
     kubelet = kubelet_for(program, workdir / "phoenix-check", postgres, mlflow_server.port, rewrites=rewrites)
-    (job,) = [j for j in program.kinds("Job") if j.name == "trace-upkeep-check"]
+    (job,) = [j for j in program.kinds("Job") if j.name == "trace-check"]
     done = kubelet.run_pod_to_completion(job, timeout=120)
     return done.returncode, (done.stdout + done.stderr).strip()
 

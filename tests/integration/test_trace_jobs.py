@@ -25,7 +25,7 @@ from tests.support.processes import kubelet_for
 from tests.support.program import BASIC_AUTH_MLFLOW, ProgramRun, run_program
 
 TIMEOUT = 30  # verify.timeoutSeconds of the failing runs: the smallest the config accepts
-CHECK_JOB = "trace-upkeep-check"
+CHECK_JOB = "trace-check"
 DAY = 86_400
 
 

@@ -352,10 +352,20 @@ class Kubelet:
         for entry in container.get("env", []):
             if "value" in entry:
                 env[entry["name"]] = self._value(entry["value"], env, mounts)
+            elif "fieldRef" in entry["valueFrom"]:
+                env[entry["name"]] = self._field(entry["valueFrom"]["fieldRef"]["fieldPath"])
             else:
                 ref = entry["valueFrom"]["secretKeyRef"]
                 env[entry["name"]] = self._secret_value(ref["name"], ref["key"])
         return env
+
+    def _field(self, path: str) -> str:
+        """A downward API field, as the kubelet resolves it for this pod."""
+        if path == "status.podIP":
+            return self.pod_ip
+        if path == "metadata.namespace":
+            return self.run.namespace
+        raise NotImplementedError(f"downward API field {path}")
 
     def command(self, container: dict, env: dict[str, str], mounts: dict[str, Path],
                 image: Image | None = None) -> list[str]:

@@ -427,3 +427,12 @@ def test_a_credential_header_of_the_destinations_choice_comes_from_its_secret():
     assert env["DESTINATION_VENDOR_VALUE"]["valueFrom"] == {"secretKeyRef": {"name": "vendor-key", "key": "value"}}
     headers = deployed_config(run)[1]["exporters"]["otlp_http/to_vendor"]["headers"]
     assert headers == {"x-api-key": "${env:DESTINATION_VENDOR_VALUE}"}
+
+
+def test_the_collector_rolls_only_after_mlflow_has_rolled_out(dev):
+    """An old collector pod stops when its successor is Ready; with MLflow down at that moment (a
+    Recreate roll in the same `up`) it would drop the spans it holds for it."""
+    workload = dev.get("Deployment", "otel-collector")
+    mlflow = dev.get("Deployment", "mlflow")
+    resume = next(j for j in dev.kinds("Job") if j.name == "mlflow-resume-writers")
+    assert {mlflow.urn, resume.urn} <= set(workload.dependencies)

@@ -35,7 +35,7 @@ def test_every_key_is_declared_with_type_default_and_description():
     declared = yaml.safe_load((PROJECT_DIR / "Pulumi.yaml").read_text())["config"]
     assert set(declared) == {
         "namespace", "createNamespace", "platform", "domain", "exposure", "postgres", "mlflow", "collector",
-        "networkPolicies", "verify", "retention", "experiments", "access",
+        "networkPolicies", "verify", "retention", "experiments", "access", "monitoring",
     }
     for key, spec in declared.items():
         assert {"type", "default", "description"} <= set(spec), key

@@ -9,7 +9,8 @@ from tests.support.program import PROJECT_DIR
 from tests.support.readme import README, table_keys
 
 # Objects documented as a whole rather than key by key.
-DOCUMENTED_WHOLE = {"resources", "annotations", "experiments", "noise", "databases", "extraAllowedHosts"}
+DOCUMENTED_WHOLE = {"resources", "annotations", "experiments", "noise", "databases", "extraAllowedHosts",
+                    "dashboardLabels"}
 
 
 def leaf_keys(value, prefix=""):

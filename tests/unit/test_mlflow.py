@@ -42,7 +42,9 @@ def test_server_runs_uvicorn_on_all_interfaces_with_the_generated_host_list(dev,
     assert arg_after(args, "--host") == "0.0.0.0" and arg_after(args, "--port") == "5000"
     assert arg_after(args, "--workers") == "2"
     allowed = arg_after(args, "--allowed-hosts").split(",")
-    assert allowed == allowed_hosts_for(namespace="mlflow", external_host="mlflow.localtest.me")
+    # scraped at its pod's address: monitoring is on by default
+    assert allowed == allowed_hosts_for(namespace="mlflow", external_host="mlflow.localtest.me", scraped=True)
+    assert allowed[-2:] == ["$(POD_IP):5000", "[$(POD_IP)]:5000"]  # IPv4 and IPv6 pod addresses
     assert dev.get("Service", "mlflow").outputs["spec"]["ports"][0]["port"] == 5000
 
 
@@ -74,7 +76,8 @@ def test_migrations_run_once_in_a_job_before_the_deployment(dev, server):
     assert template["mlflow-tracing/migration-job"] == job.k8s_name
     migrate = container(job, "migrate")
     assert migrate["command"] == ["mlflow", "db", "upgrade", "$(MLFLOW_BACKEND_STORE_URI)"]
-    assert env_of(migrate) == env_of(server)
+    # the server's env but its own address, which only a scraped server's Host check needs
+    assert env_of(migrate) == {name: entry for name, entry in env_of(server).items() if name != "POD_IP"}
 
 
 def test_pvc_artifacts_use_recreate_and_a_retained_claim(dev, server):

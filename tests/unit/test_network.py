@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 
 from components.config import ConfigError, namespace_selector, parse_stack_config
+from components.kube import labels_for
 from tests.support.k8s import K8S_VERSION, integral
 from tests.support.program import RecordingMocks, run_program
 
@@ -321,3 +322,34 @@ def test_a_cnpg_cluster_admits_mlflow_its_own_instances_and_the_operator():
         assert not allowed(policies, Pod("pg-operators", {"app": "other"}), instance, port)
     assert not allowed(policies, stranger(run), instance, POSTGRES)
     assert not allowed(policies, pod(run, "otel-collector"), instance, POSTGRES)
+
+
+PROMETHEUS = Pod("monitoring", {"app.kubernetes.io/name": "prometheus"})
+USER_WORKLOAD_PROMETHEUS = Pod("openshift-user-workload-monitoring", {"app.kubernetes.io/name": "prometheus"})
+
+
+@pytest.mark.parametrize(("stack", "scraper", "other"), [("dev", PROMETHEUS, USER_WORKLOAD_PROMETHEUS),
+                                                         ("openshift", USER_WORKLOAD_PROMETHEUS, PROMETHEUS)])
+def test_the_platforms_prometheus_alone_reads_the_metrics_ports(stack_runs, stack, scraper, other):
+    run = stack_runs[stack]
+    assert reach(run, scraper, "otel-collector", COLLECTOR_METRICS)
+    assert not reach(run, scraper, "otel-collector", OTLP_HTTP)
+    assert not reach(run, other, "otel-collector", COLLECTOR_METRICS)
+    assert not reach(run, APPS, "otel-collector", COLLECTOR_METRICS)
+    # MLflow's /metrics is on its one port; with basic auth (openshift) it is not scraped
+    assert reach(run, scraper, "mlflow", MLFLOW) == (stack == "dev")
+    assert not reach(run, other, "mlflow", MLFLOW)
+    assert not reach(run, scraper, "postgres", POSTGRES)
+    # the canary reads the collector's counts as the post-deploy check does
+    name, namespace_labels = stack_namespace(run)
+    canary = Pod(name, labels_for("trace-canary"), namespace_labels)
+    assert reach(run, canary, "otel-collector", COLLECTOR_METRICS)
+
+
+def test_scraper_namespaces_replace_the_default_and_go_with_the_monitoring():
+    custom = run_program("dev", monitoring={"scraperNamespaces": ["observability"]})
+    assert reach(custom, Pod("observability", {"app": "prometheus"}), "otel-collector", COLLECTOR_METRICS)
+    assert not reach(custom, PROMETHEUS, "otel-collector", COLLECTOR_METRICS)
+    off = run_program("dev", monitoring={"enabled": False})
+    assert not reach(off, PROMETHEUS, "otel-collector", COLLECTOR_METRICS)
+    assert not reach(off, PROMETHEUS, "mlflow", MLFLOW)

@@ -11,7 +11,7 @@ from tests.support.k8s import K8S_VERSION, integral
 from tests.support.program import MOCK_PASSWORD, PROJECT, STACKS, VARIANTS, run_program
 
 # CRDs: validated against their vendored schemas
-CUSTOM_KINDS = {"Route", "HTTPRoute", "Cluster", "Database", "ScheduledBackup"}
+CUSTOM_KINDS = {"Route", "HTTPRoute", "Cluster", "Database", "ScheduledBackup", "ServiceMonitor", "PrometheusRule"}
 OUTPUTS = {"namespace", "mlflowUrl", "mlflowInternalUrl", "otlpGrpcEndpoint", "otlpHttpEndpoint", "experimentIds",
            "postgresHost", "mlflowCredentials"}
 

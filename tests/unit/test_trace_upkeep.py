@@ -80,7 +80,7 @@ def test_an_experiments_own_limit_overrides_the_default_and_none_keeps_everythin
 
 
 def check_job(run):
-    (job,) = [j for j in run.kinds("Job") if j.name == "trace-upkeep-check"]
+    (job,) = [j for j in run.kinds("Job") if j.name == "trace-check"]
     return job
 
 
@@ -151,12 +151,12 @@ def test_the_check_and_retention_sign_in_as_their_own_users_and_no_secret_is_in_
 
 
 def test_verify_disabled_and_no_retention_create_neither_job_nor_script(dev):
-    off = run_program("dev", verify={"enabled": False})
-    assert [j.name for j in off.kinds("Job")] == [j.name for j in dev.kinds("Job") if j.name != "trace-upkeep-check"]
-    assert not [c for c in off.kinds("CronJob") if c.k8s_name == "trace-retention"]
+    off = run_program("dev", verify={"enabled": False}, monitoring={"canary": {"enabled": False}})
+    assert [j.name for j in off.kinds("Job")] == [j.name for j in dev.kinds("Job") if j.name != "trace-check"]
+    assert not [c for c in off.kinds("CronJob") if c.k8s_name in ("trace-retention", "trace-canary")]
     assert not [c for c in off.kinds("ConfigMap") if "trace_jobs.py" in c.outputs.get("data", {})]
     # No retention by default: nothing is deleted unless asked.
-    assert [c.k8s_name for c in dev.kinds("CronJob")] == ["postgres-backup"]
+    assert sorted(c.k8s_name for c in dev.kinds("CronJob")) == ["postgres-backup", "trace-canary"]
 
 
 def test_retention_is_a_cronjob_that_never_overlaps_itself():
@@ -219,7 +219,7 @@ def test_the_check_job_holds_the_token_of_a_destination_it_reads_back_and_no_oth
          "auth": {"type": "bearer", "secret": "phoenix-key"}},
         {"name": "vendor", "endpoint": "https://otlp.vendor.example", "auth": {"type": "bearer", "secret": "v"},
          "queueSize": "8Mi"}]})
-    (job,) = [j for j in run.kinds("Job") if j.name == "trace-upkeep-check"]
+    (job,) = [j for j in run.kinds("Job") if j.name == "trace-check"]
     env = env_of(container(job, "verify"))
     assert env["DESTINATION_PHOENIX_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "phoenix-key", "key": "token"}}
     assert "DESTINATION_VENDOR_TOKEN" not in env

@@ -65,7 +65,7 @@ def job(run, name: str):
 def test_the_engine_runs_stop_migrate_roll_resume_then_the_check_in_that_order(gated):
     stop, migrate = job(gated, "upgrade-stop-writers"), job(gated, "mlflow-migrate")
     deployment, resume = gated.get("Deployment", "mlflow"), job(gated, "mlflow-resume-writers")
-    check = job(gated, "trace-upkeep-check")
+    check = job(gated, "trace-check")
     assert job(gated, "postgres-init").urn in stop.dependencies
     assert stop.urn in migrate.dependencies and migrate.urn in deployment.dependencies
     assert deployment.urn in resume.dependencies and resume.urn in check.dependencies
@@ -75,7 +75,7 @@ def test_the_gate_may_touch_only_the_writers(gated):
     (role,) = gated.kinds("Role")
     assert role.outputs["rules"] == [
         {"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": ["mlflow"], "verbs": ["get", "patch"]},
-        {"apiGroups": ["batch"], "resources": ["cronjobs"], "resourceNames": ["trace-retention"],
+        {"apiGroups": ["batch"], "resources": ["cronjobs"], "resourceNames": ["trace-retention", "trace-canary"],
          "verbs": ["get", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
     ]
@@ -109,7 +109,8 @@ def test_every_image_change_reruns_the_gate_which_decides_from_the_live_deployme
     otherwise, so an `up` that changes nothing else leaves them alone."""
     assert gate_plan(dev) == {
         "image": IMAGE, "schema": "3.17", "restoreFrom": None, "deployment": "mlflow",
-        "writerPods": ["mlflow", "trace-retention"], "cronJobs": ["trace-retention"], "timeoutSeconds": 600,
+        "writerPods": ["mlflow", "trace-retention"], "cronJobs": ["trace-retention", "trace-canary"],
+        "timeoutSeconds": 600,
     }
     patched = run_program("dev", mlflow={"image": "ghcr.io/mlflow/mlflow:v3.17.1-full", "auth": {"kind": "none"}})
     assert gate_plan(patched)["schema"] == "3.17" and gate_plan(patched)["image"].endswith("v3.17.1-full")
