@@ -10,8 +10,10 @@ from __future__ import annotations
 import pytest
 
 from components import postgres as postgres_component
+from tests.support.crds import custom_resource_definition
 from tests.support.disruption import delete_pods, pods, process_identities, under_traffic
 from tests.support.kubelet import RestrictedV2
+from tests.support.processes import wait_until
 
 NAMESPACE = "analytics-project"
 EXPERIMENT = "openshift-traces"
@@ -32,7 +34,24 @@ def project_namespace(cluster):
 
 
 @pytest.fixture(scope="module")
-def stack(project, project_namespace, mlflow_url):
+def monitoring_crds(cluster):
+    """The Prometheus Operator's ServiceMonitor and PrometheusRule, which every OpenShift cluster
+    serves (its monitoring stack): the stack's monitoring uses them there by default."""
+    session = cluster.session()
+    for kind, plural in (("ServiceMonitor", "servicemonitors"), ("PrometheusRule", "prometheusrules")):
+        crd = custom_resource_definition("monitoring.coreos.com", "v1", kind, plural)
+        created = session.post(f"{cluster.url}/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+                               json=crd, timeout=30)
+        if created.status_code != 409:  # another module's stack may have installed it already
+            created.raise_for_status()
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}"
+        wait_until(lambda path=path: any(c["type"] == "Established" and c["status"] == "True"
+                                         for c in (cluster.get(path).get("status") or {}).get("conditions") or []),
+                   60, f"the {kind} CRD established")
+
+
+@pytest.fixture(scope="module")
+def stack(project, project_namespace, monitoring_crds, mlflow_url):
     stack = project.stack("openshift-engine", {
         "platform": "openshift",
         "createNamespace": False,
@@ -71,3 +90,11 @@ def test_a_drain_deletes_every_pod_and_the_stack_recovers_by_itself(stack, clust
     under_traffic(lambda: delete_pods(cluster, NAMESPACE), cluster=cluster, namespace=NAMESPACE,
                   otlp_url=otlp_url, mlflow_url=mlflow_url, experiment_id=stack.outputs()["experimentIds"][EXPERIMENT],
                   service="openshift-after-drain")
+
+
+def test_the_monitoring_is_in_the_operators_objects_openshifts_monitoring_reads(stack, cluster):
+    rules = cluster.get(f"/apis/monitoring.coreos.com/v1/namespaces/{NAMESPACE}/prometheusrules")["items"]
+    monitors = cluster.get(f"/apis/monitoring.coreos.com/v1/namespaces/{NAMESPACE}/servicemonitors")["items"]
+    assert len(rules) == 1 and rules[0]["spec"]["groups"][0]["name"] == f"mlflow-tracing-{NAMESPACE}"
+    # with basic auth MLflow's /metrics is not scraped: the collector's alone
+    assert [m["spec"]["selector"]["matchLabels"] for m in monitors] == [{"app.kubernetes.io/name": "otel-collector"}]

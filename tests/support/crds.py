@@ -37,3 +37,17 @@ def validate_custom_resource(manifest: dict) -> None:
     # Not jsonschema.validate: it first checks the schema's patterns as ECMA regexes, and the CRDs'
     # are Go's (the PrometheusRule's `^(?i)(abort|warn)?$`), which Python's `re` applies as written.
     jsonschema.validators.validator_for(strict)(strict).validate(manifest)
+
+
+def custom_resource_definition(group: str, version: str, kind: str, plural: str) -> dict:
+    """A namespaced CRD serving `kind` with its published schema (tests/support/schemas), as a
+    cluster that has the CRD installed serves it (OpenShift ships the Prometheus Operator's)."""
+    schema = json.loads((SCHEMAS / f"{group}-{version}-{kind}.json").read_text())
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{group}"},
+        "spec": {"group": group, "scope": "Namespaced",
+                 "names": {"kind": kind, "plural": plural, "singular": kind.lower(), "listKind": f"{kind}List"},
+                 "versions": [{"name": version, "served": True, "storage": True,
+                               "schema": {"openAPIV3Schema": schema}}]},
+    }
