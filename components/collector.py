@@ -44,6 +44,13 @@ GRPC_PORT = 4317
 HTTP_PORT = 4318
 HEALTH_PORT = 13133
 METRICS_PORT = 8888
+# A failed export is retried for 10 minutes, at most 5 s apart (7.5 s with the backoff's jitter), so a
+# batch held for a destination that is back is sent within seconds, and a pod that is stopping
+# (which drops what it still holds) has had its chance: see ROLL_GRACE_SECONDS.
+RETRY = {"enabled": True, "initial_interval": "1s", "max_interval": "5s", "max_elapsed_time": "10m"}
+# How long an old pod keeps running after its successor is Ready: longer than a retry interval, so
+# what it holds for a destination that came back (MLflow's own roll, in the same `up`) is sent first.
+ROLL_GRACE_SECONDS = 10
 COLLECTOR_UID = 10001  # the user of the contrib image
 CONFIG_DIR = "/conf"
 CONFIG_FILE = "collector.yaml"
@@ -237,8 +244,7 @@ def destination_exporter(destination: TraceDestination) -> dict:
         "headers": headers,
         "compression": "gzip",
         "timeout": "30s",
-        "retry_on_failure": {"enabled": True, "initial_interval": "1s", "max_interval": "30s",
-                             "max_elapsed_time": "10m"},
+        "retry_on_failure": dict(RETRY),
         # Bounded in bytes of serialized spans; never block_on_overflow: a full queue of one destination
         # would then stall the shared intake, and every destination's clients with it.
         "sending_queue": {"enabled": True, "num_consumers": 2, "sizer": "bytes",
@@ -281,9 +287,7 @@ def collector_config(*, experiments: list[RoutedExperiment], noise: tuple[NoiseR
             "compression": "gzip",
             "encoding": "proto",
             "timeout": "30s",
-            "retry_on_failure": {
-                "enabled": True, "initial_interval": "1s", "max_interval": "30s", "max_elapsed_time": "10m",
-            },
+            "retry_on_failure": dict(RETRY),
             "sending_queue": dict(queue),  # a dict of its own: no YAML anchor shared between exporters
         }
         if basic_auth:
@@ -469,6 +473,7 @@ def workload_kind(cfg: Collector) -> str:
 def deployment_spec(cfg: Collector, template: dict) -> dict:
     return {
         **replica_count(cfg.replicas, cfg.autoscaling),
+        "minReadySeconds": ROLL_GRACE_SECONDS,
         "selector": {"matchLabels": selector_for(COMPONENT)},
         # A new pod is Ready before an old one stops: the intake keeps its capacity during a roll.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

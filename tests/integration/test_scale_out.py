@@ -39,7 +39,7 @@ EXPERIMENTS = [{"name": "scale-spread", "default": True},
                {"name": "scale-restart", "services": ["restart-app"]}]
 SEND_INTERVAL = 0.1  # per sender: ~40 spans/s
 SENDERS = 2
-DELIVERY_TIMEOUT = 150  # the exporters' retry interval grows to 30 s while MLflow is unreachable
+DELIVERY_TIMEOUT = 150  # the exporters retry every 5 s at most; the rest is MLflow storing the backlog
 KILLED_ENDPOINT_SECONDS = 5  # a killed pod stays an endpoint until the kubelet reports it
 
 

@@ -436,3 +436,14 @@ def test_the_collector_rolls_only_after_mlflow_has_rolled_out(dev):
     mlflow = dev.get("Deployment", "mlflow")
     resume = next(j for j in dev.kinds("Job") if j.name == "mlflow-resume-writers")
     assert {mlflow.urn, resume.urn} <= set(workload.dependencies)
+
+
+def test_an_old_collector_outlives_its_successors_readiness_by_more_than_a_retry_interval(dev):
+    """It drops what it still holds when it stops: the grace covers a retry against a destination
+    that came back (the backoff's jitter stretches an interval by half)."""
+    spec = dev.get("Deployment", "otel-collector").outputs["spec"]
+    _, config = deployed_config(dev)
+    for exporter in config["exporters"].values():
+        retry = exporter["retry_on_failure"]
+        assert spec["minReadySeconds"] > 1.5 * int(retry["max_interval"].removesuffix("s"))
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
