@@ -23,7 +23,7 @@ from tests.support.program import PROJECT_DIR
 from tests.support.traffic import SteadySender
 from tests.support.upgrades import UpgradeWatch, longest_outage
 
-PREVIOUS_RELEASE = "28dc3ca"  # stop 28, the newest landed release
+PREVIOUS_RELEASE = "f2f6882"  # stop 29, the newest landed release
 NAMESPACE = "previous-release"
 ARRIVAL_TIMEOUT = 180
 # What holds data, by type: the namespace, every claim (the StatefulSet's claim template included),
