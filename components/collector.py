@@ -46,11 +46,15 @@ HEALTH_PORT = 13133
 METRICS_PORT = 8888
 # A failed export is retried for 10 minutes, at most 5 s apart (7.5 s with the backoff's jitter), so a
 # batch held for a destination that is back is sent within seconds, and a pod that is stopping
-# (which drops what it still holds) has had its chance: see ROLL_GRACE_SECONDS.
+# (which drops what it still holds in retry backoff) has had its chance: see DRAIN_SECONDS.
 RETRY = {"enabled": True, "initial_interval": "1s", "max_interval": "5s", "max_elapsed_time": "10m"}
-# How long an old pod keeps running after its successor is Ready: longer than a retry interval, so
-# what it holds for a destination that came back (MLflow's own roll, in the same `up`) is sent first.
-ROLL_GRACE_SECONDS = 10
+# A stopping pod of the Deployment (a roll, a scale-in, a drain) is out of the Service at once but
+# gets SIGTERM only this much later (a preStop sleep): at shutdown the collector drops what it holds
+# in retry backoff, so it first has two retry intervals to send that to a destination that is back
+# (MLflow's own roll, in the same `up`). A persistent queue keeps such spans on its claim instead.
+DRAIN_SECONDS = 20
+# SIGKILL only after the drain and the shutdown's flush of the queue (an export times out after 30 s).
+STOP_GRACE_SECONDS = DRAIN_SECONDS + 40
 COLLECTOR_UID = 10001  # the user of the contrib image
 CONFIG_DIR = "/conf"
 CONFIG_FILE = "collector.yaml"
@@ -431,6 +435,9 @@ def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
     if cfg.persistent_queue:
         mounts.append({"name": QUEUE_VOLUME, "mountPath": QUEUE_DIR})
     health = {"httpGet": {"path": "/", "port": "health"}}
+    # A Deployment's pod drains before SIGTERM: see DRAIN_SECONDS (a `sleep` hook needs Kubernetes 1.30).
+    drain = {} if cfg.persistent_queue else {"lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}}
+    grace = {} if cfg.persistent_queue else {"terminationGracePeriodSeconds": STOP_GRACE_SECONDS}
     return {
         "metadata": {
             "labels": labels_for(COMPONENT),
@@ -439,6 +446,7 @@ def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
         "spec": {
             "securityContext": pod_security_context(platform, COLLECTOR_UID, data_volume=cfg.persistent_queue),
             **({"topologySpreadConstraints": spread_across_nodes(COMPONENT)} if cfg.scales_out else {}),
+            **grace,
             "containers": [{
                 "name": COMPONENT,
                 "image": cfg.image,
@@ -458,6 +466,7 @@ def pod_template(cfg: Collector, platform: str, config_map: pulumi.Input[str],
                 "securityContext": container_security_context(read_only_root=True),
                 "readinessProbe": {**health, "periodSeconds": 10},
                 "livenessProbe": {**health, "periodSeconds": 20, "failureThreshold": 5},
+                **drain,
                 "volumeMounts": mounts,
             }],
             "volumes": volumes,
@@ -473,7 +482,6 @@ def workload_kind(cfg: Collector) -> str:
 def deployment_spec(cfg: Collector, template: dict) -> dict:
     return {
         **replica_count(cfg.replicas, cfg.autoscaling),
-        "minReadySeconds": ROLL_GRACE_SECONDS,
         "selector": {"matchLabels": selector_for(COMPONENT)},
         # A new pod is Ready before an old one stops: the intake keeps its capacity during a roll.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

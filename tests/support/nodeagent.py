@@ -59,6 +59,7 @@ from tests.support.kubelet import ContainerRefused, Kubelet, RestrictedV2, new_f
 from tests.support.processes import free_port, stop
 
 POLL_SECONDS = 0.5
+DEFAULT_GRACE_SECONDS = 30  # a pod's terminationGracePeriodSeconds when it declares none
 # kube-proxy refuses a connection to a Service without a Ready endpoint. A connection here waits at most
 # this long for one (endpoint propagation lags in a cluster too), then is reset. Holding it longer is
 # kinder than a cluster and worse: a client that timed out and retried would have both requests
@@ -124,6 +125,8 @@ class RunningPod:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     stop_signals: dict[str, signal.Signals] = field(default_factory=dict)  # container -> its image's STOPSIGNAL
     stopped: threading.Event = field(default_factory=threading.Event)
+    grace: float = DEFAULT_GRACE_SECONDS  # terminationGracePeriodSeconds
+    pre_stop_sleeps: dict[str, float] = field(default_factory=dict)  # container -> its preStop `sleep` seconds
 
 
 class Backoff:
@@ -244,13 +247,13 @@ class NodeAgent:
 
     def _sync_pods(self) -> None:
         listed = {pod["metadata"]["uid"]: pod for pod in self._list("/api/v1/pods")}
-        gone = [uid for uid in self.pods if uid not in listed or listed[uid]["metadata"].get("deletionTimestamp")]
+        gone = [uid for uid, pod in list(self.pods.items()) if not pod.stopped.is_set()
+                and (uid not in listed or listed[uid]["metadata"].get("deletionTimestamp"))]
         for uid in gone:  # out of every Service at once, as kube-proxy drops a deleted pod's endpoint
             self.pods[uid].ready = False
             self.pods[uid].stopped.set()
-        for uid in gone:  # forgotten only once its processes have exited (wait_stopped relies on it)
-            self._stop_pod(self.pods[uid])
-            del self.pods[uid]
+        for uid in gone:  # each pod terminates on its own, as a kubelet's pod workers do
+            threading.Thread(target=self._terminate, args=(self.pods[uid],), daemon=True).start()
         for uid, pod in listed.items():
             if uid not in self.pods and not pod["metadata"].get("deletionTimestamp") \
                     and pod.get("status", {}).get("phase", "Pending") == "Pending":
@@ -267,6 +270,8 @@ class NodeAgent:
             ports={p["containerPort"]: free_port() for p in declared},
             port_names={p["name"]: p["containerPort"] for p in declared if "name" in p},
             ip=next(self.ips),
+            grace=spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS),
+            pre_stop_sleeps=self._pre_stop_sleeps(meta, spec["containers"]),
         )
         threading.Thread(target=self._run_pod, args=(running, pod), daemon=True).start()
         return running
@@ -471,7 +476,42 @@ class NodeAgent:
     def _probe(self, pod: RunningPod, kubelet: PodKubelet, container: dict, kind: str) -> bool:
         return kubelet.probe(kubelet.owner, container["name"], kind)
 
+    def _pre_stop_sleeps(self, meta: dict, containers: list[dict]) -> dict[str, float]:
+        """container -> the seconds of its preStop `sleep`; a lifecycle hook this emulation does not run
+        is an error of the test run, not skipped."""
+        sleeps = {}
+        for container in containers:
+            hooks = container.get("lifecycle") or {}
+            for hook, handler in hooks.items():
+                if hook == "preStop" and set(handler) == {"sleep"}:
+                    sleeps[container["name"]] = float(handler["sleep"]["seconds"])
+                else:
+                    self._error(f"pod {meta['namespace']}/{meta['name']}: {hook} {sorted(handler)} not emulated")
+        return sleeps
+
+    def _terminate(self, pod: RunningPod) -> None:
+        """A deleted pod's end, as a kubelet: each container's preStop sleep, then its stop signal, then
+        SIGKILL when the grace period (counted from the deletion) is over, with at least 2 s after
+        the hook. The pod is forgotten only once its processes have exited (wait_stopped relies on it)."""
+        deadline = time.monotonic() + pod.grace
+
+        def end(name: str, process: subprocess.Popen) -> None:
+            time.sleep(min(pod.pre_stop_sleeps.get(name, 0), max(deadline - time.monotonic(), 0)))
+            stop(process, timeout=max(deadline - time.monotonic(), 2),
+                 stop_signal=pod.stop_signals.get(name, signal.SIGTERM))
+
+        ending = [threading.Thread(target=end, args=item, daemon=True) for item in list(pod.processes.items())]
+        for thread in ending:
+            thread.start()
+        for thread in ending:
+            thread.join()
+        for name, process in list(pod.processes.items()):  # one started while the deletion arrived
+            stop(process, timeout=2, stop_signal=pod.stop_signals.get(name, signal.SIGTERM))
+        with self.lock:
+            self.pods.pop(pod.uid, None)
+
     def _stop_pod(self, pod: RunningPod) -> None:
+        """At once, without hooks: the node agent itself stops (the end of a test session)."""
         pod.ready = False
         pod.stopped.set()
         for name, process in pod.processes.items():

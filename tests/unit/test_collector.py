@@ -438,12 +438,17 @@ def test_the_collector_rolls_only_after_mlflow_has_rolled_out(dev):
     assert {mlflow.urn, resume.urn} <= set(workload.dependencies)
 
 
-def test_an_old_collector_outlives_its_successors_readiness_by_more_than_a_retry_interval(dev):
-    """It drops what it still holds when it stops: the grace covers a retry against a destination
-    that came back (the backoff's jitter stretches an interval by half)."""
-    spec = dev.get("Deployment", "otel-collector").outputs["spec"]
+def test_a_stopping_collector_retries_what_it_holds_before_its_shutdown_drops_it(dev, persistent):
+    """Out of the Service, a Deployment's pod sleeps (preStop) through more than two retry intervals
+    (the backoff's jitter stretches one by half) before SIGTERM, and is killed only after a
+    shutdown's flush could run its export timeout; a persistent queue keeps retried spans anyway."""
+    spec = dev.get("Deployment", "otel-collector").outputs["spec"]["template"]["spec"]
+    (collector,) = spec["containers"]
+    drain = collector["lifecycle"]["preStop"]["sleep"]["seconds"]
     _, config = deployed_config(dev)
     for exporter in config["exporters"].values():
-        retry = exporter["retry_on_failure"]
-        assert spec["minReadySeconds"] > 1.5 * int(retry["max_interval"].removesuffix("s"))
-    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+        interval = int(exporter["retry_on_failure"]["max_interval"].removesuffix("s"))
+        assert drain > 2 * 1.5 * interval
+        assert spec["terminationGracePeriodSeconds"] >= drain + int(exporter["timeout"].removesuffix("s"))
+    stateful = persistent.get("StatefulSet", "otel-collector").outputs["spec"]["template"]["spec"]
+    assert "lifecycle" not in stateful["containers"][0] and "terminationGracePeriodSeconds" not in stateful
