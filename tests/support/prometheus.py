@@ -113,24 +113,37 @@ class PrometheusProcess:
         return time.monotonic() - began
 
     def watch(self, alerts: tuple[str, ...], until: str, timeout: float) -> dict[str, dict[str, float]]:
-        """Poll every alert's state until each is `until` ("firing", or "inactive"); for each, when
-        (seconds from now) it was first seen in each state."""
-        began = time.monotonic()
-        seen: dict[str, dict[str, float]] = {alert: {} for alert in alerts}
+        """Wait until every alert is `until` ("firing", or "inactive"); for each, when (seconds from
+        now) it was first pending and first firing, read from the ALERTS series the rule evaluation
+        writes (a poll of the alerts could miss a pending state shorter than the poll under load),
+        and when it was first seen inactive."""
+        began, began_at = time.monotonic(), time.time()
+        inactive: dict[str, float] = {}
 
         def all_there() -> bool:
-            now = round(time.monotonic() - began, 1)
+            reached = True
             for alert in alerts:
-                for state in self.states(alert) or {"inactive"}:
-                    seen[alert].setdefault(state, now)
-            return all(until in self.states(alert) or (until == "inactive" and not self.states(alert))
-                       for alert in alerts)
+                states = self.states(alert)
+                if not states:
+                    inactive.setdefault(alert, round(time.monotonic() - began, 1))
+                reached = reached and (not states if until == "inactive" else until in states)
+            return reached
 
         try:
             wait_until(all_there, timeout, f"alerts {until}", self.process, self.log)
         except TimeoutError:
-            raise TimeoutError(f"not all of {alerts} {until} within {timeout:.0f} s: seen {seen}; "
-                               f"alerts now: {self.alerts()}") from None
+            raise TimeoutError(f"not all of {alerts} {until} within {timeout:.0f} s: alerts now: "
+                               f"{self.alerts()}") from None
+        window = int(time.monotonic() - began) + 2
+        seen: dict[str, dict[str, float]] = {alert: {} for alert in alerts}
+        for series in self.query(f'ALERTS{{alertname=~"{"|".join(alerts)}"}}[{window}s]'):
+            times = [float(at) - began_at for at, _ in series["values"] if float(at) >= began_at]
+            labels = series["metric"]
+            if times:
+                state = seen[labels["alertname"]]
+                state[labels["alertstate"]] = round(min(times + [state.get(labels["alertstate"], times[0])]), 1)
+        for alert, at in inactive.items():
+            seen[alert]["inactive"] = at
         return seen
 
     def target_health(self) -> dict[str, str]:
