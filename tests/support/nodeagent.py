@@ -12,7 +12,11 @@ kube-proxy, volume provisioner and ingress controller, on loopback.
   StatefulSets; a failing init container too) or fails the pod (Jobs, whose
   controller then retries). A container the kubelet would refuse (runAsNonRoot and
   uid 0, say) never starts: its pod waits with `CreateContainerConfigError`. A
-  deleted pod's processes get the image's stop signal.
+  deleted pod leaves every Service at once; each container then runs its preStop
+  `sleep` (the one hook emulated: any other is an error of the run), gets the
+  image's stop signal, and SIGKILL when the pod's terminationGracePeriodSeconds
+  is over. Unlike a kubelet's, a deleted pod is gone from the API at once (no node
+  is bound, so no graceful deletion): its successor may start while it terminates.
 - **OpenShift**: in a namespace with `openshift.io/sa.scc.uid-range` (as OpenShift
   annotates a project), pods are admitted as restricted-v2 admits them (a UID from the
   range, GID 0, the range's fsGroup) and run by CRI-O's rules.
