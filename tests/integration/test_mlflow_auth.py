@@ -4,9 +4,11 @@ experiment provider signing in with the generated credentials."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 import requests
@@ -14,12 +16,13 @@ from mlflow import MlflowClient
 from werkzeug.security import generate_password_hash
 
 from components.experiment_provider import MlflowApiError, MlflowExperimentProvider
+from components.mlflow import METRICS_DIR
 from tests.support.access import apply_declared_access
 from tests.support.collector import CollectorProcess, RealIdMocks
 from tests.support.k8s import auth_config
 from tests.support.kubelet import POD_HOST
 from tests.support.otlp import one_span_request
-from tests.support.processes import kubelet_for, wait_until
+from tests.support.processes import free_port, kubelet_for, stop, wait_until
 from tests.support.program import BASIC_AUTH_MLFLOW, run_program
 
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=1"
@@ -51,6 +54,37 @@ def test_probes_still_pass_without_credentials(auth_server, auth_run):
         response = requests.get(f"{auth_server.url}{probe['httpGet']['path']}", headers={"Host": POD_HOST},
                                 timeout=probe["timeoutSeconds"])
         assert response.status_code == 200, name
+
+
+def test_with_basic_auth_only_an_admin_may_read_mlflows_metrics_so_the_stack_does_not_expose_them(
+        auth_server, auth_run, admin, postgres, workdir):
+    """Why a basic-auth stack leaves MLflow unscraped (README Monitoring, Limits): the declared
+    server with `--expose-prometheus` added answers /metrics 401 to anyone anonymous and 403 to a
+    user without admin rights (no validator for the route, and MLflow fails closed), so a scraper
+    would need the admin's password. When a release opens it, this fails and the limit can go.
+    `auth_server`: the databases created and migrated by the declared steps."""
+    deployment = copy.deepcopy(auth_run.get("Deployment", "mlflow").outputs)
+    pod = deployment["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert "--expose-prometheus" not in container["command"]
+    container["command"] += ["--expose-prometheus", METRICS_DIR]
+    pod["volumes"].append({"name": "metrics", "emptyDir": {}})
+    container["volumeMounts"].append({"name": "metrics", "mountPath": METRICS_DIR})
+    port = free_port()
+    kubelet = kubelet_for(auth_run, workdir / "auth-metrics", postgres, port)
+    log = workdir / "mlflow-auth-metrics.log"
+    server = kubelet.start(SimpleNamespace(name="mlflow-auth-metrics", outputs=deployment), log)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(lambda: requests.get(f"{url}/health", timeout=5).status_code == 200, 180, "MLflow", server, log)
+        scraper = (f"scraper-{uuid.uuid4().hex[:6]}", "scraper-password-123")
+        requests.post(f"{url}/api/2.0/mlflow/users/create", auth=admin, timeout=10, json={
+            "username": scraper[0], "password": scraper[1]}).raise_for_status()
+        measured = {who: requests.get(f"{url}/metrics", auth=auth, timeout=10).status_code
+                    for who, auth in (("anonymous", None), ("user", scraper), ("admin", admin))}
+        assert measured == {"anonymous": 401, "user": 403, "admin": 200}
+    finally:
+        stop(server)
 
 
 def test_the_generated_admin_signs_in_and_a_wrong_password_does_not(auth_server, admin):
