@@ -55,6 +55,10 @@ RETRY = {"enabled": True, "initial_interval": "1s", "max_interval": "5s", "max_e
 DRAIN_SECONDS = 20
 # SIGKILL only after the drain and the shutdown's flush of the queue (an export times out after 30 s).
 STOP_GRACE_SECONDS = DRAIN_SECONDS + 40
+# A stopping pod drains as its own spec says: one made by a release before the preStop hook (stop 29
+# and earlier) has none, so a roll also keeps each old pod 10 s past its successor's readiness (more
+# than a retry interval, MLflow having rolled out first).
+ROLL_GRACE_SECONDS = 10
 COLLECTOR_UID = 10001  # the user of the contrib image
 CONFIG_DIR = "/conf"
 CONFIG_FILE = "collector.yaml"
@@ -482,6 +486,7 @@ def workload_kind(cfg: Collector) -> str:
 def deployment_spec(cfg: Collector, template: dict) -> dict:
     return {
         **replica_count(cfg.replicas, cfg.autoscaling),
+        "minReadySeconds": ROLL_GRACE_SECONDS,
         "selector": {"matchLabels": selector_for(COMPONENT)},
         # A new pod is Ready before an old one stops: the intake keeps its capacity during a roll.
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

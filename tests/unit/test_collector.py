@@ -452,3 +452,14 @@ def test_a_stopping_collector_retries_what_it_holds_before_its_shutdown_drops_it
         assert spec["terminationGracePeriodSeconds"] >= drain + int(exporter["timeout"].removesuffix("s"))
     stateful = persistent.get("StatefulSet", "otel-collector").outputs["spec"]["template"]["spec"]
     assert "lifecycle" not in stateful["containers"][0] and "terminationGracePeriodSeconds" not in stateful
+
+
+def test_a_roll_keeps_an_old_collector_past_its_successors_readiness_for_more_than_a_retry_interval(dev):
+    """An old pod of a release without the preStop hook stops at once when deleted: the roll
+    itself gives it time to send what it held for MLflow, which rolled out first."""
+    spec = dev.get("Deployment", "otel-collector").outputs["spec"]
+    _, config = deployed_config(dev)
+    for exporter in config["exporters"].values():
+        retry = exporter["retry_on_failure"]
+        assert spec["minReadySeconds"] > 1.5 * int(retry["max_interval"].removesuffix("s"))
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
