@@ -113,8 +113,10 @@ def forward_bytes(source: socket.socket, target: socket.socket,
 def stop(process: subprocess.Popen, timeout: float = 20, stop_signal: int = signal.SIGTERM) -> None:
     """`stop_signal` to the process group (an image's STOPSIGNAL), SIGKILL after `timeout`."""
     if process.poll() is None:
-        os.killpg(process.pid, stop_signal)
         try:
+            os.killpg(process.pid, stop_signal)
+            process.wait(timeout)
+        except ProcessLookupError:  # its group ended meanwhile (another thread stopped it)
             process.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
