@@ -16,7 +16,9 @@ kube-proxy, volume provisioner and ingress controller, on loopback.
   `sleep` (the one hook emulated: any other is an error of the run), gets the
   image's stop signal, and SIGKILL when the pod's terminationGracePeriodSeconds
   is over. Unlike a kubelet's, a deleted pod is gone from the API at once (no node
-  is bound, so no graceful deletion): its successor may start while it terminates.
+  is bound, so no graceful deletion): a successor of the same name (a StatefulSet's)
+  is held until it has ended, as graceful deletion would hold it; one of another name
+  (a ReplicaSet's) starts at once, as on a real node.
 - **OpenShift**: in a namespace with `openshift.io/sa.scc.uid-range` (as OpenShift
   annotates a project), pods are admitted as restricted-v2 admits them (a UID from the
   range, GID 0, the range's fsGroup) and run by CRI-O's rules.
@@ -258,9 +260,15 @@ class NodeAgent:
             self.pods[uid].stopped.set()
         for uid in gone:  # each pod terminates on its own, as a kubelet's pod workers do
             threading.Thread(target=self._terminate, args=(self.pods[uid],), daemon=True).start()
+        # A pod whose name a terminating pod still holds (a StatefulSet's successor) waits: on a real node the
+        # deleted pod stays in the API until the kubelet has ended it, so its controller creates no successor
+        # before; here the deletion is at once (no node bound), and both would run on the same claim.
+        terminating = {(p.namespace, p.name) for p in list(self.pods.values()) if p.stopped.is_set()}
         for uid, pod in listed.items():
-            if uid not in self.pods and not pod["metadata"].get("deletionTimestamp") \
-                    and pod.get("status", {}).get("phase", "Pending") == "Pending":
+            meta = pod["metadata"]
+            if uid not in self.pods and not meta.get("deletionTimestamp") \
+                    and pod.get("status", {}).get("phase", "Pending") == "Pending" \
+                    and (meta["namespace"], meta["name"]) not in terminating:
                 self.pods[uid] = self._admit(pod)
 
     # ------------------------------------------------------------------ pods
