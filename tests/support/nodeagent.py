@@ -13,7 +13,7 @@ kube-proxy, volume provisioner and ingress controller, on loopback.
   controller then retries). A container the kubelet would refuse (runAsNonRoot and
   uid 0, say) never starts: its pod waits with `CreateContainerConfigError`. A
   deleted pod leaves every Service at once; each container then runs its preStop
-  `sleep` (the one hook emulated: any other is an error of the run), gets the
+  `sleep` (the one hook emulated: any other is reported in the run's warnings), gets the
   image's stop signal, and SIGKILL when the pod's terminationGracePeriodSeconds
   is over. Unlike a kubelet's, a deleted pod is gone from the API at once (no node
   is bound, so no graceful deletion): a successor of the same name (a StatefulSet's)
@@ -490,7 +490,7 @@ class NodeAgent:
 
     def _pre_stop_sleeps(self, meta: dict, containers: list[dict]) -> dict[str, float]:
         """container -> the seconds of its preStop `sleep`; a lifecycle hook this emulation does not run
-        is an error of the test run, not skipped."""
+        is reported among the node's errors (the run's warnings), not ignored."""
         sleeps = {}
         for container in containers:
             hooks = container.get("lifecycle") or {}
