@@ -12,7 +12,7 @@ import time
 import pytest
 
 from components import collector as collector_component
-from tests.support.collector import span_counts_in_mlflow
+from tests.support.collector import wait_stored_once
 from tests.support.processes import wait_until
 from tests.support.traffic import SteadySender
 
@@ -65,9 +65,7 @@ def test_two_replicas_of_each_are_ready_and_the_collectors_share_the_traffic(sta
     time.sleep(10)
     sent = sender.finish()
     experiment_id = stack.outputs()["experimentIds"][EXPERIMENT]
-    wait_until(lambda: span_counts_in_mlflow(mlflow_url, experiment_id)[0] >= sent, ARRIVAL_TIMEOUT,
-               f"{sent} spans in MLflow")
-    assert span_counts_in_mlflow(mlflow_url, experiment_id) == (sent, sent)
+    wait_stored_once(mlflow_url, experiment_id, sender.trace_ids, sent, ARRIVAL_TIMEOUT, f"{sent} spans in MLflow")
     collector_proxy = node.proxies[(NAMESPACE, collector_component.SERVICE_NAME, collector_component.HTTP_PORT)]
     assert len(collector_proxy.bytes_snapshot()) == 2  # both collector pods received spans
 
@@ -75,7 +73,6 @@ def test_two_replicas_of_each_are_ready_and_the_collectors_share_the_traffic(sta
 def test_switching_to_the_persistent_queue_replaces_the_deployment_and_loses_nothing(stack, cluster, otlp_url,
                                                                                     mlflow_url):
     experiment_id = stack.outputs()["experimentIds"][EXPERIMENT]
-    already, _ = span_counts_in_mlflow(mlflow_url, experiment_id)
     sender = SteadySender(otlp_url, "switch-app", SEND_INTERVAL)
     sender.start()
     stack.configure(scaled_config(str(mlflow_url), {
@@ -86,9 +83,8 @@ def test_switching_to_the_persistent_queue_replaces_the_deployment_and_loses_not
         time.sleep(5)
     finally:
         sent = sender.finish()
-    wait_until(lambda: span_counts_in_mlflow(mlflow_url, experiment_id)[0] >= already + sent, ARRIVAL_TIMEOUT,
-               f"{sent} spans sent during the switch in MLflow")
-    assert span_counts_in_mlflow(mlflow_url, experiment_id) == (already + sent, already + sent)
+    wait_stored_once(mlflow_url, experiment_id, sender.trace_ids, sent, ARRIVAL_TIMEOUT,
+                     f"{sent} spans sent during the switch in MLflow")
     assert apps(cluster, "deployments", "otel-collector") is None
     # The StatefulSet carries no replica count: the autoscaler brings it to minReplicas within its period.
     assert "replicas" not in stack_spec_of(stack, "StatefulSet")

@@ -14,6 +14,8 @@ import copy
 import os
 import re
 import subprocess
+import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -253,21 +255,34 @@ def program_with_real_ids(mlflow_url: str, experiments: list[dict], **overrides)
     return run_program("dev", mocks=RealIdMocks(ids), experiments=experiments, **overrides)
 
 
-def stored_spans(mlflow_url: str, experiment_id: str) -> list[StoredSpan]:
-    """Every span MLflow holds in the experiment, read through its API."""
+def stored_spans(mlflow_url: str, experiment_id: str, traces: Collection[str] | None = None) -> list[StoredSpan]:
+    """Every span MLflow holds in the experiment, read through its API; with `traces` (hex trace
+    ids), only theirs: a deployed stack's canary stores and deletes a trace of its own in the
+    default experiment every few minutes, so a whole-experiment count can shift under a test."""
     client = MlflowClient(tracking_uri=mlflow_url)
     found, token = [], None
     while True:
         page = client.search_traces(locations=[experiment_id], max_results=500, page_token=token)
         for trace in page:
             trace_id = trace.info.trace_id.removeprefix("tr-")
-            found += [StoredSpan(trace_id, s.span_id, s.parent_id or "", s.name) for s in trace.data.spans]
+            if traces is None or trace_id in traces:
+                found += [StoredSpan(trace_id, s.span_id, s.parent_id or "", s.name) for s in trace.data.spans]
         token = page.token
         if not token:
             return found
 
 
-def span_counts_in_mlflow(mlflow_url: str, experiment_id: str) -> tuple[int, int]:
-    """(spans, distinct (trace, span) ids) MLflow holds in the experiment."""
-    spans = stored_spans(mlflow_url, experiment_id)
+def span_counts_in_mlflow(mlflow_url: str, experiment_id: str,
+                          traces: Collection[str] | None = None) -> tuple[int, int]:
+    """(spans, distinct (trace, span) ids) MLflow holds in the experiment (of `traces` only, when given)."""
+    spans = stored_spans(mlflow_url, experiment_id, traces)
     return len(spans), len({(s.trace_id, s.span_id) for s in spans})
+
+
+def wait_stored_once(mlflow_url: str, experiment_id: str, traces: Collection[str], spans: int, timeout: float,
+                     what: str) -> None:
+    """Until MLflow holds `spans` spans of `traces` in the experiment; then, after the time a late
+    duplicate would take to arrive, that it holds each of them exactly once."""
+    wait_until(lambda: span_counts_in_mlflow(mlflow_url, experiment_id, traces)[0] >= spans, timeout, what)
+    time.sleep(3)
+    assert span_counts_in_mlflow(mlflow_url, experiment_id, traces) == (spans, spans), what

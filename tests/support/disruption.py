@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 from tests.support.cluster import ControlPlane
-from tests.support.collector import span_counts_in_mlflow
+from tests.support.collector import wait_stored_once
 from tests.support.nodeagent import NodeAgent
 from tests.support.processes import wait_until
 from tests.support.traffic import SteadySender
@@ -56,7 +56,6 @@ def under_traffic(disrupt: Callable[[], set[str]], *, cluster: ControlPlane, nam
     """Steady traffic through the collector while `disrupt()` deletes pods; once the stack has
     recovered by itself, every span the collector accepted must be in MLflow exactly once.
     The number of spans sent."""
-    already, _ = span_counts_in_mlflow(mlflow_url, experiment_id)
     sender = SteadySender(otlp_url, service, SEND_INTERVAL)
     sender.start()
     try:
@@ -67,10 +66,8 @@ def under_traffic(disrupt: Callable[[], set[str]], *, cluster: ControlPlane, nam
         time.sleep(3)  # traffic through the recovered pods too
     finally:
         sent = sender.finish()
-    wait_until(lambda: span_counts_in_mlflow(mlflow_url, experiment_id)[0] >= already + sent, ARRIVAL_TIMEOUT,
-               f"the {sent} spans sent around the disruption in MLflow")
-    time.sleep(3)  # a duplicate would arrive after the last original
-    assert span_counts_in_mlflow(mlflow_url, experiment_id) == (already + sent, already + sent)
+    wait_stored_once(mlflow_url, experiment_id, sender.trace_ids, sent, ARRIVAL_TIMEOUT,
+                     f"the {sent} spans sent around the disruption in MLflow")
     return sent
 
 

@@ -15,12 +15,14 @@ from tests.support.processes import PostgresCluster
 class SteadySender(threading.Thread):
     """An application's exporter: one 4-span chat trace per `interval` over OTLP/HTTP
     to `url`; a request that is refused (a collector restarting) is retried until
-    accepted, and only accepted spans are counted."""
+    accepted, and only accepted spans are counted. `trace_ids` (hex) names every trace
+    sent, so a count in MLflow can leave out traces that are not the sender's."""
 
     def __init__(self, url: str, service: str, interval: float):
         super().__init__(daemon=True)
         self.url, self.service, self.interval = url, service, interval
         self.accepted_spans, self.retried_requests = 0, 0
+        self.trace_ids: set[str] = set()
         self.error: Exception | None = None
         self._halt = threading.Event()
 
@@ -28,6 +30,7 @@ class SteadySender(threading.Thread):
         while not self._halt.is_set():
             trace = chat_trace("llama-3.1-8b", 10, 5)
             request = export_request({self.service: trace})
+            self.trace_ids.add(trace[0].trace_id.hex())
             deadline = time.monotonic() + 30
             while True:
                 try:
