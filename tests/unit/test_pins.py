@@ -83,3 +83,13 @@ def test_pulumi_yaml_admits_no_cli_older_than_the_tested_one():
     assert required == f">={engine_versions()['pulumi']}", (
         f"Pulumi.yaml's requiredPulumiVersion {required!r} does not start at requirements.txt's "
         f"pulumi=={engine_versions()['pulumi']}, the CLI tests/engine runs")
+
+
+def test_the_ci_recipe_installs_the_cli_the_engine_suite_runs():
+    """examples/github-actions deploys with the tested CLI, not whatever `^3` resolves to."""
+    tested = engine_versions()["pulumi"]
+    for workflow in sorted((PROJECT_DIR / "examples" / "github-actions").glob("*.yml")):
+        steps = [step for job in yaml.safe_load(workflow.read_text())["jobs"].values() for step in job["steps"]]
+        pulumi_steps = [step for step in steps if step.get("uses", "").startswith("pulumi/actions@")]
+        assert pulumi_steps, workflow.name
+        assert {step["with"]["pulumi-version"] for step in pulumi_steps} == {tested}, workflow.name
