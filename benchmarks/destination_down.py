@@ -1,4 +1,4 @@
-"""The collector's memory while a further destination is down (README "More than one trace backend").
+"""The collector's memory while a further destination is down (docs/configuration.md, "More than one trace backend").
 
 Starts the real collector on the config the program generates for the dev stack plus one
 destination whose endpoint nothing listens on, and sends it chat traces as fast as it accepts

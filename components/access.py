@@ -19,7 +19,7 @@ Each machine user's name carries a suffix that is new with its password (`random
 kept by the password): a rotation creates a new user beside the old one, the Secret is
 replaced (new name), the pods that use it roll onto it, and the old user is deleted only
 at the end of the `pulumi up`, after the roll and the post-deploy check: only a pod of the old
-user still exporting by then (a slow drain of a Deployment's pod) can meet a refusal (README:
+user still exporting by then (a slow drain of a Deployment's pod) can meet a refusal (docs/security.md:
 Rotation).
 """
 

@@ -82,7 +82,7 @@ def auth_config_ini(*, database_uri: str, admin_username: str, credential_cache_
     (ADMIN_BOOTSTRAP) and the database credentials come from libpq's
     environment, so this file holds nothing secret. With a credential cache each
     worker hashes a password once per `credential_cache_seconds` instead of on
-    every request (a scrypt hash costs ~0.13 CPU s: README Performance)."""
+    every request (a scrypt hash costs ~0.13 CPU s: docs/performance.md)."""
     return "\n".join([
         "[mlflow]",
         f"default_permission = {DEFAULT_PERMISSION}",

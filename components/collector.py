@@ -82,11 +82,11 @@ SELECTION_DECISION_CACHE = 100000  # trace IDs remembered per decision: five tim
 # before the kernel's OOM killer steps in.
 GOMEMLIMIT_SHARE = 0.8
 # The longest a span waits in the batch processor, where fewer than BATCH_SIZE spans arrive (light
-# traffic, or what the noise filter leaves of a batch). README "Performance": 0.5 s against 2 s took
+# traffic, or what the noise filter leaves of a batch). docs/performance.md: 0.5 s against 2 s took
 # the noise mix's p95 from 1.6 to 1.2 s with the knee unchanged (437 vs 440 spans/s); with MLflow's
 # credential cache a small request no longer pays a password hash.
 BATCH_TIMEOUT_SECONDS = 0.5
-# Spans per export request (README "Performance", measured by benchmarks/ingest.py): MLflow stores a
+# Spans per export request (docs/performance.md, measured by benchmarks/ingest.py): MLflow stores a
 # request in one transaction, so its spans show only once the whole request is stored, in a time
 # proportional to its size. Requests of 512-1024 spans gave a p95 of 7.5-8.4 s at half the knee, of
 # 256 spans 3.9-4.0 s with the knee still 1.4-1.7x one direct client; 64/128 cut the knee (326 vs 385

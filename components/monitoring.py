@@ -48,7 +48,7 @@ from components.trace_upkeep import (
 COMPONENT = "monitoring"
 RULES_FILE = "mlflow-tracing.rules.yaml"
 DASHBOARD_FILE = "mlflow-tracing.json"
-RUNBOOK = "README.md#monitoring"
+RUNBOOK = "docs/operations.md#monitoring"
 # What the scrapes ask for: Prometheus 3 otherwise negotiates UTF-8 names, and the collector then
 # serves its OpenTelemetry names as they are (`otel.signal`, `http.client.request.duration`), which
 # no rule written for the classic names (`otel_signal`, ...) matches. The 0.0.4 text format has

@@ -25,7 +25,7 @@ ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
 MAX_CREDENTIAL_CACHE_SECONDS = 300
 
 # Footprint of `mlflow server` (process-tree PSS with a PostgreSQL backend, as
-# benchmarks/mlflow_memory.py measures it; an upper bound, see README Sizing):
+# benchmarks/mlflow_memory.py measures it; an upper bound, see docs/operations.md, Sizing):
 # the CLI, one uvicorn process per worker, and the job runner with its huey
 # consumers when job execution is on.
 MLFLOW_CLI_MIB = 250

@@ -62,7 +62,7 @@ def _backup(reader: _Reader, mode: str) -> Backup:
             reader.problems.add(
                 reader.at("restoreFrom"),
                 f"{restore_from!r} is not a backup's name; give one the backup volume lists, such as "
-                "scheduled-20261203T024300Z (see README Backups)",
+                "scheduled-20261203T024300Z (see docs/operations.md, Backups)",
             )
         else:
             reader.problems.warn(

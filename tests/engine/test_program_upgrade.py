@@ -4,7 +4,7 @@ with this checkout's program under steady traffic, as a user who pulls the new r
 object that holds data is replaced (the live objects keep their UIDs), the experiments keep their
 IDs, and every span sent during the upgrade is stored once.
 
-Bump PREVIOUS_RELEASE to the newest landed release whenever one lands (README Upgrading)."""
+Bump PREVIOUS_RELEASE to the newest landed release whenever one lands (docs/operations.md, Upgrading)."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Least privilege, measured: the users a basic-auth stack declares (the collector, the
 post-deploy check, retention, and a person with READ from `access`) are created in the
 real MLflow 3.17.2 by the providers, with exactly their declared grants, and each action
-each of them might attempt gets the status the README's table says."""
+each of them might attempt gets the status the table in docs/security.md says."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from tests.support.program import BASIC_AUTH_MLFLOW, run_program
 from tests.support.readme import table_rows
 
 WHO = ("collector", "check", "retention", "reader")
-# action -> expected status per identity, in WHO's order: the README's table, cell for cell
+# action -> expected status per identity, in WHO's order: the table in docs/security.md, cell for cell
 MATRIX = {
     "ingest (OTLP) into its experiment": (200, 403, 403, 403),
     "ingest into another experiment": (403, 403, 403, 403),
@@ -31,7 +31,7 @@ MATRIX = {
     "grant another user MANAGE on every trace": (403, 403, 403, 403),
     "list user names": (200, 200, 200, 200),  # MLflow 3.17 without workspaces: every user sees the roster
 }
-README_TABLE = "| action | collector | check | retention | reader |"
+MATRIX_TABLE = "| action | collector | check | retention | reader |"
 
 
 @pytest.fixture(scope="module")
@@ -120,4 +120,4 @@ def test_each_identity_gets_exactly_the_status_of_the_matrix(action, stack, auth
 
 
 def test_the_readme_table_is_this_matrix():
-    assert {action: tuple(int(cell) for cell in cells) for action, cells in table_rows(README_TABLE).items()} == MATRIX
+    assert {action: tuple(int(cell) for cell in cells) for action, cells in table_rows(MATRIX_TABLE).items()} == MATRIX

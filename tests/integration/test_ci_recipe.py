@@ -1,4 +1,4 @@
-"""The GitHub Actions recipe (examples/github-actions, README "Deploy from CI") checked by
+"""The GitHub Actions recipe (examples/github-actions, docs/operations.md "Deploy from CI") checked by
 actionlint, built from its Go module at a pinned version (cached in .cache/actionlint): workflow
 syntax, expressions, the contexts they read, the runner labels. A broken copy must fail it."""
 

@@ -58,7 +58,7 @@ def test_probes_still_pass_without_credentials(auth_server, auth_run):
 
 def test_with_basic_auth_only_an_admin_may_read_mlflows_metrics_so_the_stack_does_not_expose_them(
         auth_server, auth_run, admin, postgres, workdir):
-    """Why a basic-auth stack leaves MLflow unscraped (README Monitoring, Limits): the declared
+    """Why a basic-auth stack leaves MLflow unscraped (docs/operations.md, Monitoring, Limits): the declared
     server with `--expose-prometheus` added answers /metrics 401 to anyone anonymous and 403 to a
     user without admin rights (no validator for the route, and MLflow fails closed), so a scraper
     would need the admin's password. When a release opens it, this fails and the limit can go.

@@ -195,7 +195,7 @@ def watched_path(declared, own_mlflow, collector_binary, binaries, workdir):
                                  config=wrong).start()
     watched = Watched(namespace=NAMESPACE, mlflow_scraped=True, bundled_postgres=False, canary=False,
                       retention=False, check=False)
-    # scraped as the ServiceMonitors say (a pod-annotation scrape config must do the same: README Monitoring)
+    # scraped as the ServiceMonitors say (a pod-annotation scrape config must do the same: docs/operations.md)
     prometheus = PrometheusProcess(binaries, workdir / "prometheus", namespace=NAMESPACE,
                                    rules=alert_rules(watched, FAST), scrape_protocols=SCRAPE_PROTOCOLS,
                                    targets={"otel-collector": f"127.0.0.1:{collector.ports.metrics}",

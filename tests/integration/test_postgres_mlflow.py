@@ -94,7 +94,7 @@ def test_a_span_posted_with_an_experiment_header_is_stored_there(mlflow_server):
 def test_a_request_that_holds_a_span_twice_is_refused_whole(mlflow_server):
     """MLflow 3.17's ingest upserts a request's spans in one statement, which PostgreSQL refuses when a
     span is in it twice: the whole request gets 400, which the collector takes as permanent and drops,
-    so every other span in that batch is lost too (README Troubleshooting). The same spans sent again in
+    so every other span in that batch is lost too (docs/operations.md, Troubleshooting). The same spans sent again in
     a request of their own are stored (a retry is harmless)."""
     client = MlflowClient(tracking_uri=mlflow_server.url)
     experiment_id = client.create_experiment(f"duplicates-{id(client)}")

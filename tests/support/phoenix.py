@@ -17,7 +17,7 @@ import requests
 from tests.support.images import python_venv
 from tests.support.processes import free_port, stop, wait_until
 
-# The Phoenix the README's two-backend example deploys (arizephoenix/phoenix:version-<this>).
+# The Phoenix the two-backend example (docs/configuration.md) deploys (arizephoenix/phoenix:version-<this>).
 # It turns OpenTelemetry GenAI attributes into OpenInference ones on intake since 15.10.0.
 PHOENIX_VERSION = "20.26.1"
 START_TIMEOUT = 180  # 15-25 s on this machine (migrations, then /readyz); generous for a loaded CI box

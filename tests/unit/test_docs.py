@@ -1,12 +1,13 @@
-"""The README must match the code: every config key documented, and the test
-command CI runs is the one the README gives."""
+"""The README and docs/ must match the code: every config key documented, the test command CI
+runs is the one the README gives, and every link between the pages leads to a heading."""
 
 import re
+from pathlib import Path
 
 from components.config import project_defaults
 from tests.support.pins import engine_versions
 from tests.support.program import PROJECT_DIR
-from tests.support.readme import README, table_keys
+from tests.support.readme import DOCS, README, section, table_keys
 
 # Objects documented as a whole rather than key by key.
 DOCUMENTED_WHOLE = {"resources", "annotations", "experiments", "noise", "databases", "extraAllowedHosts",
@@ -29,7 +30,7 @@ def test_every_config_key_is_in_the_readme_reference():
 
 
 def test_the_readme_gives_each_default_image_of_pulumi_yaml():
-    text = README.split("\n## Configuration\n", 1)[1].split("\n## ", 1)[0]
+    text = section("Configuration")
     documented = dict(re.findall(r"^\| `([A-Za-z]+\.image)` \| `([^`]+)` \|", text, re.M))
     declared = {f"{name}.image": default["image"] for name, default in project_defaults().items()
                 if isinstance(default, dict) and "image" in default}
@@ -48,9 +49,32 @@ def test_ci_runs_the_readme_test_command():
 
 
 def test_the_pinned_versions_table_is_requirements_txt():
-    text = README.split("\n## Pinned versions\n", 1)[1].split("\n## ", 1)[0]
+    text = section("Pinned versions")
     table = dict(re.findall(r"^\| `([a-z-]+)` \| `([0-9][^`]*)` \|", text, re.M))
     assert table == engine_versions(), f"README's Pinned versions table {table} is not requirements.txt's pins"
     prerequisites = README.split("\n## Prerequisites\n", 1)[1].split("\n## ", 1)[0]
     assert f"{engine_versions()['pulumi']} or newer" in prerequisites
     assert f'requiredPulumiVersion: ">={engine_versions()["pulumi"]}"' in prerequisites
+
+
+def github_anchor(heading: str) -> str:
+    """The id GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_every_link_between_the_pages_leads_to_a_file_and_a_heading():
+    anchors = {path: {github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.M)}
+               for path, text in DOCS.items()}
+    broken = []
+    for path, text in DOCS.items():
+        for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]+))?\)", text):
+            linked = (path.parent / target).resolve() if target else path
+            if not linked.exists() or (anchor and anchor not in anchors.get(linked, set())):
+                broken.append(f"{path.relative_to(PROJECT_DIR)}: ({target}#{anchor})")
+    assert broken == []
+
+
+def test_the_readme_is_a_landing_page_that_links_every_page_of_docs():
+    pages = {Path(p).name for p in re.findall(r"\]\(docs/([\w-]+\.md)\)", README)}
+    assert pages == {path.name for path in (PROJECT_DIR / "docs").glob("*.md")}
+    assert README.count("\n") < 200

@@ -260,7 +260,7 @@ def test_the_policies_are_valid_ingress_policies_in_the_stack_namespace(stack_ru
     for policy in policies:
         kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
         assert policy["metadata"]["namespace"] == "mlflow"
-        assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress stays open: see the README
+        assert policy["spec"]["policyTypes"] == ["Ingress"]  # egress stays open: see docs/security.md
 
 
 # --------------------------------------------------------------------------- config
