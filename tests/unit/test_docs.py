@@ -22,14 +22,14 @@ def leaf_keys(value, prefix=""):
         yield prefix
 
 
-def test_every_config_key_is_in_the_readme_reference():
+def test_every_config_key_is_in_the_configuration_reference():
     documented = table_keys("Configuration")
     declared = {key for name, default in project_defaults().items() for key in leaf_keys(default, name)}
     assert declared - documented == set()
     assert documented - declared == set()
 
 
-def test_the_readme_gives_each_default_image_of_pulumi_yaml():
+def test_the_configuration_reference_gives_each_default_image_of_pulumi_yaml():
     text = section("Configuration")
     documented = dict(re.findall(r"^\| `([A-Za-z]+\.image)` \| `([^`]+)` \|", text, re.M))
     declared = {f"{name}.image": default["image"] for name, default in project_defaults().items()
@@ -37,7 +37,7 @@ def test_the_readme_gives_each_default_image_of_pulumi_yaml():
     assert documented == declared
 
 
-def test_every_stack_output_is_in_the_readme(dev):
+def test_every_stack_output_is_in_the_reference(dev):
     assert table_keys("Outputs") == set(dev.outputs)
 
 
