@@ -8,7 +8,7 @@ The "model" only echoes the last message (no model server needed); tokens are co
 
     pip install -r examples/chat_service/requirements.txt
     OTEL_SERVICE_NAME=chat-api OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 \\
-        python examples/chat_service/chat_service.py --port 8080
+        python examples/chat_service/chat_service.py --port 8080    # in a pod: --host 0.0.0.0
     curl -s localhost:8080/v1/chat/completions -d '{"messages": [{"role": "user", "content": "hi"}]}'
 
 The SDK reads the standard variables: `OTEL_SERVICE_NAME` (the collector routes by it to an
@@ -24,6 +24,7 @@ import signal
 import sys
 from contextlib import AbstractContextManager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -34,6 +35,8 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 MODEL = "llama-3.2-3b-instruct"
 CHAT_ROUTE = "/v1/chat/completions"
 MODELS_ROUTE = "/v1/models"
+MAX_BODY = 1 << 20
+FLUSH_TIMEOUT_MILLIS = 10_000
 
 provider = TracerProvider(resource=Resource.create())  # service.name from OTEL_SERVICE_NAME
 provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
@@ -62,13 +65,39 @@ def complete(messages: list[dict], model: str) -> tuple[str, dict[str, int]]:
         return reply, usage
 
 
+class BadRequest(ValueError):
+    pass
+
+
+def chat_messages(body: bytes) -> list[dict]:
+    """The request's messages: a JSON object with a list of {role, content} objects."""
+    try:
+        request = json.loads(body or b"{}")
+    except ValueError as error:
+        raise BadRequest(f"not JSON: {error}") from None
+    messages = request.get("messages") if isinstance(request, dict) else None
+    if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
+        raise BadRequest('expected {"messages": [{"role": "user", "content": "..."}]}')
+    return messages
+
+
 class ChatHandler(BaseHTTPRequestHandler):
+    timeout = 30  # a client that stalls is dropped, not waited for
+
     def _traced(self, method: str) -> AbstractContextManager[trace.Span]:
-        """The request's server span, with the HTTP semantic conventions an instrumentation sets
-        (the collector's filter recognises probes by route and by user agent)."""
-        return tracer.start_as_current_span(f"{method} {self.path}", kind=trace.SpanKind.SERVER, attributes={
-            "http.request.method": method, "url.path": self.path,
-            "user_agent.original": self.headers.get("User-Agent", "")})
+        """The request's server span, named and attributed as an HTTP instrumentation does (the
+        collector's filter recognises probes by route and by user agent)."""
+        url = urlsplit(self.path)
+        route = url.path if url.path in (CHAT_ROUTE, MODELS_ROUTE) else None
+        attributes = {"http.request.method": method, "url.path": url.path, "url.scheme": "http",
+                      "server.port": self.server.server_address[1],
+                      "user_agent.original": self.headers.get("User-Agent", "")}
+        if url.query:
+            attributes["url.query"] = url.query
+        if route:
+            attributes["http.route"] = route
+        return tracer.start_as_current_span(f"{method} {route}" if route else method,
+                                            kind=trace.SpanKind.SERVER, attributes=attributes)
 
     def _reply(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -77,28 +106,35 @@ class ChatHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
-        trace.get_current_span().set_attribute("http.response.status_code", status)
+        span = trace.get_current_span()
+        span.set_attribute("http.response.status_code", status)
+        if status >= 400:
+            span.set_attribute("error.type", str(status))
+        if status >= 500:
+            span.set_status(trace.StatusCode.ERROR)
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server name
         with self._traced("GET"):
-            if self.path == MODELS_ROUTE:
+            if urlsplit(self.path).path == MODELS_ROUTE:
                 self._reply(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
             else:
                 self._reply(404, {"error": f"no route {self.path}"})
 
     def do_POST(self) -> None:  # noqa: N802 - the http.server name
         with self._traced("POST"):
-            if self.path != CHAT_ROUTE:
+            if urlsplit(self.path).path != CHAT_ROUTE:
                 self._reply(404, {"error": f"no route {self.path}"})
                 return
             try:
-                request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-                messages = list(request.get("messages", []))
-            except (ValueError, TypeError, AttributeError):
-                self._reply(400, {"error": 'expected JSON: {"messages": [{"role": "user", "content": "..."}]}'})
+                length = int(self.headers.get("Content-Length") or 0)
+                if not 0 <= length <= MAX_BODY:
+                    raise BadRequest(f"Content-Length must be 0 to {MAX_BODY}")
+                messages = chat_messages(self.rfile.read(length))
+            except (BadRequest, ValueError) as error:
+                self._reply(400, {"error": str(error)})
                 return
-            reply, usage = complete(messages, request.get("model", MODEL))
-            self._reply(200, {"object": "chat.completion", "model": request.get("model", MODEL), "usage": usage,
+            reply, usage = complete(messages, MODEL)
+            self._reply(200, {"object": "chat.completion", "model": MODEL, "usage": usage,
                               "choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]})
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the http.server signature
@@ -106,6 +142,8 @@ class ChatHandler(BaseHTTPRequestHandler):
 
 
 def stop(*_: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second signal must not cut the flush short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt  # out of serve_forever, into the flush below
 
 
@@ -116,14 +154,16 @@ def main() -> int:
     args = parser.parse_args()
     server = ThreadingHTTPServer((args.host, args.port), ChatHandler)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     print(f"chat service on http://{args.host}:{args.port}", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        provider.shutdown()  # exports what the batch processor still holds
+        server.server_close()  # handler threads are daemons: nothing waits for a stalled client
+        provider.force_flush(FLUSH_TIMEOUT_MILLIS)  # exports what the batch processor still holds
+        provider.shutdown()
     return 0
 
 

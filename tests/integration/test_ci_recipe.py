@@ -1,6 +1,7 @@
 """The GitHub Actions recipe (examples/github-actions, docs/operations.md "Deploy from CI") checked by
 actionlint, built from its Go module at a pinned version (cached in .cache/actionlint): workflow
-syntax, expressions, the contexts they read, the runner labels. A broken copy must fail it."""
+keys, expressions, the contexts they read, the runner labels. Broken copies must fail it. (Its data
+on pulumi/actions stops at v6, so v7's inputs are not checked; `run:` scripts need shellcheck.)"""
 
 from __future__ import annotations
 
@@ -46,9 +47,14 @@ def test_the_recipes_workflows_pass_actionlint(actionlint):
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_a_broken_workflow_fails_actionlint(actionlint, tmp_path):
+@pytest.mark.parametrize(("good", "bad", "reported"), [
+    ("${{ vars.PULUMI_STACK }}", "${{ var.PULUMI_STACK }}", 'undefined variable "var"'),
+    ("runs-on: ubuntu-latest", "run-on: ubuntu-latest", 'unexpected key "run-on"'),
+])
+def test_a_broken_workflow_fails_actionlint(actionlint, tmp_path, good, bad, reported):
     broken = tmp_path / "pulumi-up.yml"
-    broken.write_text((RECIPE / "pulumi-up.yml").read_text().replace("${{ vars.PULUMI_STACK }}",
-                                                                       "${{ var.PULUMI_STACK }}"))
+    original = (RECIPE / "pulumi-up.yml").read_text()
+    assert good in original
+    broken.write_text(original.replace(good, bad))
     done = lint(actionlint, broken)
-    assert done.returncode != 0 and 'undefined variable "var"' in done.stdout, done.stdout + done.stderr
+    assert done.returncode != 0 and reported in done.stdout, done.stdout + done.stderr

@@ -11,8 +11,8 @@ DOCUMENTATION = "\n".join(DOCS.values())
 
 
 def section(title: str) -> str:
-    """The text under the `## <title>` heading, up to the next `## `."""
-    return DOCUMENTATION.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+    """The text under the `## <title>` heading, up to the next `## ` or the next page's title."""
+    return re.split(r"\n#{1,2} ", DOCUMENTATION.split(f"\n## {title}\n", 1)[1], maxsplit=1)[0]
 
 
 def table_keys(title: str) -> set[str]:

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from components.config import project_defaults
+from components.monitoring import RUNBOOK
 from tests.support.pins import engine_versions
 from tests.support.program import PROJECT_DIR
 from tests.support.readme import DOCS, README, section, table_keys
@@ -51,26 +52,36 @@ def test_ci_runs_the_readme_test_command():
 def test_the_pinned_versions_table_is_requirements_txt():
     text = section("Pinned versions")
     table = dict(re.findall(r"^\| `([a-z-]+)` \| `([0-9][^`]*)` \|", text, re.M))
-    assert table == engine_versions(), f"README's Pinned versions table {table} is not requirements.txt's pins"
+    assert table == engine_versions(), f"docs/development.md's Pinned versions {table} are not requirements.txt's"
     prerequisites = README.split("\n## Prerequisites\n", 1)[1].split("\n## ", 1)[0]
     assert f"{engine_versions()['pulumi']} or newer" in prerequisites
     assert f'requiredPulumiVersion: ">={engine_versions()["pulumi"]}"' in prerequisites
 
 
-def github_anchor(heading: str) -> str:
-    """The id GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
-    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+def github_anchors(text: str) -> set[str]:
+    """The ids GitHub gives a page's headings (outside code blocks): lower case, punctuation dropped,
+    spaces to hyphens, `-1`, `-2`... on repeats."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    seen: dict[str, int] = {}
+    anchors = set()
+    for heading in re.findall(r"^#{1,6} (.+)$", prose, re.M):
+        anchor = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(f"{anchor}-{seen[anchor]}" if anchor in seen else anchor)
+        seen[anchor] = seen.get(anchor, 0) + 1
+    return anchors
 
 
 def test_every_link_between_the_pages_leads_to_a_file_and_a_heading():
-    anchors = {path: {github_anchor(h) for h in re.findall(r"^#{1,6} (.+)$", text, re.M)}
-               for path, text in DOCS.items()}
+    anchors = {path: github_anchors(text) for path, text in DOCS.items()}
+    links = [(path, target, anchor) for path, text in DOCS.items()
+             for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]+))?\)", text)]
+    runbook_page, runbook_anchor = RUNBOOK.split("#")
+    links.append((PROJECT_DIR / "README.md", runbook_page, runbook_anchor))  # the alerts' link, from the root
     broken = []
-    for path, text in DOCS.items():
-        for target, anchor in re.findall(r"\]\((?!https?:)([^)#\s]*)(?:#([^)\s]+))?\)", text):
-            linked = (path.parent / target).resolve() if target else path
-            if not linked.exists() or (anchor and anchor not in anchors.get(linked, set())):
-                broken.append(f"{path.relative_to(PROJECT_DIR)}: ({target}#{anchor})")
+    for path, target, anchor in links:
+        linked = (path.parent / target).resolve() if target else path
+        if not linked.exists() or (anchor and anchor not in anchors.get(linked, set())):
+            broken.append(f"{path.relative_to(PROJECT_DIR)}: ({target}#{anchor})")
     assert broken == []
 
 
