@@ -4,10 +4,13 @@ runs is the one the README gives, and every link between the pages leads to a he
 import re
 from pathlib import Path
 
+import yaml
+
 from components.config import project_defaults
 from components.monitoring import RUNBOOK
+from tests.support.collector import configmap_config
 from tests.support.pins import engine_versions
-from tests.support.program import PROJECT_DIR
+from tests.support.program import PROJECT_DIR, run_program
 from tests.support.readme import DOCS, README, section, table_keys
 
 # Objects documented as a whole rather than key by key.
@@ -89,3 +92,20 @@ def test_the_readme_is_a_landing_page_that_links_every_page_of_docs():
     pages = {Path(p).name for p in re.findall(r"\]\(docs/([\w-]+\.md)\)", README)}
     assert pages == {path.name for path in (PROJECT_DIR / "docs").glob("*.md")}
     assert README.count("\n") < 200
+
+
+def test_the_first_trace_walkthroughs_config_routes_its_service_and_admits_its_namespace():
+    """The stack config "Send your first trace" shows is valid, and does what the text says."""
+    readme_section = README.split("\n## Send your first trace\n", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"^```yaml\n(.*?)^```", readme_section, re.M | re.S)
+    config = {key.split(":", 1)[1]: value for key, value in yaml.safe_load(block).items()}
+    run = run_program("dev", **config)
+    routing = configmap_config(run)["connectors"]["routing"]
+    assert routing["default_pipelines"] == ["traces/llamastack-traces"]
+    assert routing["table"] == [{"context": "resource", "condition": 'attributes["service.name"] == "chat-api"',
+                                 "pipelines": ["traces/chat"]}]
+    (policy,) = [r for r in run.resources if r.kind == "NetworkPolicy" and r.name.endswith("otel-collector")]
+    otlp = next(rule for rule in policy.outputs["spec"]["ingress"]
+                if {port["port"] for port in rule["ports"]} == {4317, 4318})
+    assert {"podSelector": {}, "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "chat"}}} \
+        in otlp["from"]
