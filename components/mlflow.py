@@ -320,15 +320,17 @@ class MlflowServer(pulumi.ComponentResource):
             spec=spec,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[migration]),
         )
+        self.pod_revision = template_revision(spec["template"])
+        # pulumi-kubernetes can take a Recreate Deployment's update as done before the new pod exists
+        # (upgrade_gate.rolled_out): this Job waits for the rollout, and what depends on it runs after.
         resumed = k8s.batch.v1.Job(
             f"{name}-resume-writers",
             metadata={**meta, "labels": labels_for(upgrade.COMPONENT), "annotations": RERUN_IF_FAILED},
             spec=resume_job_spec(image=config.image, plan=gate.plan, config_map=gate.scripts, platform=platform,
-                                 uid=MLFLOW_UID),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment]),
+                                 uid=MLFLOW_UID, pod_revision=self.pod_revision),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.deployment], custom_timeouts=LONG_JOB_TIMEOUTS),
         )
         self.rolled_out = [self.deployment, resumed]
-        self.pod_revision = template_revision(spec["template"])
         keep_available(name, component=COMPONENT, scales_out=config.scales_out, autoscaling=config.autoscaling,
                        workload_kind="Deployment", workload_name=SERVICE_NAME, metadata=meta,
                        opts=pulumi.ResourceOptions(parent=self))

@@ -152,10 +152,15 @@ def stop_job_spec(*, image: str, plan: str, config_map: pulumi.Input[str], targe
     })
 
 
-def resume_job_spec(*, image: str, plan: str, config_map: pulumi.Input[str], platform: str, uid: int) -> dict:
+def resume_job_spec(*, image: str, plan: str, config_map: pulumi.Input[str], platform: str, uid: int,
+                    pod_revision: pulumi.Input[str]) -> dict:
+    """resume-writers, which also waits for the Deployment's rollout; `pod_revision` (of MLflow's pod
+    template) in its env replaces the Job, so it runs again whenever MLflow's pods change."""
+    container = gate_container(image, "resume-writers", plan)
+    container["env"] = [*container["env"], {"name": "MLFLOW_POD_REVISION", "value": pod_revision}]
     return _job_spec({
         "securityContext": pod_security_context(platform, uid),
-        "containers": [gate_container(image, "resume-writers", plan)],
+        "containers": [container],
         "volumes": _scripts_volumes(config_map),
     })
 

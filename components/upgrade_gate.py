@@ -5,7 +5,7 @@ image's Python and nothing but the standard library, as the gate's ServiceAccoun
 reaches only the MLflow Deployment, the retention CronJob and a read-only list of pods:
 
     python upgrade_gate.py stop-writers     # before the migration Job
-    python upgrade_gate.py resume-writers   # after the Deployment has rolled out
+    python upgrade_gate.py resume-writers   # after the Deployment's update: waits until it has rolled out
 
 `stop-writers` compares what runs with what the stack now declares (the plan in
 `UPGRADE_PLAN`). MLflow's upgrade notes ask for every writer stopped and a backup taken
@@ -132,9 +132,34 @@ def stop_writers(api: Api, plan: dict) -> None:
         (GATE_DIR / "restore").write_text(plan["restoreFrom"])
 
 
+def rolled_out(deployment: dict | None) -> bool:
+    """The Deployment's current template runs in all its replicas, each available, and no old pod is
+    left: what `kubectl rollout status` waits for. The controller's first status after a template
+    change can still say Available and NewReplicaSetAvailable from the previous rollout (with
+    `Recreate` it writes one before it creates the new ReplicaSet), which pulumi-kubernetes'
+    Deployment await takes as done; `updatedReplicas` counts only the new template's pods."""
+    if deployment is None:
+        return True
+    status, wanted = deployment.get("status") or {}, deployment["spec"].get("replicas", 1)
+    return (status.get("observedGeneration", 0) >= deployment["metadata"].get("generation", 0)
+            and status.get("updatedReplicas", 0) == status.get("replicas", 0) == wanted
+            and status.get("availableReplicas", 0) >= wanted)
+
+
+def wait_rolled_out(api: Api, name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not rolled_out(api.request("GET", api.deployment(name))):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"upgrade gate: Deployment {name} did not roll out within {timeout:.0f}s: "
+                             f"kubectl describe deployment {name}, and its newest pod's events and log, say why")
+        time.sleep(POLL_SECONDS)
+
+
 def resume_writers(api: Api, plan: dict) -> None:
     """Undo what `stop-writers` did once the new version runs: the replicas an autoscaler owned
-    (the Deployment then declares none, so nothing else brings them back) and the CronJobs."""
+    (the Deployment then declares none, so nothing else brings them back) and the CronJobs. Then
+    wait until the Deployment has rolled out: what runs after this Job (the collector's roll, the
+    post-deploy check) must find the new MLflow serving."""
     deployment = api.request("GET", api.deployment(plan["deployment"]))
     annotations = (deployment or {}).get("metadata", {}).get("annotations") or {}
     if deployment is not None and STOPPED_ANNOTATION in annotations:
@@ -149,6 +174,9 @@ def resume_writers(api: Api, plan: dict) -> None:
             api.request("PATCH", api.cronjob(name), {"metadata": {"annotations": {SUSPENDED_ANNOTATION: None}},
                                                      "spec": {"suspend": False}})
     print("upgrade gate: writers resumed")
+    started = time.monotonic()
+    wait_rolled_out(api, plan["deployment"], plan["timeoutSeconds"])
+    print(f"upgrade gate: {plan['deployment']} rolled out (waited {time.monotonic() - started:.1f}s)")
 
 
 def main(argv: list[str]) -> int:

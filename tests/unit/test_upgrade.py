@@ -7,7 +7,13 @@ import pytest
 
 from components import upgrade_gate
 from components.config import schema_line
-from components.upgrade_gate import RESTORED_ANNOTATION, SCHEMA_ANNOTATION, STOPPED_ANNOTATION, reasons_to_stop
+from components.upgrade_gate import (
+    RESTORED_ANNOTATION,
+    SCHEMA_ANNOTATION,
+    STOPPED_ANNOTATION,
+    reasons_to_stop,
+    rolled_out,
+)
 from tests.support.k8s import env_of
 from tests.support.program import run_program
 
@@ -118,6 +124,40 @@ def test_every_image_change_reruns_the_gate_which_decides_from_the_live_deployme
         assert job(patched, name).outputs["spec"] != job(dev, name).outputs["spec"]
     assert job(run_program("dev"), "upgrade-stop-writers").outputs["spec"] == \
         job(dev, "upgrade-stop-writers").outputs["spec"]
+
+
+def test_any_change_of_mlflows_pods_reruns_the_resume_job_which_waits_for_their_rollout(dev):
+    """The collector's roll and the check wait for the resume Job, so it must run after every MLflow
+    roll, not only after an image change: a changed pod template (here, one more allowed host)
+    replaces it, and an `up` that changes nothing leaves it alone."""
+    rehosted = run_program("dev", mlflow={"extraAllowedHosts": ["mlflow.corp.example"], "auth": {"kind": "none"}})
+    assert rehosted.get("Deployment", "mlflow").outputs["spec"]["template"] != \
+        dev.get("Deployment", "mlflow").outputs["spec"]["template"]
+    assert job(rehosted, "mlflow-resume-writers").outputs["spec"] != job(dev, "mlflow-resume-writers").outputs["spec"]
+    assert job(rehosted, "upgrade-stop-writers").outputs["spec"] == job(dev, "upgrade-stop-writers").outputs["spec"]
+    assert job(run_program("dev"), "mlflow-resume-writers").outputs["spec"] == \
+        job(dev, "mlflow-resume-writers").outputs["spec"]
+
+
+def deployment_status(generation: int, observed: int, replicas: int, updated: int, available: int) -> dict:
+    return {"metadata": {"generation": generation}, "spec": {"replicas": 1},
+            "status": {"observedGeneration": observed, "replicas": replicas, "updatedReplicas": updated,
+                       "availableReplicas": available}}
+
+
+@pytest.mark.parametrize(("deployment", "done"), [
+    # the status of the previous rollout, before the controller has seen the new template
+    (deployment_status(generation=3, observed=2, replicas=1, updated=1, available=1), False),
+    # Recreate's first status for the new template: the old ReplicaSet scaled down, its pod still
+    # counted available, no new ReplicaSet yet (what pulumi-kubernetes' await took as done)
+    (deployment_status(generation=3, observed=3, replicas=1, updated=0, available=1), False),
+    (deployment_status(generation=3, observed=3, replicas=1, updated=1, available=0), False),  # not Ready yet
+    (deployment_status(generation=3, observed=3, replicas=2, updated=1, available=2), False),  # an old pod left
+    (deployment_status(generation=3, observed=3, replicas=1, updated=1, available=1), True),
+    (None, True),  # no Deployment: nothing to wait for
+])
+def test_the_resume_job_waits_until_the_new_template_runs_available_and_alone(deployment, done):
+    assert rolled_out(deployment) is done
 
 
 def test_the_gate_backs_up_and_restores_every_database_the_stack_owns():
