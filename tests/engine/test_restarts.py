@@ -17,7 +17,7 @@ import pytest
 from components import collector as collector_component
 from components import mlflow as mlflow_component
 from components import postgres as postgres_component
-from tests.support.disruption import delete_pods, process_identities, under_traffic
+from tests.support.disruption import declared_identities, delete_pods, process_identities, under_traffic
 
 NAMESPACE = "restarts"
 EXPERIMENT = "restart-traces"
@@ -51,16 +51,19 @@ def test_a_drain_deletes_every_pod_and_the_stack_recovers_by_itself(stack, clust
     under_traffic(lambda: delete_pods(cluster, NAMESPACE), cluster=cluster, namespace=NAMESPACE,
                   otlp_url=otlp_url, mlflow_url=mlflow_url, experiment_id=stack.outputs()["experimentIds"][EXPERIMENT],
                   service="after-drain")
-    # The recovered pods run as their declared users, on volumes that kept their modes.
+    # The recovered pods run as their declared users, on volumes that kept their modes. Every
+    # running process is checked against its own pod, so a Job's pod caught running (the canary's,
+    # on its schedule) is checked too.
     identities = process_identities(node, NAMESPACE)
+    declared = declared_identities(cluster, NAMESPACE)
+    for (pod, container), (uid, gid, groups) in identities.items():
+        run_as_user, run_as_group, fs_group = declared[pod]
+        assert (uid, gid) == (run_as_user, run_as_group) and fs_group in groups, (pod, container)
     expected = {postgres_component.COMPONENT: postgres_component.POSTGRES_UID,
                 mlflow_component.COMPONENT: mlflow_component.MLFLOW_UID,
                 collector_component.COMPONENT: collector_component.COLLECTOR_UID}
-    running = set()
-    for (pod, _), (uid, gid, groups) in identities.items():
-        component = next(c for c in expected if pod.startswith(c))
-        assert (uid, gid) == (expected[component], expected[component]) and uid in groups, pod
-        running.add(component)
+    running = {component for component, uid in expected.items()
+               if any(pod.startswith(component) and identity[0] == uid for (pod, _), identity in identities.items())}
     assert running == set(expected)
     pgdata = node.workdir / "volumes" / f"{NAMESPACE}-data-{postgres_component.SERVICE_NAME}-0" / "pgdata"
     assert stat.S_IMODE(pgdata.stat().st_mode) == 0o700 and pgdata.stat().st_uid == postgres_component.POSTGRES_UID

@@ -71,6 +71,14 @@ def under_traffic(disrupt: Callable[[], set[str]], *, cluster: ControlPlane, nam
     return sent
 
 
+def declared_identities(cluster: ControlPlane, namespace: str) -> dict[str, tuple[int, int, int]]:
+    """pod -> (runAsUser, runAsGroup, fsGroup) its spec declares, for every pod the API still holds
+    (finished Jobs' too: a container seen running a moment ago may have ended since)."""
+    found = (cluster.get(f"/api/v1/namespaces/{namespace}/pods") or {}).get("items", [])
+    keys = ("runAsUser", "runAsGroup", "fsGroup")
+    return {p["metadata"]["name"]: tuple(p["spec"]["securityContext"][k] for k in keys) for p in found}
+
+
 def process_identities(node: NodeAgent, namespace: str) -> dict[tuple[str, str], tuple[int, int, set[int]]]:
     """(pod, container) -> (uid, gid, supplementary groups) of each running container process."""
     found = {}
