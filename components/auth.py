@@ -32,6 +32,7 @@ SECRET_KEY_KEY = "flask-secret-key"
 # from their machine user's Secret.
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+BASIC_AUTH_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"  # MLflow's own
 # Users other than the admin see nothing until an admin grants it.
 DEFAULT_PERMISSION = "NO_PERMISSIONS"
 # werkzeug's default scrypt parameters, which MLflow's user store hashes with and checks against.
@@ -77,7 +78,8 @@ def admin_bootstrap_env(refs: AuthRefs, database_uri: str, admin_username: str) 
     ]
 
 
-def auth_config_ini(*, database_uri: str, admin_username: str, credential_cache_seconds: int) -> str:
+def auth_config_ini(*, database_uri: str, admin_username: str, credential_cache_seconds: int,
+                    authorization_function: str = BASIC_AUTH_FUNCTION) -> str:
     """MLflow's auth config. The admin is created by the migration Job
     (ADMIN_BOOTSTRAP) and the database credentials come from libpq's
     environment, so this file holds nothing secret. With a credential cache each
@@ -88,7 +90,7 @@ def auth_config_ini(*, database_uri: str, admin_username: str, credential_cache_
         f"default_permission = {DEFAULT_PERMISSION}",
         f"database_uri = {database_uri}",
         f"admin_username = {admin_username}",
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        f"authorization_function = {authorization_function}",
         f"auth_cache_ttl_seconds = {credential_cache_seconds}",
         "",
     ])

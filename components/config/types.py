@@ -177,6 +177,20 @@ class Auth:
 
 
 @dataclass(frozen=True)
+class Oidc:
+    """The organisation's OIDC provider, for `auth.kind: oidc` (components/sso.py)."""
+
+    issuer_url: str
+    client_id: str
+    client_secret_name: str  # a Secret in the namespace with the key `client-secret`
+    scopes: tuple[str, ...]
+    groups_claim: str
+    allowed_groups: tuple[str, ...]  # empty: every user the provider signs in (within email_domains)
+    email_domains: tuple[str, ...]  # ("*",): any
+    end_session_url: str | None  # the provider's logout endpoint, which sign-out calls; None: sign-out ends ours only
+
+
+@dataclass(frozen=True)
 class Autoscaling:
     """A HorizontalPodAutoscaler on CPU (of the requests); when enabled it owns the replica count."""
 

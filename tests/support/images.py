@@ -120,7 +120,7 @@ class Image:
         return int(entry[2]), int(entry[3])
 
 
-def _locked_build(name: str, recipe: str, build) -> Path:
+def stored_build(name: str, recipe: str, build) -> Path:
     """`IMAGE_STORE/<name>-<hash of recipe>`, built by `build(directory)` once; a partial build is redone."""
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     directory = IMAGE_STORE / f"{name}-{digest}"
@@ -174,12 +174,17 @@ def python_venv(name: str, requirement: str) -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"pip install {requirement} into {directory} failed:\n{done.stderr[-4000:]}")
 
-    return _locked_build(name, f"python{IMAGE_PYTHON} {requirement}", build) / "venv"
+    return stored_build(name, f"python{IMAGE_PYTHON} {requirement}", build) / "venv"
+
+
+def mlflow_venv(reference: str) -> Path:
+    """The virtualenv that stands in for the -full image of `reference`'s version (~3 min on first use)."""
+    return python_venv(f"mlflow-{image_version(reference)}", f"mlflow[{MLFLOW_EXTRAS}]=={image_version(reference)}")
 
 
 def mlflow_image(reference: str) -> Image:
     """The -full image of `reference`'s version: its stand-in built on first use (~3 min)."""
-    venv = python_venv(f"mlflow-{image_version(reference)}", f"mlflow[{MLFLOW_EXTRAS}]=={image_version(reference)}")
+    venv = mlflow_venv(reference)
     return Image(reference, entrypoint=(), cmd=("python3",), user=None,
                  path=f"{venv / 'bin'}:{DEFAULT_PATH}", env={"LANG": "C.UTF-8"})
 
@@ -202,7 +207,7 @@ def postgres_image(reference: str) -> Image:
         entrypoint.write_text(POSTGRES_ENTRYPOINT)
         entrypoint.chmod(0o755)
 
-    root = _locked_build("postgres", POSTGRES_ENTRYPOINT, build)
+    root = stored_build("postgres", POSTGRES_ENTRYPOINT, build)
     return Image(
         reference, entrypoint=("docker-entrypoint.sh",), cmd=("postgres",), user=None,
         path=f"{root / 'bin'}:{postgres_bin_dir()}:{DEFAULT_PATH}",
@@ -221,7 +226,7 @@ def collector_image(reference: str, binary: Path) -> Image:
         shutil.copy(binary, directory / "otelcol-contrib")
         (directory / "otelcol-contrib").chmod(0o755)
 
-    root = _locked_build(f"otelcol-{image_version(reference)}", hashlib.sha256(binary.read_bytes()).hexdigest(),
+    root = stored_build(f"otelcol-{image_version(reference)}", hashlib.sha256(binary.read_bytes()).hexdigest(),
                          build)
     return Image(reference, entrypoint=(str(root / "otelcol-contrib"),),
                  cmd=("--config", "/etc/otelcol-contrib/config.yaml"), user="10001:10001", path=DEFAULT_PATH,
