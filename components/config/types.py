@@ -18,7 +18,7 @@ Platform = Literal["kubernetes", "openshift"]
 ExposureKind = Literal["ingress", "route", "httproute", "none"]
 PostgresMode = Literal["bundled", "external", "cnpg"]
 ArtifactsKind = Literal["pvc", "s3"]
-AuthKind = Literal["basic", "none"]
+AuthKind = Literal["basic", "oidc", "none"]
 TeamPermission = Literal["READ", "EDIT", "MANAGE"]
 OtlpProtocol = Literal["http", "grpc"]
 DestinationAuthKind = Literal["bearer", "basic", "header"]
@@ -160,23 +160,6 @@ class Artifacts:
 
 
 @dataclass(frozen=True)
-class Auth:
-    """MLflow's basic-auth app: an admin user whose password is generated, and
-    its user store in a database of its own."""
-
-    kind: AuthKind
-    admin_username: str
-    database: str
-    allow_plain_http: bool  # the stack accepts passwords over plain HTTP (said at every `pulumi up`)
-    credential_cache_seconds: int  # how long a worker trusts a password it verified; 0: hash every request
-    machine_password_revision: int = 1  # a change rotates the machine users' passwords (and names)
-
-    @property
-    def enabled(self) -> bool:
-        return self.kind == "basic"
-
-
-@dataclass(frozen=True)
 class Oidc:
     """The organisation's OIDC provider, for `auth.kind: oidc` (components/sso.py)."""
 
@@ -188,6 +171,26 @@ class Oidc:
     allowed_groups: tuple[str, ...]  # empty: every user the provider signs in (within email_domains)
     email_domains: tuple[str, ...]  # ("*",): any
     end_session_url: str | None  # the provider's logout endpoint, which sign-out calls; None: sign-out ends ours only
+
+
+@dataclass(frozen=True)
+class Auth:
+    """MLflow's basic-auth app: an admin user whose password is generated, and
+    its user store in a database of its own; with `oidc`, people sign in at the
+    organisation's provider in front of it (components/sso.py)."""
+
+    kind: AuthKind
+    admin_username: str
+    database: str
+    allow_plain_http: bool  # the stack accepts passwords over plain HTTP (said at every `pulumi up`)
+    credential_cache_seconds: int  # how long a worker trusts a password it verified; 0: hash every request
+    machine_password_revision: int = 1  # a change rotates the machine users' passwords (and names)
+    oidc: Oidc | None = None  # kind oidc only
+
+    @property
+    def enabled(self) -> bool:
+        """MLflow's basic-auth app runs (behind the proxy with oidc: the machine users still sign in to it)."""
+        return self.kind in ("basic", "oidc")
 
 
 @dataclass(frozen=True)
