@@ -19,6 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components import sso
 from components.config import Auth
 from components.kube import secret_env
 
@@ -132,20 +133,30 @@ class MlflowAuth(pulumi.ComponentResource):
                                          override_special="-_.~", opts=child)
         salt = random.RandomPassword(f"{name}-admin-hash-salt", length=16, special=False, opts=child)
         secret_key = random.RandomPassword(f"{name}-flask-secret-key", length=64, special=False, opts=child)
+        sign_in: dict[str, pulumi.Input[str]] = {}
+        files: dict[str, str] = {}
+        if config.oidc is not None:
+            # the proxy's session cookie key, and the password by which MLflow knows the proxy admitted a user
+            sign_in = {key: random.RandomPassword(f"{name}-{key}", length=length, special=False, opts=child).result
+                       for key, length in ((sso.COOKIE_SECRET_KEY, sso.COOKIE_SECRET_LENGTH),
+                                           (sso.PROXY_PASSWORD_KEY, 48))}
+            files = {f"{sso.AUTH_MODULE_NAME}.py": sso.AUTH_MODULE}
         secret = k8s.core.v1.Secret(
             f"{name}-secret",
             metadata=metadata,
             string_data={USERNAME_KEY: config.admin_username,
                          ADMIN_HASH_KEY: pulumi.Output.all(password.result, salt.result).apply(
                              lambda values: password_hash(*values)),
-                         SECRET_KEY_KEY: secret_key.result},
+                         SECRET_KEY_KEY: secret_key.result, **sign_in},
             opts=child,
         )
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=metadata,
-            data={CONFIG_FILE: auth_config_ini(database_uri=database_uri, admin_username=config.admin_username,
-                                               credential_cache_seconds=config.credential_cache_seconds)},
+            data={CONFIG_FILE: auth_config_ini(
+                database_uri=database_uri, admin_username=config.admin_username,
+                credential_cache_seconds=config.credential_cache_seconds,
+                authorization_function=sso.AUTH_FUNCTION if config.oidc else BASIC_AUTH_FUNCTION), **files},
             opts=child,
         )
         self.refs = AuthRefs(secret_name=secret.metadata.name, config_map_name=config_map.metadata.name)

@@ -18,7 +18,10 @@ points of unchanged upstream images.
 
 from __future__ import annotations
 
+import pulumi
+
 from components.config import Oidc
+from components.kube import container_security_context, secret_env
 
 OAUTH2_PROXY_IMAGE = "quay.io/oauth2-proxy/oauth2-proxy:v7.15.6"
 PROXY_PORT = 4180
@@ -28,6 +31,10 @@ CLIENT_SECRET_ENV = "OAUTH2_PROXY_CLIENT_SECRET"
 COOKIE_SECRET_ENV = "OAUTH2_PROXY_COOKIE_SECRET"
 PROXY_PASSWORD_PROXY_ENV = "OAUTH2_PROXY_BASIC_AUTH_PASSWORD"
 PROXY_PASSWORD_ENV = "MLFLOW_OIDC_PROXY_PASSWORD"  # the same password, in MLflow's container
+# Keys of the stack's generated auth Secret (components/auth.py), and of the user's client Secret.
+COOKIE_SECRET_KEY, PROXY_PASSWORD_KEY, CLIENT_SECRET_KEY = "oidc-cookie-secret", "oidc-proxy-password", "client-secret"
+COOKIE_SECRET_LENGTH = 32  # oauth2-proxy takes a 16, 24 or 32-byte cookie secret (AES)
+PROXY_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}}
 AUTH_MODULE_NAME = "mlflow_tracing_oidc"
 AUTH_FUNCTION = f"{AUTH_MODULE_NAME}:authenticate"
 # Routes that answer 401 to a client without a session or token instead of redirecting it to the
@@ -92,3 +99,27 @@ def oauth2_proxy_args(oidc: Oidc, *, public_url: str, upstream_port: int) -> lis
         # sign-out ends the provider's session too, else the next visit signs straight back in
         *([f"--backend-logout-url={oidc.end_session_url}?id_token_hint={{id_token}}"] if oidc.end_session_url else []),
     ]
+
+
+def proxy_container(oidc: Oidc, *, public_url: str, upstream_port: int, auth_secret: pulumi.Input[str]) -> dict:
+    """oauth2-proxy beside MLflow in its pod: the exposure's port. Its secrets come from the user's
+    client Secret and the stack's auth Secret, by env only."""
+    return {
+        "name": "sso",
+        "image": OAUTH2_PROXY_IMAGE,
+        "args": oauth2_proxy_args(oidc, public_url=public_url, upstream_port=upstream_port),
+        "env": [*secret_env(oidc.client_secret_name, {CLIENT_SECRET_ENV: CLIENT_SECRET_KEY}),
+                *secret_env(auth_secret, {COOKIE_SECRET_ENV: COOKIE_SECRET_KEY,
+                                          PROXY_PASSWORD_PROXY_ENV: PROXY_PASSWORD_KEY})],
+        "ports": [{"name": PROXY_PORT_NAME, "containerPort": PROXY_PORT}],
+        "resources": PROXY_RESOURCES,
+        "securityContext": container_security_context(read_only_root=True),
+        "readinessProbe": {"httpGet": {"path": "/ping", "port": PROXY_PORT_NAME}, "periodSeconds": 10},
+        "livenessProbe": {"httpGet": {"path": "/ping", "port": PROXY_PORT_NAME}, "periodSeconds": 20},
+    }
+
+
+def server_env(auth_secret: pulumi.Input[str], module_dir: str) -> list[dict]:
+    """What MLflow's container adds: the proxy's password, and the authorization function on its path."""
+    return [*secret_env(auth_secret, {PROXY_PASSWORD_ENV: PROXY_PASSWORD_KEY}),
+            {"name": "PYTHONPATH", "value": module_dir}]
