@@ -36,8 +36,7 @@ from components.sso import (
     oauth2_proxy_args,
 )
 from tests.support.browser import artifacts_dir, chromium
-from tests.support.gobuild import go_binary
-from tests.support.images import deployed_mlflow_image, mlflow_venv
+from tests.support.images import deployed_mlflow_image, mlflow_venv, oauth2_proxy_binary
 from tests.support.keycloak import KeycloakProcess
 from tests.support.processes import free_port, stop, wait_until
 
@@ -45,15 +44,8 @@ REALM = "corp"
 ALLOWED_GROUP = "mlflow-users"
 ALICE, BOB = ("alice", "alice-Password-1"), ("bob", "bob-Password-1")  # bob is in another group
 ADMIN = ("admin", "admin-Password-sso1")
-OAUTH2_PROXY_MODULE = "github.com/oauth2-proxy/oauth2-proxy/v7"
 SEARCH = "/api/2.0/mlflow/experiments/search?max_results=10"
 START_TIMEOUT = 180
-
-
-def oauth2_proxy_binary() -> Path:
-    version = OAUTH2_PROXY_IMAGE.rsplit(":", 1)[1]
-    return go_binary(OAUTH2_PROXY_MODULE, version, "oauth2-proxy",
-                     f"-X {OAUTH2_PROXY_MODULE}/pkg/version.VERSION={version}")
 
 
 class SsoStack:
@@ -112,7 +104,7 @@ class SsoStack:
             "PYTHONPATH": str(modules), "MLFLOW_AUTH_CONFIG_PATH": str(config),
             "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN[1], "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
             PROXY_PASSWORD_ENV: proxy_password})
-        proxy = self._run("oauth2-proxy", [str(oauth2_proxy_binary()),
+        proxy = self._run("oauth2-proxy", [str(oauth2_proxy_binary(OAUTH2_PROXY_IMAGE)),
                                            *oauth2_proxy_args(self.oidc, public_url=self.url,
                                                               upstream_port=self.mlflow_port),
                                            f"--http-address=127.0.0.1:{self.proxy_port}"], {
