@@ -231,6 +231,7 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
         env += sso.server_env(auth_refs.secret_name, auth.CONFIG_DIR)
         sign_in = [sso.proxy_container(cfg.auth.oidc, public_url=public_url, upstream_port=PORT,
                                        auth_secret=auth_refs.secret_name)]
+        volumes = [*volumes, *sso.proxy_volumes(cfg.auth.oidc)]
     return {
         **replica_count(cfg.replicas, cfg.autoscaling),
         "selector": {"matchLabels": selector_for(COMPONENT)},

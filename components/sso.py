@@ -34,6 +34,8 @@ PROXY_PASSWORD_ENV = "MLFLOW_OIDC_PROXY_PASSWORD"  # the same password, in MLflo
 # Keys of the stack's generated auth Secret (components/auth.py), and of the user's client Secret.
 COOKIE_SECRET_KEY, PROXY_PASSWORD_KEY, CLIENT_SECRET_KEY = "oidc-cookie-secret", "oidc-proxy-password", "client-secret"
 COOKIE_SECRET_LENGTH = 32  # oauth2-proxy takes a 16, 24 or 32-byte cookie secret (AES)
+# A provider whose certificate a private CA signed: that CA, from the user's Secret (key ca.crt).
+PROVIDER_CA_VOLUME, PROVIDER_CA_DIR, PROVIDER_CA_KEY = "provider-ca", "/etc/oauth2-proxy/provider-ca", "ca.crt"
 PROXY_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}}
 AUTH_MODULE_NAME = "mlflow_tracing_oidc"
 AUTH_FUNCTION = f"{AUTH_MODULE_NAME}:authenticate"
@@ -93,9 +95,11 @@ def oauth2_proxy_args(oidc: Oidc, *, public_url: str, upstream_port: int) -> lis
         "--skip-jwt-bearer-tokens",
         *(f"--api-route={route}" for route in API_ROUTES),
         "--skip-provider-button",
+        "--silence-ping-logging",  # the kubelet's probes, every 10 s
         "--reverse-proxy",
         f"--cookie-secure={'true' if public_url.startswith('https://') else 'false'}",
         "--cookie-samesite=lax",
+        *([f"--provider-ca-file={PROVIDER_CA_DIR}/{PROVIDER_CA_KEY}"] if oidc.ca_secret_name else []),
         # sign-out ends the provider's session too, else the next visit signs straight back in
         *([f"--backend-logout-url={oidc.end_session_url}?id_token_hint={{id_token}}"] if oidc.end_session_url else []),
     ]
@@ -114,9 +118,18 @@ def proxy_container(oidc: Oidc, *, public_url: str, upstream_port: int, auth_sec
         "ports": [{"name": PROXY_PORT_NAME, "containerPort": PROXY_PORT}],
         "resources": PROXY_RESOURCES,
         "securityContext": container_security_context(read_only_root=True),
+        **({"volumeMounts": [{"name": PROVIDER_CA_VOLUME, "mountPath": PROVIDER_CA_DIR, "readOnly": True}]}
+           if oidc.ca_secret_name else {}),
         "readinessProbe": {"httpGet": {"path": "/ping", "port": PROXY_PORT_NAME}, "periodSeconds": 10},
         "livenessProbe": {"httpGet": {"path": "/ping", "port": PROXY_PORT_NAME}, "periodSeconds": 20},
     }
+
+
+def proxy_volumes(oidc: Oidc) -> list[dict]:
+    """The pod volumes the proxy mounts: the provider's CA, when the user names one."""
+    if not oidc.ca_secret_name:
+        return []
+    return [{"name": PROVIDER_CA_VOLUME, "secret": {"secretName": oidc.ca_secret_name}}]
 
 
 def server_env(auth_secret: pulumi.Input[str], module_dir: str) -> list[dict]:

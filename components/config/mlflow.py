@@ -76,7 +76,7 @@ def _https_url(reader: _Reader, name: str, example: str, optional: bool = False)
 
 def _oidc(reader: _Reader) -> Oidc:
     reader.only("issuerUrl", "clientId", "clientSecret", "scopes", "groupsClaim", "allowedGroups", "emailDomains",
-                "logoutUrl")
+                "logoutUrl", "caSecret")
     issuer = _https_url(reader, "issuerUrl", "https://keycloak.example.com/realms/corp")
     client_id, secret = reader.text("clientId", optional=True), reader.text("clientSecret", optional=True)
     if client_id is None:
@@ -96,6 +96,7 @@ def _oidc(reader: _Reader) -> Oidc:
         email_domains=domains,
         end_session_url=_https_url(reader, "logoutUrl", "https://keycloak.example.com/realms/corp/protocol/"
                                                         "openid-connect/logout", optional=True),
+        ca_secret_name=reader.text("caSecret", optional=True),
     )
 
 

@@ -171,6 +171,7 @@ class Oidc:
     allowed_groups: tuple[str, ...]  # empty: every user the provider signs in (within email_domains)
     email_domains: tuple[str, ...]  # ("*",): any
     end_session_url: str | None  # the provider's logout endpoint, which sign-out calls; None: sign-out ends ours only
+    ca_secret_name: str | None = None  # a Secret with the key `ca.crt`, the provider's CA; None: public CAs
 
 
 @dataclass(frozen=True)

@@ -84,3 +84,18 @@ def test_without_sign_in_there_is_no_proxy():
     run = run_program("dev")
     assert list(containers(run)) == [mlflow_component.COMPONENT]
     assert [p["port"] for p in run.get("Service", "mlflow").outputs["spec"]["ports"]] == [mlflow_component.PORT]
+
+
+def test_a_private_providers_ca_is_mounted_from_the_users_secret_and_named_to_the_proxy(signed_in):
+    run = run_program("dev", exposure={"kind": "ingress", "className": "nginx", "tls": {"enabled": True}},
+                      mlflow={"apiUrl": "http://localhost:5000", "artifacts": {"size": "5Gi"},
+                              "auth": {"kind": "oidc", "oidc": {**OIDC, "caSecret": "corp-ca"}}})
+    proxy = containers(run)["sso"]
+    (mount,) = proxy["volumeMounts"]
+    volumes = {v["name"]: v for v in run.get("Deployment", "mlflow").outputs["spec"]["template"]["spec"]["volumes"]}
+    assert volumes[mount["name"]]["secret"]["secretName"] == "corp-ca" and mount["readOnly"] is True
+    (ca_file,) = [a.split("=", 1)[1] for a in proxy["args"] if a.startswith("--provider-ca-file=")]
+    assert ca_file == f"{mount['mountPath']}/ca.crt"  # the key docs/configuration.md names
+    # without caSecret: the image's trust store, nothing mounted
+    default = containers(signed_in)["sso"]
+    assert "volumeMounts" not in default and not [a for a in default["args"] if a.startswith("--provider-ca-file")]
