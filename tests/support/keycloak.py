@@ -1,7 +1,8 @@
 """A real Keycloak (org.keycloak:keycloak-quarkus-dist from Maven Central, the version below) as
 the organisation's OIDC provider: started in dev mode on loopback with an in-memory database,
 set up through its admin REST API as an administrator would (a realm, a confidential client
-with a group-membership mapper, groups and users).
+with a group-membership mapper, groups and users). With `tls` it serves https only, on a
+certificate of the caller's CA (`ca`), as an organisation's provider does.
 
 The distribution is fetched once (checked against Maven Central's SHA-1) into the image store;
 each Keycloak runs from a copy of it, because dev mode rewrites the distribution's lib/ at start.
@@ -78,15 +79,17 @@ class OidcClient:
 class KeycloakProcess:
     """`kc.sh start-dev` on 127.0.0.1 with the bootstrap admin ADMIN; realms set up through `admin()`."""
 
-    def __init__(self, directory: Path):
-        self.directory = directory
+    def __init__(self, directory: Path, tls: tuple[Path, Path] | None = None, ca: Path | None = None):
+        """`tls`: (certificate, key) to serve https on; `ca`: what signed it, which this client trusts."""
+        self.directory, self.tls = directory, tls
+        self.verify: str | bool = str(ca) if ca else True
         self.port, self.management_port = free_port(), free_port()
         self.log = directory / "keycloak.log"
         self.process: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def issuer(self, realm: str) -> str:
         return f"{self.url}/realms/{realm}"
@@ -97,12 +100,15 @@ class KeycloakProcess:
         java = java_home()
         env = {"PATH": f"{java / 'bin'}:/usr/bin:/bin", "JAVA_HOME": str(java), "HOME": str(self.directory),
                "LANG": "C.UTF-8", "KC_BOOTSTRAP_ADMIN_USERNAME": ADMIN[0], "KC_BOOTSTRAP_ADMIN_PASSWORD": ADMIN[1]}
+        listen = ([f"--https-port={self.port}", f"--https-certificate-file={self.tls[0]}",
+                   f"--https-certificate-key-file={self.tls[1]}", "--http-enabled=false"] if self.tls else
+                  [f"--http-port={self.port}"])
         self.process = subprocess.Popen(
-            [str(home / "bin" / "kc.sh"), "start-dev", "--db=dev-mem", "--http-host=127.0.0.1",
-             f"--http-port={self.port}", f"--http-management-port={self.management_port}", "--hostname-strict=false"],
+            [str(home / "bin" / "kc.sh"), "start-dev", "--db=dev-mem", "--http-host=127.0.0.1", *listen,
+             f"--http-management-port={self.management_port}", "--hostname-strict=false"],
             env=env, cwd=home, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         wait_until(lambda: requests.get(f"{self.issuer('master')}/.well-known/openid-configuration",
-                                        timeout=2).status_code == 200,
+                                        timeout=2, verify=self.verify).status_code == 200,
                    START_TIMEOUT, "Keycloak", self.process, self.log)
         return self
 
@@ -112,10 +118,13 @@ class KeycloakProcess:
 
     def admin(self) -> requests.Session:
         """A session signed in to the admin REST API as the bootstrap admin."""
-        token = requests.post(f"{self.issuer('master')}/protocol/openid-connect/token", timeout=10, data={
+        token = requests.post(f"{self.issuer('master')}/protocol/openid-connect/token", timeout=10,
+                              verify=self.verify, data={
             "grant_type": "password", "client_id": "admin-cli", "username": ADMIN[0], "password": ADMIN[1]})
         token.raise_for_status()
         session = requests.Session()
+        session.trust_env = False  # REQUESTS_CA_BUNDLE would override `verify`
+        session.verify = self.verify
         session.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
         return session
 
@@ -164,7 +173,8 @@ class KeycloakProcess:
 
     def password_token(self, realm: str, client: OidcClient, username: str, password: str) -> str:
         """A user's access token, as a command-line client gets it (the password grant)."""
-        response = requests.post(f"{self.issuer(realm)}/protocol/openid-connect/token", timeout=10, data={
+        response = requests.post(f"{self.issuer(realm)}/protocol/openid-connect/token", timeout=10,
+                                 verify=self.verify, data={
             "grant_type": "password", "client_id": client.client_id, "client_secret": client.secret,
             "username": username, "password": password, "scope": "openid email profile"})
         response.raise_for_status()
