@@ -48,6 +48,7 @@ if config.network_policies.enabled:
         postgres_config=config.postgres,
         scrapers=Scrapers(namespaces=monitoring.scraper_namespaces if monitoring.enabled else (),
                           mlflow=config.mlflow_scraped),
+        sign_in=config.mlflow.auth.oidc is not None,
     )
 
 database = PostgresDatabase(
@@ -81,6 +82,7 @@ server = MlflowServer(
     namespace=namespace,
     platform=config.platform,
     external_host=config.exposure.host,
+    public_url=config.exposure.url,
     kept_provider=kept,
     gate=gate,
     scraping=Scraping(exposed=config.mlflow_scraped, annotated=not monitoring.prometheus_operator),

@@ -19,6 +19,7 @@ import pulumi
 import pulumi_kubernetes as k8s
 import pulumi_random as random
 
+from components import sso
 from components.config import Auth
 from components.kube import secret_env
 
@@ -32,6 +33,7 @@ SECRET_KEY_KEY = "flask-secret-key"
 # from their machine user's Secret.
 USERNAME_ENV = "MLFLOW_TRACKING_USERNAME"
 PASSWORD_ENV = "MLFLOW_TRACKING_PASSWORD"
+BASIC_AUTH_FUNCTION = "mlflow.server.auth:authenticate_request_basic_auth"  # MLflow's own
 # Users other than the admin see nothing until an admin grants it.
 DEFAULT_PERMISSION = "NO_PERMISSIONS"
 # werkzeug's default scrypt parameters, which MLflow's user store hashes with and checks against.
@@ -77,7 +79,8 @@ def admin_bootstrap_env(refs: AuthRefs, database_uri: str, admin_username: str) 
     ]
 
 
-def auth_config_ini(*, database_uri: str, admin_username: str, credential_cache_seconds: int) -> str:
+def auth_config_ini(*, database_uri: str, admin_username: str, credential_cache_seconds: int,
+                    authorization_function: str = BASIC_AUTH_FUNCTION) -> str:
     """MLflow's auth config. The admin is created by the migration Job
     (ADMIN_BOOTSTRAP) and the database credentials come from libpq's
     environment, so this file holds nothing secret. With a credential cache each
@@ -88,7 +91,7 @@ def auth_config_ini(*, database_uri: str, admin_username: str, credential_cache_
         f"default_permission = {DEFAULT_PERMISSION}",
         f"database_uri = {database_uri}",
         f"admin_username = {admin_username}",
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        f"authorization_function = {authorization_function}",
         f"auth_cache_ttl_seconds = {credential_cache_seconds}",
         "",
     ])
@@ -130,20 +133,30 @@ class MlflowAuth(pulumi.ComponentResource):
                                          override_special="-_.~", opts=child)
         salt = random.RandomPassword(f"{name}-admin-hash-salt", length=16, special=False, opts=child)
         secret_key = random.RandomPassword(f"{name}-flask-secret-key", length=64, special=False, opts=child)
+        sign_in: dict[str, pulumi.Input[str]] = {}
+        files: dict[str, str] = {}
+        if config.oidc is not None:
+            # the proxy's session cookie key, and the password by which MLflow knows the proxy admitted a user
+            sign_in = {key: random.RandomPassword(f"{name}-{key}", length=length, special=False, opts=child).result
+                       for key, length in ((sso.COOKIE_SECRET_KEY, sso.COOKIE_SECRET_LENGTH),
+                                           (sso.PROXY_PASSWORD_KEY, 48))}
+            files = {f"{sso.AUTH_MODULE_NAME}.py": sso.AUTH_MODULE}
         secret = k8s.core.v1.Secret(
             f"{name}-secret",
             metadata=metadata,
             string_data={USERNAME_KEY: config.admin_username,
                          ADMIN_HASH_KEY: pulumi.Output.all(password.result, salt.result).apply(
                              lambda values: password_hash(*values)),
-                         SECRET_KEY_KEY: secret_key.result},
+                         SECRET_KEY_KEY: secret_key.result, **sign_in},
             opts=child,
         )
         config_map = k8s.core.v1.ConfigMap(
             f"{name}-config",
             metadata=metadata,
-            data={CONFIG_FILE: auth_config_ini(database_uri=database_uri, admin_username=config.admin_username,
-                                               credential_cache_seconds=config.credential_cache_seconds)},
+            data={CONFIG_FILE: auth_config_ini(
+                database_uri=database_uri, admin_username=config.admin_username,
+                credential_cache_seconds=config.credential_cache_seconds,
+                authorization_function=sso.AUTH_FUNCTION if config.oidc else BASIC_AUTH_FUNCTION), **files},
             opts=child,
         )
         self.refs = AuthRefs(secret_name=secret.metadata.name, config_map_name=config_map.metadata.name)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import auth, upgrade, upgrade_gate
+from components import auth, sso, upgrade, upgrade_gate
 from components.auth import AuthRefs, MlflowAuth
 from components.availability import keep_available
 from components.config import Artifacts, Mlflow
@@ -219,8 +219,19 @@ def migration_job_spec(cfg: Mlflow, connection: PostgresConnection, platform: st
 
 def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: list[str], platform: str,
                     migration_job: pulumi.Input[str], artifacts_claim: pulumi.Input[str] | None,
-                    auth_refs: AuthRefs | None, scraping: Scraping = NOT_SCRAPED) -> dict:
+                    auth_refs: AuthRefs | None, scraping: Scraping = NOT_SCRAPED,
+                    public_url: str | None = None) -> dict:
+    """With `auth.kind: oidc`, oauth2-proxy runs beside MLflow (components/sso.py) for people at
+    `public_url`; in-namespace clients keep MLflow's own port."""
     volumes, mounts = _volumes(cfg, artifacts_claim, auth_refs, scraping.exposed)
+    env = server_env(cfg, connection, auth_refs, scraping.exposed)
+    sign_in = []
+    if cfg.auth.oidc is not None:
+        assert auth_refs is not None and public_url, "the config layer requires https exposure with oidc"
+        env += sso.server_env(auth_refs.secret_name, auth.CONFIG_DIR)
+        sign_in = [sso.proxy_container(cfg.auth.oidc, public_url=public_url, upstream_port=PORT,
+                                       auth_secret=auth_refs.secret_name)]
+        volumes = [*volumes, *sso.proxy_volumes(cfg.auth.oidc)]
     return {
         **replica_count(cfg.replicas, cfg.autoscaling),
         "selector": {"matchLabels": selector_for(COMPONENT)},
@@ -242,13 +253,13 @@ def deployment_spec(cfg: Mlflow, connection: PostgresConnection, allowed_hosts: 
                     "name": COMPONENT,
                     "image": cfg.image,
                     "command": server_args(cfg, allowed_hosts, scraping.exposed),
-                    "env": server_env(cfg, connection, auth_refs, scraping.exposed),
+                    "env": env,
                     "ports": [{"name": "http", "containerPort": PORT}],
                     "resources": cfg.resources.as_k8s(),
                     "securityContext": container_security_context(read_only_root=True),
                     "volumeMounts": mounts,
                     **server_probes(),
-                }],
+                }, *sign_in],
                 "volumes": volumes,
             },
         },
@@ -272,7 +283,7 @@ class MlflowServer(pulumi.ComponentResource):
     credentials: pulumi.Output[dict] | None
 
     def __init__(self, name: str, *, config: Mlflow, connection: PostgresConnection, namespace: NamespaceRef,
-                 platform: str, external_host: str | None, gate: UpgradeGate,
+                 platform: str, external_host: str | None, gate: UpgradeGate, public_url: str | None = None,
                  kept_provider: k8s.Provider, scraping: Scraping = NOT_SCRAPED,
                  opts: pulumi.ResourceOptions | None = None):
         """`gate`: its stop Job runs before the migration (and waits for the database), its resume
@@ -313,7 +324,7 @@ class MlflowServer(pulumi.ComponentResource):
             scraped=scraping.exposed,
         )
         spec = deployment_spec(config, connection, allowed_hosts, platform, migration.metadata.name,
-                               artifacts_claim, self.auth_refs, scraping)
+                               artifacts_claim, self.auth_refs, scraping, public_url)
         self.deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment",
             metadata={**meta, "name": SERVICE_NAME, "annotations": gate.deployment_annotations},
@@ -339,10 +350,13 @@ class MlflowServer(pulumi.ComponentResource):
             metadata={**meta, "name": SERVICE_NAME},
             spec={
                 "selector": selector_for(COMPONENT),
-                "ports": [{"name": "http", "port": PORT, "targetPort": "http"}],
+                "ports": [{"name": "http", "port": PORT, "targetPort": "http"},
+                          *([{"name": sso.PROXY_PORT_NAME, "port": sso.PROXY_PORT, "targetPort": sso.PROXY_PORT_NAME}]
+                            if config.auth.oidc else [])],
             },
             opts=pulumi.ResourceOptions(parent=self),
         )
-        self.service_name, self.port = SERVICE_NAME, PORT
+        # people come in through the exposure: with oidc, to the sign-in proxy
+        self.service_name, self.port = SERVICE_NAME, sso.PROXY_PORT if config.auth.oidc else PORT
         self.internal_url = f"http://{service_host(SERVICE_NAME, namespace.name)}:{PORT}"
         self.register_outputs({"internalUrl": self.internal_url})

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
-from components import backup, collector, mlflow, postgres, trace_upkeep, upgrade
+from components import backup, collector, mlflow, postgres, sso, trace_upkeep, upgrade
 from components.config import NAMESPACE_NAME_LABEL, NetworkPolicies, Postgres
 from components.kube import NamespaceRef, labels_for, selector_for
 
@@ -94,13 +94,17 @@ def _cnpg_policy(operator_namespace: str) -> dict:
 
 
 def network_policies_for(config: NetworkPolicies, *, postgres_config: Postgres,
-                         scrapers: Scrapers = Scrapers()) -> list[dict]:
+                         scrapers: Scrapers = Scrapers(), sign_in: bool = False) -> list[dict]:
     """The policies of the stack, each as {metadata, spec} without a namespace.
-    An external PostgreSQL server is not ours to fence."""
+    An external PostgreSQL server is not ours to fence. With `sign_in` (auth kind oidc) the
+    ingress controller reaches only the sign-in proxy; MLflow's own port stays in the namespace."""
     mlflow_scrapers = scrapers.namespaces if scrapers.mlflow else ()
+    ingress = _namespaces(config.ingress_namespaces)
+    mlflow_rules = [_rule([OWN_NAMESPACE, *_namespaces(mlflow_scrapers)], (mlflow.PORT,)),
+                    _rule(ingress, (sso.PROXY_PORT,))] if sign_in else \
+        [_rule([OWN_NAMESPACE, *ingress, *_namespaces(mlflow_scrapers)], (mlflow.PORT,))]
     policies = [
-        _ingress_policy(mlflow.COMPONENT, [OWN_NAMESPACE, *_namespaces(config.ingress_namespaces),
-                                           *_namespaces(mlflow_scrapers)], (mlflow.PORT,)),
+        _policy(mlflow.COMPONENT, selector_for(mlflow.COMPONENT), [rule for rule in mlflow_rules if rule["from"]]),
         _policy(collector.COMPONENT, selector_for(collector.COMPONENT), [
             _rule([OWN_NAMESPACE, *_namespaces(config.otlp_namespaces)], (collector.GRPC_PORT, collector.HTTP_PORT)),
             # the post-deploy check and the canary prove a further destination's exporter sent its trace by these
@@ -122,9 +126,9 @@ class StackNetworkPolicies(pulumi.ComponentResource):
     """The stack's NetworkPolicies in its namespace."""
 
     def __init__(self, name: str, *, config: NetworkPolicies, namespace: NamespaceRef, postgres_config: Postgres,
-                 scrapers: Scrapers = Scrapers(), opts: pulumi.ResourceOptions | None = None):
+                 scrapers: Scrapers = Scrapers(), sign_in: bool = False, opts: pulumi.ResourceOptions | None = None):
         super().__init__("mlflow-tracing:index:StackNetworkPolicies", name, None, opts)
-        policies = network_policies_for(config, postgres_config=postgres_config, scrapers=scrapers)
+        policies = network_policies_for(config, postgres_config=postgres_config, scrapers=scrapers, sign_in=sign_in)
         for policy in policies:
             metadata = policy["metadata"]
             k8s.networking.v1.NetworkPolicy(

@@ -16,7 +16,7 @@ from components.config.fields import (
     schema_line,
 )
 from components.config.reader import _Reader
-from components.config.types import ARTIFACT_KINDS, AUTH_KINDS, Artifacts, Auth, Exposure, Mlflow
+from components.config.types import ARTIFACT_KINDS, AUTH_KINDS, Artifacts, Auth, Exposure, Mlflow, Oidc
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 ACCESS_MODES = ("ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod")
@@ -63,10 +63,49 @@ def _artifacts(reader: _Reader) -> Artifacts:
     return artifacts
 
 
+def _https_url(reader: _Reader, name: str, example: str, optional: bool = False) -> str | None:
+    url = reader.text(name, optional=True)
+    if url is None:
+        if not optional:
+            reader.problems.add(reader.at(name), f"auth kind oidc needs the provider's {name}, such as {example}")
+    elif not re.match(r"^https://[^/\s]+", url):
+        reader.problems.add(reader.at(name), f"{url!r} must be an https:// URL (tokens and the client secret cross "
+                                             f"it), such as {example}")
+    return url.rstrip("/") if url else None
+
+
+def _oidc(reader: _Reader) -> Oidc:
+    reader.only("issuerUrl", "clientId", "clientSecret", "scopes", "groupsClaim", "allowedGroups", "emailDomains",
+                "logoutUrl", "caSecret")
+    issuer = _https_url(reader, "issuerUrl", "https://keycloak.example.com/realms/corp")
+    client_id, secret = reader.text("clientId", optional=True), reader.text("clientSecret", optional=True)
+    if client_id is None:
+        reader.problems.add(reader.at("clientId"), "auth kind oidc needs the client ID registered at the provider")
+    if secret is None:
+        reader.problems.add(reader.at("clientSecret"), "auth kind oidc needs the name of a Secret in the namespace "
+                                                       "holding the client's secret under the key client-secret")
+    scopes = reader.strings("scopes")
+    if scopes and "openid" not in scopes:
+        reader.problems.add(reader.at("scopes"), f"{list(scopes)} lacks openid, without which there is no ID token")
+    domains = reader.strings("emailDomains")
+    if not domains:
+        reader.problems.add(reader.at("emailDomains"), "list the e-mail domains that may sign in, or [\"*\"] for any")
+    return Oidc(
+        issuer_url=issuer or "", client_id=client_id or "", client_secret_name=secret or "", scopes=scopes,
+        groups_claim=reader.text("groupsClaim") or "", allowed_groups=reader.strings("allowedGroups"),
+        email_domains=domains,
+        end_session_url=_https_url(reader, "logoutUrl", "https://keycloak.example.com/realms/corp/protocol/"
+                                                        "openid-connect/logout", optional=True),
+        ca_secret_name=reader.text("caSecret", optional=True),
+    )
+
+
 def _auth(reader: _Reader, postgres_database: str | None) -> Auth:
     admin_username, database = reader.text("adminUsername"), reader.text("database")
+    kind = reader.choice("kind", AUTH_KINDS)
     auth = Auth(
-        kind=reader.choice("kind", AUTH_KINDS),
+        kind=kind,
+        oidc=_oidc(reader.child("oidc")) if kind == "oidc" else None,
         admin_username=admin_username or "",
         database=database or "",
         allow_plain_http=reader.flag("allowPlainHttp"),
@@ -125,6 +164,22 @@ def _refuse_plain_http_passwords(reader: _Reader, exposure: Exposure, api_url: s
         )
 
 
+def _refuse_what_sign_in_needs(reader: _Reader, exposure: Exposure, api_url: str | None) -> None:
+    """People sign in through the exposure: the provider sends them back to an https URL and the session
+    cookie is Secure. `pulumi up` signs in as the admin on MLflow's own port, which the proxy does not
+    pass (it admits only its sessions and the provider's tokens)."""
+    kind = reader.at("auth.kind")
+    if exposure.scheme != "https":
+        reader.problems.add("exposure.tls.enabled", f"with {kind} oidc people sign in through the exposure, which "
+                                                    "must be https: set it true (with tls.secretName or "
+                                                    "tls.clusterIssuer)")
+    if api_url is None:
+        reader.problems.add(reader.at("apiUrl"), f"with {kind} oidc, `pulumi up` signs in as the admin on MLflow's "
+                                                 "own port, which the sign-in proxy does not pass; point it at a "
+                                                 "port-forward such as http://localhost:5000 (kubectl port-forward "
+                                                 "svc/mlflow 5000)")
+
+
 def _either(ways: list[str]) -> str:
     return ", ".join(ways[:-1]) + f", or {ways[-1]}" if len(ways) > 1 else ways[0]
 
@@ -159,6 +214,8 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
     if api_url is not None and not re.match(r"^https?://[^/\s]+", api_url):
         reader.problems.add(reader.at("apiUrl"), f"{api_url!r} must be an http(s) URL such as http://localhost:5000")
     auth = _auth(reader.child("auth"), postgres_database)
+    if auth.kind == "oidc":
+        _refuse_what_sign_in_needs(reader, exposure, api_url)
     if auth.enabled:
         _refuse_plain_http_passwords(reader, exposure, api_url, auth)
     if api_url is None and exposure.kind == "none":

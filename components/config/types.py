@@ -18,7 +18,7 @@ Platform = Literal["kubernetes", "openshift"]
 ExposureKind = Literal["ingress", "route", "httproute", "none"]
 PostgresMode = Literal["bundled", "external", "cnpg"]
 ArtifactsKind = Literal["pvc", "s3"]
-AuthKind = Literal["basic", "none"]
+AuthKind = Literal["basic", "oidc", "none"]
 TeamPermission = Literal["READ", "EDIT", "MANAGE"]
 OtlpProtocol = Literal["http", "grpc"]
 DestinationAuthKind = Literal["bearer", "basic", "header"]
@@ -160,9 +160,25 @@ class Artifacts:
 
 
 @dataclass(frozen=True)
+class Oidc:
+    """The organisation's OIDC provider, for `auth.kind: oidc` (components/sso.py)."""
+
+    issuer_url: str
+    client_id: str
+    client_secret_name: str  # a Secret in the namespace with the key `client-secret`
+    scopes: tuple[str, ...]
+    groups_claim: str
+    allowed_groups: tuple[str, ...]  # empty: every user the provider signs in (within email_domains)
+    email_domains: tuple[str, ...]  # ("*",): any
+    end_session_url: str | None  # the provider's logout endpoint, which sign-out calls; None: sign-out ends ours only
+    ca_secret_name: str | None = None  # a Secret with the key `ca.crt`, the provider's CA; None: public CAs
+
+
+@dataclass(frozen=True)
 class Auth:
     """MLflow's basic-auth app: an admin user whose password is generated, and
-    its user store in a database of its own."""
+    its user store in a database of its own; with `oidc`, people sign in at the
+    organisation's provider in front of it (components/sso.py)."""
 
     kind: AuthKind
     admin_username: str
@@ -170,10 +186,12 @@ class Auth:
     allow_plain_http: bool  # the stack accepts passwords over plain HTTP (said at every `pulumi up`)
     credential_cache_seconds: int  # how long a worker trusts a password it verified; 0: hash every request
     machine_password_revision: int = 1  # a change rotates the machine users' passwords (and names)
+    oidc: Oidc | None = None  # kind oidc only
 
     @property
     def enabled(self) -> bool:
-        return self.kind == "basic"
+        """MLflow's basic-auth app runs (behind the proxy with oidc: the machine users still sign in to it)."""
+        return self.kind in ("basic", "oidc")
 
 
 @dataclass(frozen=True)

@@ -5,34 +5,22 @@ on pulumi/actions stops at v6, so v7's inputs are not checked; `run:` scripts ne
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from tests.support.gobuild import go_binary
+
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "examples" / "github-actions"
 ACTIONLINT_VERSION = "v1.7.12"
 ACTIONLINT_MODULE = "github.com/rhysd/actionlint/cmd/actionlint"
-BUILD_TIMEOUT = 900
 
 
 @pytest.fixture(scope="module")
 def actionlint() -> Path:
-    target = ROOT / ".cache" / "actionlint" / ACTIONLINT_VERSION
-    binary = target / "actionlint"
-    if not binary.exists():
-        go = shutil.which("go")
-        if go is None:
-            raise RuntimeError("go is not on PATH: actionlint is built from its Go module (as the collector is)")
-        built = subprocess.run([go, "install", f"{ACTIONLINT_MODULE}@{ACTIONLINT_VERSION}"], capture_output=True,
-                               text=True, timeout=BUILD_TIMEOUT,
-                               env={**os.environ, "GOBIN": str(target), "CGO_ENABLED": "0"})
-        if built.returncode != 0:
-            raise RuntimeError(f"go install {ACTIONLINT_MODULE}@{ACTIONLINT_VERSION}: {built.stderr[-3000:]}")
-    return binary
+    return go_binary(ACTIONLINT_MODULE, ACTIONLINT_VERSION, "actionlint")
 
 
 def lint(actionlint: Path, *workflows: Path) -> subprocess.CompletedProcess:

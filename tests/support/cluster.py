@@ -44,15 +44,21 @@ def make_pki(directory: Path) -> str:
         """))
     _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "30",
              "-subj", "/CN=engine-test-ca", "-config", "ca.cnf", "-extensions", "ca", cwd=directory)
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "apiserver.key", "-out", "apiserver.csr",
-             "-subj", "/CN=kube-apiserver", "-config", "ca.cnf", cwd=directory)
-    _openssl("x509", "-req", "-in", "apiserver.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-             "-out", "apiserver.crt", "-days", "30", "-extfile", "ca.cnf", "-extensions", "server", cwd=directory)
+    server_certificate(directory, "apiserver")
     _openssl("genrsa", "-out", "sa.key", "2048", cwd=directory)
     _openssl("rsa", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=directory)
     token = subprocess.run(["openssl", "rand", "-hex", "24"], check=True, capture_output=True, text=True).stdout.strip()
     (directory / "tokens.csv").write_text(f"{token},admin,admin-uid,system:masters\n")
     return token
+
+
+def server_certificate(pki: Path, name: str) -> tuple[Path, Path]:
+    """(certificate, key) `<name>.crt/.key` for 127.0.0.1 and localhost, signed by make_pki's CA in `pki`."""
+    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+             "-subj", f"/CN={name}", "-config", "ca.cnf", cwd=pki)
+    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+             "-out", f"{name}.crt", "-days", "30", "-extfile", "ca.cnf", "-extensions", "server", cwd=pki)
+    return pki / f"{name}.crt", pki / f"{name}.key"
 
 
 def _listening(port: int) -> bool:

@@ -14,6 +14,10 @@ CMD, USER, ENV, /etc/passwd and /etc/group), read from the images' recipes.
 - `otel/opentelemetry-collector-contrib:<X>` is `FROM scratch`, USER 10001:10001, ENTRYPOINT
   the binary: no /etc/passwd, no shell, no /tmp. Its stand-in is the binary
   collector/build.sh builds at the deployed version.
+- `quay.io/oauth2-proxy/oauth2-proxy:<vX>` is oauth2-proxy's Dockerfile: the binary on
+  `gcr.io/distroless/static:nonroot` (USER 65532, passwd and group with root, nobody and
+  nonroot, no shell), ENTRYPOINT `/bin/oauth2-proxy`, the image's public CA bundle. Its
+  stand-in is the binary built from the Go module at the image's version.
 
 Stand-ins live in a store every container user can read, as a node's image store is
 (`IMAGE_STORE`, outside any checkout: a user's home or a 0700 temp dir cannot be entered
@@ -31,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from components.config import project_defaults, version_from_image
+from tests.support.gobuild import go_binary
 
 IMAGE_STORE = Path(os.environ.get("MLFLOW_TRACING_IMAGE_STORE", "/var/lib/mlflow-tracing-tests/images"))
 BUILD_TIMEOUT = 1800
@@ -40,6 +45,8 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MLFLOW_PREFIX = "ghcr.io/mlflow/mlflow:"
 POSTGRES_PREFIX = "postgres:"
 COLLECTOR_PREFIX = "otel/opentelemetry-collector-contrib:"
+OAUTH2_PROXY_PREFIX = "quay.io/oauth2-proxy/oauth2-proxy:"
+OAUTH2_PROXY_MODULE = "github.com/oauth2-proxy/oauth2-proxy/v7"
 # mlflow's docker/Dockerfile.full, the recipe of the -full image.
 MLFLOW_EXTRAS = "extras,azure,db,gateway,genai,auth"
 IMAGE_PYTHON = "3.11"  # python:3.11-slim-bookworm
@@ -54,6 +61,10 @@ DEBIAN_PASSWD = (
     "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin",
 )
 DEBIAN_GROUP = ("root:x:0:", "daemon:x:1:", "bin:x:2:", "sys:x:3:", "nogroup:x:65534:")
+# gcr.io/distroless/static:nonroot's
+DISTROLESS_PASSWD = ("root:x:0:0:root:/root:/sbin/nologin", "nobody:x:65534:65534:nobody:/nonexistent:/sbin/nologin",
+                     "nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin")
+DISTROLESS_GROUP = ("root:x:0:", "nobody:x:65534:", "nonroot:x:65532:")
 
 # docker-library/postgres' docker-entrypoint.sh, reduced to what this stack relies on, in its
 # order: as a non-root user it creates PGDATA and makes it 0700 (PostgreSQL refuses a
@@ -120,7 +131,7 @@ class Image:
         return int(entry[2]), int(entry[3])
 
 
-def _locked_build(name: str, recipe: str, build) -> Path:
+def stored_build(name: str, recipe: str, build) -> Path:
     """`IMAGE_STORE/<name>-<hash of recipe>`, built by `build(directory)` once; a partial build is redone."""
     digest = hashlib.sha256(recipe.encode()).hexdigest()[:12]
     directory = IMAGE_STORE / f"{name}-{digest}"
@@ -174,12 +185,17 @@ def python_venv(name: str, requirement: str) -> Path:
         if done.returncode != 0:
             raise RuntimeError(f"pip install {requirement} into {directory} failed:\n{done.stderr[-4000:]}")
 
-    return _locked_build(name, f"python{IMAGE_PYTHON} {requirement}", build) / "venv"
+    return stored_build(name, f"python{IMAGE_PYTHON} {requirement}", build) / "venv"
+
+
+def mlflow_venv(reference: str) -> Path:
+    """The virtualenv that stands in for the -full image of `reference`'s version (~3 min on first use)."""
+    return python_venv(f"mlflow-{image_version(reference)}", f"mlflow[{MLFLOW_EXTRAS}]=={image_version(reference)}")
 
 
 def mlflow_image(reference: str) -> Image:
     """The -full image of `reference`'s version: its stand-in built on first use (~3 min)."""
-    venv = python_venv(f"mlflow-{image_version(reference)}", f"mlflow[{MLFLOW_EXTRAS}]=={image_version(reference)}")
+    venv = mlflow_venv(reference)
     return Image(reference, entrypoint=(), cmd=("python3",), user=None,
                  path=f"{venv / 'bin'}:{DEFAULT_PATH}", env={"LANG": "C.UTF-8"})
 
@@ -202,7 +218,7 @@ def postgres_image(reference: str) -> Image:
         entrypoint.write_text(POSTGRES_ENTRYPOINT)
         entrypoint.chmod(0o755)
 
-    root = _locked_build("postgres", POSTGRES_ENTRYPOINT, build)
+    root = stored_build("postgres", POSTGRES_ENTRYPOINT, build)
     return Image(
         reference, entrypoint=("docker-entrypoint.sh",), cmd=("postgres",), user=None,
         path=f"{root / 'bin'}:{postgres_bin_dir()}:{DEFAULT_PATH}",
@@ -221,11 +237,32 @@ def collector_image(reference: str, binary: Path) -> Image:
         shutil.copy(binary, directory / "otelcol-contrib")
         (directory / "otelcol-contrib").chmod(0o755)
 
-    root = _locked_build(f"otelcol-{image_version(reference)}", hashlib.sha256(binary.read_bytes()).hexdigest(),
+    root = stored_build(f"otelcol-{image_version(reference)}", hashlib.sha256(binary.read_bytes()).hexdigest(),
                          build)
     return Image(reference, entrypoint=(str(root / "otelcol-contrib"),),
                  cmd=("--config", "/etc/otelcol-contrib/config.yaml"), user="10001:10001", path=DEFAULT_PATH,
                  passwd=None, group=None)
+
+
+def oauth2_proxy_binary(reference: str) -> Path:
+    """oauth2-proxy built from its Go module at the image's version (as its Dockerfile's `make build`
+    stamps the version)."""
+    version = reference.rsplit(":", 1)[1]
+    return go_binary(OAUTH2_PROXY_MODULE, version, "oauth2-proxy",
+                     f"-X {OAUTH2_PROXY_MODULE}/pkg/version.VERSION={version}")
+
+
+def oauth2_proxy_image(reference: str) -> Image:
+    binary = oauth2_proxy_binary(reference)
+
+    def build(directory: Path) -> None:
+        shutil.copy(binary, directory / "oauth2-proxy")
+        (directory / "oauth2-proxy").chmod(0o755)
+
+    root = stored_build(f"oauth2-proxy-{reference.rsplit(':', 1)[1]}",
+                        hashlib.sha256(binary.read_bytes()).hexdigest(), build)
+    return Image(reference, entrypoint=(str(root / "oauth2-proxy"),), cmd=(), user="65532", path=DEFAULT_PATH,
+                 passwd=DISTROLESS_PASSWD, group=DISTROLESS_GROUP)
 
 
 class Images:
@@ -249,6 +286,8 @@ class Images:
             if self.collector_binary is None:
                 raise ValueError(f"no collector binary on this node for image {reference!r}")
             return collector_image(reference, self.collector_binary)
+        if reference.startswith(OAUTH2_PROXY_PREFIX):
+            return oauth2_proxy_image(reference)
         raise ValueError(f"no stand-in for image {reference!r} on this node")
 
 

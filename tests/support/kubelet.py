@@ -336,8 +336,8 @@ class Kubelet:
         """One pass over cluster addresses and mount paths, longest first, so a
         replacement is never rewritten again (`/tmp` inside a rewritten path)."""
         table = {**self.rewrites, **{path: str(local) for path, local in mounts.items()}}
-        pattern = "|".join(re.escape(key) + ("(?![\\w.-])" if key.startswith("/") else "")
-                           for key in sorted(table, key=len, reverse=True))
+        pattern = "|".join(re.escape(key) + ("(?![\\w.-])" if key.startswith("/") else "(?!\\d)" if key[-1].isdigit()
+                                                else "") for key in sorted(table, key=len, reverse=True))
         return re.sub(pattern, lambda m: table[m.group(0)], text) if table else text
 
     def _value(self, value: str, env: dict[str, str], mounts: dict[str, Path]) -> str:

@@ -329,7 +329,9 @@ class NodeAgent:
                     rewrites[host] = "127.0.0.1"
         for container_port, local in pod.ports.items():  # the pod's own listeners
             ports[container_port] = local
-            rewrites[f"0.0.0.0:{container_port}"] = f"127.0.0.1:{local}"
+            # a listener's address, and the pod's loopback, on which its containers reach each other
+            for host in ("0.0.0.0", "127.0.0.1", "localhost"):
+                rewrites[f"{host}:{container_port}"] = f"127.0.0.1:{local}"
             rewrites[f"port: {container_port}\n"] = f"port: {local}\n"  # a YAML `port:` of a listener
         namespace = self.cluster.get(f"/api/v1/namespaces/{pod.namespace}") or {}
         admission = RestrictedV2.from_annotations((namespace.get("metadata") or {}).get("annotations") or {})

@@ -327,3 +327,35 @@ def test_a_destination_takes_safe_defaults_and_selection_keeps_one_collector():
     every_trace = {"name": "all", "endpoint": "https://otlp.example"}
     scaled = parse({"collector": {"replicas": 3, "destinations": [every_trace]}}).collector
     assert scaled.destinations[0].selects_all and scaled.destinations[0].uses_tls  # no selection: any replicas
+
+
+OIDC = {"issuerUrl": "https://keycloak.example.com/realms/corp", "clientId": "mlflow", "clientSecret": "mlflow-oidc",
+        "allowedGroups": ["mlflow-users"]}
+SIGNED_IN = {"exposure": {"tls": {"enabled": True}},
+             "mlflow": {"apiUrl": "http://localhost:5000", "auth": {"kind": "oidc", "oidc": OIDC}}}
+
+
+def test_single_sign_on_reads_the_provider_and_who_may_enter():
+    auth = parse(SIGNED_IN).mlflow.auth
+    assert auth.enabled and auth.oidc is not None
+    assert (auth.oidc.issuer_url, auth.oidc.client_id, auth.oidc.client_secret_name) == (
+        OIDC["issuerUrl"], "mlflow", "mlflow-oidc")
+    assert (auth.oidc.scopes, auth.oidc.allowed_groups, auth.oidc.email_domains, auth.oidc.end_session_url) == (
+        ("openid", "email", "profile"), ("mlflow-users",), ("*",), None)
+    assert parse().mlflow.auth.oidc is None  # read only for kind oidc
+
+
+@pytest.mark.parametrize(("values", "key", "fix"), [
+    ({"mlflow": {"auth": {"oidc": {"issuerUrl": None}}}}, "mlflow.auth.oidc.issuerUrl", "https://keycloak"),
+    ({"mlflow": {"auth": {"oidc": {"issuerUrl": "http://kc/realms/x"}}}}, "mlflow.auth.oidc.issuerUrl", "https://"),
+    ({"mlflow": {"auth": {"oidc": {"clientId": None}}}}, "mlflow.auth.oidc.clientId", "client ID"),
+    ({"mlflow": {"auth": {"oidc": {"clientSecret": None}}}}, "mlflow.auth.oidc.clientSecret", "client-secret"),
+    ({"mlflow": {"auth": {"oidc": {"scopes": ["email"]}}}}, "mlflow.auth.oidc.scopes", "openid"),
+    ({"mlflow": {"auth": {"oidc": {"emailDomains": []}}}}, "mlflow.auth.oidc.emailDomains", '["*"]'),
+    ({"mlflow": {"auth": {"oidc": {"logoutUrl": "http://kc/logout"}}}}, "mlflow.auth.oidc.logoutUrl", "https://"),
+    ({"exposure": {"tls": {"enabled": False}}}, "exposure.tls.enabled", "must be https"),
+    ({"mlflow": {"apiUrl": None}}, "mlflow.apiUrl", "port-forward"),
+])
+def test_single_sign_on_refuses_what_would_not_work_naming_the_key_and_the_fix(values, key, fix):
+    problems = problems_of(merge_over(SIGNED_IN, values))
+    assert any(p.startswith(f"{key}:") and fix in p for p in problems), problems
