@@ -48,13 +48,14 @@ def ingress_manifest(exposure: Exposure, service: str, port: int) -> tuple[dict,
     return annotations, spec
 
 
-def route_manifest(exposure: Exposure, service: str) -> tuple[dict, dict]:
-    """(annotations, spec) of the OpenShift Route: edge TLS, HTTP redirected."""
+def route_manifest(exposure: Exposure, service: str, port_name: str) -> tuple[dict, dict]:
+    """(annotations, spec) of the OpenShift Route: edge TLS, HTTP redirected, to the Service's
+    `port_name` (the sign-in proxy's with oidc, else MLflow's)."""
     tls: dict = {"termination": "edge", "insecureEdgeTerminationPolicy": "Redirect"}
     spec = {
         "host": exposure.host,
         "to": {"kind": "Service", "name": service, "weight": 100},
-        "port": {"targetPort": "http"},
+        "port": {"targetPort": port_name},
         "tls": tls,
     }
     return {**ROUTE_ANNOTATIONS, **exposure.annotations}, spec
@@ -104,7 +105,7 @@ class MlflowExposure(pulumi.ComponentResource):
                 spec=spec, opts=child,
             )
         elif config.kind == "route":
-            annotations, spec = route_manifest(config, service)
+            annotations, spec = route_manifest(config, service, server.port_name)
             self.resource = k8s.apiextensions.CustomResource(
                 f"{name}-route", api_version="route.openshift.io/v1", kind="Route",
                 metadata={"name": service, "namespace": namespace.ref, "labels": labels, "annotations": annotations},

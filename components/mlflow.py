@@ -273,8 +273,9 @@ class MlflowServer(pulumi.ComponentResource):
     migration Job, and `credentials` (a Pulumi secret) holds the admin's for `pulumi up`."""
 
     internal_url: str
-    service_name: str  # the Service an exposure routes to, on `port`
+    service_name: str  # the Service an exposure routes to, on `port` (named `port_name`)
     port: int
+    port_name: str
     deployment: k8s.apps.v1.Deployment
     rolled_out: list[pulumi.Resource]  # the Deployment and, after it, the writers resumed
     pod_revision: pulumi.Output[str]  # changes whenever the pods do (image, args, env, migration)
@@ -357,6 +358,7 @@ class MlflowServer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self),
         )
         # people come in through the exposure: with oidc, to the sign-in proxy
-        self.service_name, self.port = SERVICE_NAME, sso.PROXY_PORT if config.auth.oidc else PORT
+        self.service_name = SERVICE_NAME
+        self.port, self.port_name = (sso.PROXY_PORT, sso.PROXY_PORT_NAME) if config.auth.oidc else (PORT, "http")
         self.internal_url = f"http://{service_host(SERVICE_NAME, namespace.name)}:{PORT}"
         self.register_outputs({"internalUrl": self.internal_url})

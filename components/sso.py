@@ -33,7 +33,9 @@ PROXY_PASSWORD_PROXY_ENV = "OAUTH2_PROXY_BASIC_AUTH_PASSWORD"
 PROXY_PASSWORD_ENV = "MLFLOW_OIDC_PROXY_PASSWORD"  # the same password, in MLflow's container
 # Keys of the stack's generated auth Secret (components/auth.py), and of the user's client Secret.
 COOKIE_SECRET_KEY, PROXY_PASSWORD_KEY, CLIENT_SECRET_KEY = "oidc-cookie-secret", "oidc-proxy-password", "client-secret"
-COOKIE_SECRET_LENGTH = 32  # oauth2-proxy takes a 16, 24 or 32-byte cookie secret (AES)
+# oauth2-proxy takes a 16, 24 or 32-byte cookie secret (AES); these 32 URL-safe characters decode
+# as base64 to 24 bytes (AES-192), which it prefers to the raw string.
+COOKIE_SECRET_LENGTH = 32
 # A provider whose certificate a private CA signed: that CA, from the user's Secret (key ca.crt).
 PROVIDER_CA_VOLUME, PROVIDER_CA_DIR, PROVIDER_CA_KEY = "provider-ca", "/etc/oauth2-proxy/provider-ca", "ca.crt"
 PROXY_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}}
@@ -52,7 +54,7 @@ import secrets
 
 from flask import request
 from mlflow.exceptions import MlflowException
-from mlflow.server.auth import authenticate_request_basic_auth, store
+from mlflow.server.auth import authenticate_request_basic_auth, make_basic_auth_response, store
 from werkzeug.datastructures import Authorization
 
 _PROXY_PASSWORD = os.environ["MLFLOW_OIDC_PROXY_PASSWORD"].encode()
@@ -62,14 +64,23 @@ def authenticate():
     given = request.authorization
     if given is not None and given.type == "basic" and given.username \\
             and hmac.compare_digest((given.password or "").encode(), _PROXY_PASSWORD):
+        # People are their e-mail address. A name without "@" comes from a token without an e-mail
+        # (the proxy passes its subject instead) and could be the admin's or a machine user's: refused.
+        if "@" not in given.username:
+            return make_basic_auth_response()
         if not store.has_user(given.username):
             try:  # a password nobody knows: this user signs in only through the proxy
                 store.create_user(given.username, secrets.token_urlsafe(32))
-            except MlflowException:  # another worker created it meanwhile
-                pass
+            except MlflowException:  # another worker created it meanwhile, or the name is refused
+                if not store.has_user(given.username):
+                    return make_basic_auth_response()
         return Authorization("basic", {"username": given.username})
     return authenticate_request_basic_auth()
 '''
+
+
+def _with_query(url: str, parameter: str) -> str:
+    return f"{url}{'&' if '?' in url else '?'}{parameter}"
 
 
 def oauth2_proxy_args(oidc: Oidc, *, public_url: str, upstream_port: int) -> list[str]:
@@ -87,10 +98,12 @@ def oauth2_proxy_args(oidc: Oidc, *, public_url: str, upstream_port: int) -> lis
         f"--upstream=http://127.0.0.1:{upstream_port}",
         *(f"--email-domain={domain}" for domain in oidc.email_domains),
         *(f"--allowed-group={group}" for group in oidc.allowed_groups),
-        # MLflow's user is the e-mail address, passed as Basic auth with the proxy's password
+        # MLflow's user is the e-mail address, passed as Basic auth with the proxy's password (both
+        # flags are the defaults, stated because MLflow's identity depends on them)
         "--prefer-email-to-user",
         "--pass-basic-auth",
         "--pass-user-headers",
+        "--upstream-timeout=600s",  # slow trace searches and large uploads, as the exposure allows (default 30 s)
         # API clients may send the provider's access token instead of a session cookie
         "--skip-jwt-bearer-tokens",
         *(f"--api-route={route}" for route in API_ROUTES),
@@ -101,7 +114,8 @@ def oauth2_proxy_args(oidc: Oidc, *, public_url: str, upstream_port: int) -> lis
         "--cookie-samesite=lax",
         *([f"--provider-ca-file={PROVIDER_CA_DIR}/{PROVIDER_CA_KEY}"] if oidc.ca_secret_name else []),
         # sign-out ends the provider's session too, else the next visit signs straight back in
-        *([f"--backend-logout-url={oidc.end_session_url}?id_token_hint={{id_token}}"] if oidc.end_session_url else []),
+        *([f"--backend-logout-url={_with_query(oidc.end_session_url, 'id_token_hint={id_token}')}"]
+          if oidc.end_session_url else []),
     ]
 
 

@@ -84,6 +84,6 @@ def _access(reader: _Reader, auth: Auth, experiments: tuple[Experiment, ...]) ->
         users.append(TeamUser(name=name, roles=member_of, grants=_grants(item, experiments), password_secret=secret))
     _unique(reader.problems, reader.at("users"), "user", [u.name for u in users])
     if (roles or users) and not auth.enabled:
-        reader.problems.add(reader.key, "people sign in only with mlflow.auth.kind basic; set it, or empty "
+        reader.problems.add(reader.key, "people sign in only with mlflow.auth.kind basic or oidc; set one, or empty "
                             f"{reader.at('roles')} and {reader.at('users')}")
     return Access(roles=tuple(roles), users=tuple(users))

@@ -90,10 +90,17 @@ def _oidc(reader: _Reader) -> Oidc:
     domains = reader.strings("emailDomains")
     if not domains:
         reader.problems.add(reader.at("emailDomains"), "list the e-mail domains that may sign in, or [\"*\"] for any")
+    groups_claim, allowed_groups = reader.text("groupsClaim", optional=True), reader.strings("allowedGroups")
+    if groups_claim is None:
+        reader.problems.add(reader.at("groupsClaim"), "name the ID token's claim that lists the user's groups, "
+                                                      "such as groups (the default)")
+    if not allowed_groups and "*" in domains:
+        reader.problems.warn(reader.at("allowedGroups"), "anyone the provider signs in, from any e-mail domain, "
+                             "becomes an MLflow user (seeing nothing until an admin grants it); list the groups "
+                             "that may enter, or the e-mail domains in emailDomains")
     return Oidc(
         issuer_url=issuer or "", client_id=client_id or "", client_secret_name=secret or "", scopes=scopes,
-        groups_claim=reader.text("groupsClaim") or "", allowed_groups=reader.strings("allowedGroups"),
-        email_domains=domains,
+        groups_claim=groups_claim or "", allowed_groups=allowed_groups, email_domains=domains,
         end_session_url=_https_url(reader, "logoutUrl", "https://keycloak.example.com/realms/corp/protocol/"
                                                         "openid-connect/logout", optional=True),
         ca_secret_name=reader.text("caSecret", optional=True),
@@ -164,20 +171,30 @@ def _refuse_plain_http_passwords(reader: _Reader, exposure: Exposure, api_url: s
         )
 
 
-def _refuse_what_sign_in_needs(reader: _Reader, exposure: Exposure, api_url: str | None) -> None:
+def _refuse_what_sign_in_needs(reader: _Reader, exposure: Exposure, api_url: str | None, auth: Auth) -> None:
     """People sign in through the exposure: the provider sends them back to an https URL and the session
     cookie is Secure. `pulumi up` signs in as the admin on MLflow's own port, which the proxy does not
-    pass (it admits only its sessions and the provider's tokens)."""
+    pass (it admits only its sessions and the provider's tokens). People are their e-mail address
+    inside MLflow, so the admin's name has none (sso.AUTH_MODULE refuses such names through the proxy)."""
     kind = reader.at("auth.kind")
-    if exposure.scheme != "https":
+    if exposure.kind == "none":
+        reader.problems.add("exposure.kind", f"with {kind} oidc people sign in through the exposure, and there is "
+                                             "none: set ingress, route or httproute, with TLS")
+    elif exposure.scheme != "https":
         reader.problems.add("exposure.tls.enabled", f"with {kind} oidc people sign in through the exposure, which "
                                                     "must be https: set it true (with tls.secretName or "
                                                     "tls.clusterIssuer)")
+    port_forward = "point it at a port-forward such as http://localhost:5000 (kubectl port-forward svc/mlflow 5000)"
     if api_url is None:
         reader.problems.add(reader.at("apiUrl"), f"with {kind} oidc, `pulumi up` signs in as the admin on MLflow's "
-                                                 "own port, which the sign-in proxy does not pass; point it at a "
-                                                 "port-forward such as http://localhost:5000 (kubectl port-forward "
-                                                 "svc/mlflow 5000)")
+                                                 f"own port, which the sign-in proxy does not pass; {port_forward}")
+    elif exposure.url and api_url.rstrip("/") == exposure.url.rstrip("/"):
+        reader.problems.add(reader.at("apiUrl"), f"{api_url} is the exposure, where with {kind} oidc the sign-in "
+                                                 f"proxy refuses the admin's password; {port_forward}")
+    if "@" in auth.admin_username:
+        reader.problems.add(reader.at("auth.adminUsername"), f"with {kind} oidc people are their e-mail address "
+                                                             "inside MLflow, so the admin's name must not be one; "
+                                                             "choose a name without @, such as admin")
 
 
 def _either(ways: list[str]) -> str:
@@ -215,7 +232,7 @@ def _mlflow(reader: _Reader, exposure: Exposure, postgres_database: str | None) 
         reader.problems.add(reader.at("apiUrl"), f"{api_url!r} must be an http(s) URL such as http://localhost:5000")
     auth = _auth(reader.child("auth"), postgres_database)
     if auth.kind == "oidc":
-        _refuse_what_sign_in_needs(reader, exposure, api_url)
+        _refuse_what_sign_in_needs(reader, exposure, api_url, auth)
     if auth.enabled:
         _refuse_plain_http_passwords(reader, exposure, api_url, auth)
     if api_url is None and exposure.kind == "none":

@@ -355,7 +355,20 @@ def test_single_sign_on_reads_the_provider_and_who_may_enter():
     ({"mlflow": {"auth": {"oidc": {"logoutUrl": "http://kc/logout"}}}}, "mlflow.auth.oidc.logoutUrl", "https://"),
     ({"exposure": {"tls": {"enabled": False}}}, "exposure.tls.enabled", "must be https"),
     ({"mlflow": {"apiUrl": None}}, "mlflow.apiUrl", "port-forward"),
+    ({"mlflow": {"apiUrl": "https://mlflow.example.com/"}}, "mlflow.apiUrl", "port-forward"),
+    ({"exposure": {"kind": "none"}}, "exposure.kind", "ingress, route or httproute"),
+    ({"mlflow": {"auth": {"oidc": {"groupsClaim": ""}}}}, "mlflow.auth.oidc.groupsClaim", "groups"),
+    ({"mlflow": {"auth": {"adminUsername": "ops@example.com"}}}, "mlflow.auth.adminUsername", "without @"),
 ])
 def test_single_sign_on_refuses_what_would_not_work_naming_the_key_and_the_fix(values, key, fix):
     problems = problems_of(merge_over(SIGNED_IN, values))
     assert any(p.startswith(f"{key}:") and fix in p for p in problems), problems
+
+
+def test_single_sign_on_open_to_anyone_the_provider_signs_in_is_said_at_every_up():
+    assert parse(SIGNED_IN).warnings == ()  # a group is named
+    anyone = merge_over(SIGNED_IN, {"mlflow": {"auth": {"oidc": {"allowedGroups": []}}}})
+    (warning,) = parse(anyone).warnings
+    assert warning.startswith("mlflow.auth.oidc.allowedGroups:") and "anyone the provider signs in" in warning
+    one_domain = merge_over(anyone, {"mlflow": {"auth": {"oidc": {"emailDomains": ["example.com"]}}}})
+    assert parse(one_domain).warnings == ()

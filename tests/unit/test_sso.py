@@ -7,6 +7,7 @@ import pytest
 from components import mlflow as mlflow_component
 from components import sso
 from components.auth import CONFIG_FILE
+from components.config import merge_over, parse_stack_config
 from tests.support.k8s import env_of
 from tests.support.program import run_program
 
@@ -35,6 +36,7 @@ def test_the_proxy_runs_beside_mlflow_for_the_exposures_https_url(signed_in):
     assert f"--upstream=http://127.0.0.1:{mlflow_component.PORT}" in args
     assert "--allowed-group=mlflow-users" in args and "--cookie-secure=true" in args
     assert f"--backend-logout-url={OIDC['logoutUrl']}?id_token_hint={{id_token}}" in args
+    assert "--upstream-timeout=600s" in args  # as long as the exposure waits, not the proxy's 30 s
     assert proxy["securityContext"]["readOnlyRootFilesystem"] is True
 
 
@@ -99,3 +101,31 @@ def test_a_private_providers_ca_is_mounted_from_the_users_secret_and_named_to_th
     # without caSecret: the image's trust store, nothing mounted
     default = containers(signed_in)["sso"]
     assert "volumeMounts" not in default and not [a for a in default["args"] if a.startswith("--provider-ca-file")]
+
+
+def test_a_logout_url_with_a_query_gets_the_token_hint_as_one_more_parameter():
+    oidc = parse_stack_config(merge_over(
+        {"domain": "example.com"}, {"exposure": {"tls": {"enabled": True}}, "mlflow": {
+            "apiUrl": "http://localhost:5000", "auth": {"kind": "oidc", "oidc": {
+                **OIDC, "logoutUrl": "https://login.example.com/logout?client_id=mlflow"}}}})).mlflow.auth.oidc
+    assert oidc is not None
+    (logout,) = [a for a in sso.oauth2_proxy_args(oidc, public_url="https://m.example.com", upstream_port=5000)
+                 if a.startswith("--backend-logout-url=")]
+    assert logout == "--backend-logout-url=https://login.example.com/logout?client_id=mlflow&id_token_hint={id_token}"
+
+
+@pytest.mark.parametrize(("stack", "exposure"), [
+    ("openshift", None),
+    ("dev", {"kind": "httproute", "tls": {"enabled": True}, "gateway": {"name": "public", "sectionName": "https"}}),
+])
+def test_every_exposure_kind_sends_people_to_the_proxy_not_to_mlflows_own_port(stack, exposure):
+    run = run_program(stack, **({"exposure": exposure} if exposure else {}),
+                      mlflow={"apiUrl": "http://localhost:5000", "auth": {"kind": "oidc", "oidc": OIDC}})
+    service_ports = {p["name"]: p["port"] for p in run.get("Service", "mlflow").outputs["spec"]["ports"]}
+    (route,) = [*run.kinds("Route"), *run.kinds("HTTPRoute")]
+    spec = route.outputs["spec"]
+    if "to" in spec:  # an OpenShift Route names the Service's target port
+        assert spec["port"]["targetPort"] == sso.PROXY_PORT_NAME
+        assert containers(run)["sso"]["ports"][0]["name"] == sso.PROXY_PORT_NAME
+    else:
+        assert spec["rules"][0]["backendRefs"][0]["port"] == service_ports[sso.PROXY_PORT_NAME]
