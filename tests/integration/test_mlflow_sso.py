@@ -86,7 +86,7 @@ class SsoStack:
                          allowed_groups=(ALLOWED_GROUP,), email_domains=("*",),
                          end_session_url=self.keycloak.end_session_url(REALM))
 
-        proxy_password = secrets.token_urlsafe(24)
+        self.proxy_password = proxy_password = secrets.token_urlsafe(24)
         modules = self.directory / "python"
         modules.mkdir()
         (modules / f"{AUTH_MODULE_NAME}.py").write_text(AUTH_MODULE)
@@ -220,6 +220,16 @@ def test_signing_out_ends_the_providers_session_too(sso, browser, shots):
     page.screenshot(path=shots / "logout-2-after-sign-out.png")
     assert page.url.startswith(sso.keycloak.issuer(REALM)) and page.locator("#kc-login").count() == 1
     context.close()
+
+
+def test_the_proxys_password_vouches_only_for_an_e_mail_address(sso):
+    """A token without an e-mail reaches MLflow under its subject: a name without @ is refused, so no
+    token can make someone the admin or a machine user."""
+    me = f"{sso.mlflow_url}/api/2.0/mlflow/users/current"
+    for name in (ADMIN[0], "otel-collector-1", "6c1f0b7e-subject"):
+        assert requests.get(me, auth=(name, sso.proxy_password), timeout=10).status_code == 401, name
+    carol = requests.get(me, auth=("carol@example.com", sso.proxy_password), timeout=10)
+    assert carol.status_code == 200 and carol.json()["user"]["username"] == "carol@example.com"
 
 
 def test_machine_users_keep_basic_auth_on_mlflows_own_port_and_the_proxy_refuses_it(sso):
