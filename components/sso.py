@@ -72,7 +72,7 @@ def authenticate():
             try:  # a password nobody knows: this user signs in only through the proxy
                 store.create_user(given.username, secrets.token_urlsafe(32))
             except MlflowException:  # another worker created it meanwhile, or the name is refused
-                if not store.has_user(given.username):
+                if not store.has_user(given.username, use_primary=True):
                     return make_basic_auth_response()
         return Authorization("basic", {"username": given.username})
     return authenticate_request_basic_auth()
@@ -80,7 +80,8 @@ def authenticate():
 
 
 def _with_query(url: str, parameter: str) -> str:
-    return f"{url}{'&' if '?' in url else '?'}{parameter}"
+    separator = "" if url.endswith(("?", "&")) else "&" if "?" in url else "?"
+    return f"{url}{separator}{parameter}"
 
 
 def oauth2_proxy_args(oidc: Oidc, *, public_url: str, upstream_port: int) -> list[str]:
@@ -98,8 +99,8 @@ def oauth2_proxy_args(oidc: Oidc, *, public_url: str, upstream_port: int) -> lis
         f"--upstream=http://127.0.0.1:{upstream_port}",
         *(f"--email-domain={domain}" for domain in oidc.email_domains),
         *(f"--allowed-group={group}" for group in oidc.allowed_groups),
-        # MLflow's user is the e-mail address, passed as Basic auth with the proxy's password (both
-        # flags are the defaults, stated because MLflow's identity depends on them)
+        # MLflow's user is the e-mail address, passed as Basic auth with the proxy's password (the last
+        # two flags are the defaults, stated because MLflow's identity depends on them)
         "--prefer-email-to-user",
         "--pass-basic-auth",
         "--pass-user-headers",

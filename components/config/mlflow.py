@@ -90,8 +90,9 @@ def _oidc(reader: _Reader) -> Oidc:
     domains = reader.strings("emailDomains")
     if not domains:
         reader.problems.add(reader.at("emailDomains"), "list the e-mail domains that may sign in, or [\"*\"] for any")
-    groups_claim, allowed_groups = reader.text("groupsClaim", optional=True), reader.strings("allowedGroups")
-    if groups_claim is None:
+    groups_claim = (reader.text("groupsClaim", optional=True) or "").strip()
+    allowed_groups = reader.strings("allowedGroups")
+    if not groups_claim:
         reader.problems.add(reader.at("groupsClaim"), "name the ID token's claim that lists the user's groups, "
                                                       "such as groups (the default)")
     if not allowed_groups and "*" in domains:
@@ -100,7 +101,7 @@ def _oidc(reader: _Reader) -> Oidc:
                              "that may enter, or the e-mail domains in emailDomains")
     return Oidc(
         issuer_url=issuer or "", client_id=client_id or "", client_secret_name=secret or "", scopes=scopes,
-        groups_claim=groups_claim or "", allowed_groups=allowed_groups, email_domains=domains,
+        groups_claim=groups_claim, allowed_groups=allowed_groups, email_domains=domains,
         end_session_url=_https_url(reader, "logoutUrl", "https://keycloak.example.com/realms/corp/protocol/"
                                                         "openid-connect/logout", optional=True),
         ca_secret_name=reader.text("caSecret", optional=True),
@@ -188,9 +189,9 @@ def _refuse_what_sign_in_needs(reader: _Reader, exposure: Exposure, api_url: str
     if api_url is None:
         reader.problems.add(reader.at("apiUrl"), f"with {kind} oidc, `pulumi up` signs in as the admin on MLflow's "
                                                  f"own port, which the sign-in proxy does not pass; {port_forward}")
-    elif exposure.url and api_url.rstrip("/") == exposure.url.rstrip("/"):
-        reader.problems.add(reader.at("apiUrl"), f"{api_url} is the exposure, where with {kind} oidc the sign-in "
-                                                 f"proxy refuses the admin's password; {port_forward}")
+    elif exposure.host and (urllib.parse.urlsplit(api_url).hostname or "") == exposure.host.lower():
+        reader.problems.add(reader.at("apiUrl"), f"{api_url} is the exposure's host, where with {kind} oidc the "
+                                                 f"sign-in proxy refuses the admin's password; {port_forward}")
     if "@" in auth.admin_username:
         reader.problems.add(reader.at("auth.adminUsername"), f"with {kind} oidc people are their e-mail address "
                                                              "inside MLflow, so the admin's name must not be one; "

@@ -356,8 +356,9 @@ def test_single_sign_on_reads_the_provider_and_who_may_enter():
     ({"exposure": {"tls": {"enabled": False}}}, "exposure.tls.enabled", "must be https"),
     ({"mlflow": {"apiUrl": None}}, "mlflow.apiUrl", "port-forward"),
     ({"mlflow": {"apiUrl": "https://mlflow.example.com/"}}, "mlflow.apiUrl", "port-forward"),
+    ({"mlflow": {"apiUrl": "http://MLflow.example.com:80"}}, "mlflow.apiUrl", "exposure's host"),
     ({"exposure": {"kind": "none"}}, "exposure.kind", "ingress, route or httproute"),
-    ({"mlflow": {"auth": {"oidc": {"groupsClaim": ""}}}}, "mlflow.auth.oidc.groupsClaim", "groups"),
+    ({"mlflow": {"auth": {"oidc": {"groupsClaim": " "}}}}, "mlflow.auth.oidc.groupsClaim", "groups"),
     ({"mlflow": {"auth": {"adminUsername": "ops@example.com"}}}, "mlflow.auth.adminUsername", "without @"),
 ])
 def test_single_sign_on_refuses_what_would_not_work_naming_the_key_and_the_fix(values, key, fix):

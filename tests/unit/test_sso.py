@@ -124,8 +124,8 @@ def test_every_exposure_kind_sends_people_to_the_proxy_not_to_mlflows_own_port(s
     service_ports = {p["name"]: p["port"] for p in run.get("Service", "mlflow").outputs["spec"]["ports"]}
     (route,) = [*run.kinds("Route"), *run.kinds("HTTPRoute")]
     spec = route.outputs["spec"]
-    if "to" in spec:  # an OpenShift Route names the Service's target port
-        assert spec["port"]["targetPort"] == sso.PROXY_PORT_NAME
+    if "to" in spec:  # an OpenShift Route names a port of the Service and of its pods
+        assert spec["port"]["targetPort"] == sso.PROXY_PORT_NAME and sso.PROXY_PORT_NAME in service_ports
         assert containers(run)["sso"]["ports"][0]["name"] == sso.PROXY_PORT_NAME
     else:
         assert spec["rules"][0]["backendRefs"][0]["port"] == service_ports[sso.PROXY_PORT_NAME]
